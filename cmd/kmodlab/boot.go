@@ -1,0 +1,93 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/kmodlab/kmodlab/images"
+	"github.com/kmodlab/kmodlab/lab/qemu"
+	"github.com/kmodlab/kmodlab/lab/remote"
+	"github.com/spf13/cobra"
+	"golang.org/x/crypto/ssh"
+)
+
+func bootCmd() *cobra.Command {
+	var (
+		keep    bool
+		accel   string
+		timeout time.Duration
+		conLog  string
+	)
+	c := &cobra.Command{
+		Use:   "boot TARGET [--keep | -- CMD [ARGS...]]",
+		Short: "Boot a fresh guest, run CMD over SSH, print its output, shut down, exit with CMD's status",
+		Example: `  kmodlab boot armv7-lpae -- grep HighTotal /proc/meminfo
+  kmodlab boot i386-pae --keep`,
+		Args: cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			t, err := images.Lookup(args[0])
+			if err != nil {
+				return err
+			}
+			command := args[1:]
+			if len(command) == 0 && !keep {
+				return fmt.Errorf("give a command after -- or --keep")
+			}
+			ctx := cmd.Context()
+			b := builder()
+			img, err := b.Build(ctx, t)
+			if err != nil {
+				return err
+			}
+			g, err := qemu.Boot(ctx, qemu.Config{Image: img, Accel: accel, ConsoleLog: conLog}, b.KeyDir(), timeout)
+			if err != nil {
+				return &exitError{exitInfra, err}
+			}
+			defer g.Close()
+			fmt.Fprintf(os.Stderr, "kmodlab: %s up in %.1fs (%s, kernel %s)\n", t.Name, g.BootTime.Seconds(), g.Accel, g.Info().KernelRelease)
+			if keep {
+				kh, err := writeKnownHosts(b.KeyDir(), g.Addr(), ssh.MarshalAuthorizedKey(img.HostKey))
+				if err != nil {
+					return err
+				}
+				defer os.Remove(kh)
+				fmt.Printf("%s\n", g.SSHCommand(b.KeyDir(), kh))
+				fmt.Fprintln(os.Stderr, "kmodlab: Ctrl-C shuts the guest down")
+				select {
+				case <-ctx.Done():
+				case <-g.Exited():
+					fmt.Fprintln(os.Stderr, "kmodlab: the guest powered off")
+				}
+				return nil
+			}
+			err = g.Run(ctx, shellJoin(command), os.Stdout, os.Stderr)
+			if ee, ok := err.(*remote.ExitError); ok {
+				return &exitError{ee.Status, err}
+			}
+			return err
+		},
+	}
+	c.Flags().BoolVar(&keep, "keep", false, "stay up and print the ssh command line; Ctrl-C shuts down")
+	c.Flags().StringVar(&accel, "accel", "auto", "kvm, tcg or auto (kvm only when really usable)")
+	c.Flags().DurationVar(&timeout, "boot-timeout", 4*time.Minute, "how long the guest may take to answer SSH")
+	c.Flags().StringVar(&conLog, "console-log", "", "also write the serial console to this file")
+	return c
+}
+
+// shellJoin quotes args for the remote shell so they arrive as given.
+func shellJoin(args []string) string {
+	if len(args) == 1 {
+		return args[0] // one argument: a command line the user already wrote for a shell
+	}
+	q := make([]string, len(args))
+	for i, a := range args {
+		if a != "" && strings.Trim(a, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-./=:,@%+") == "" {
+			q[i] = a
+		} else {
+			q[i] = "'" + strings.ReplaceAll(a, "'", `'\''`) + "'"
+		}
+	}
+	return strings.Join(q, " ")
+}

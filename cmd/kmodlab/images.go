@@ -1,0 +1,118 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/kmodlab/kmodlab/images"
+	"github.com/spf13/cobra"
+)
+
+func builder() *images.Builder {
+	dir := flagCache
+	if dir == "" {
+		dir = images.DefaultCacheDir()
+	}
+	return &images.Builder{CacheDir: dir}
+}
+
+// targetsOrAll resolves target names; none means every built-in target.
+func targetsOrAll(names []string) ([]*images.Target, error) {
+	if len(names) == 0 {
+		return images.Targets()
+	}
+	var out []*images.Target
+	for _, n := range names {
+		t, err := images.Lookup(n)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, t)
+	}
+	return out, nil
+}
+
+func imagesCmd() *cobra.Command {
+	c := &cobra.Command{Use: "images", Short: "Build and inspect guest images"}
+	var refresh bool
+	build := &cobra.Command{
+		Use:   "build [TARGET...]",
+		Short: "Fetch the pinned Debian packages and build guest images (cached by recipe hash)",
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ts, err := targetsOrAll(args)
+			if err != nil {
+				return err
+			}
+			b := builder()
+			b.Refresh = refresh
+			for _, t := range ts {
+				start := time.Now()
+				img, err := b.Build(cmd.Context(), t)
+				if err != nil {
+					return err
+				}
+				hdr, err := b.Headers(cmd.Context(), t)
+				if err != nil {
+					return err
+				}
+				fmt.Printf("%-11s %s  (%.1fs)\n            headers %s\n", t.Name, img.Dir, time.Since(start).Seconds(), hdr)
+			}
+			return nil
+		},
+	}
+	build.Flags().BoolVar(&refresh, "refresh", false, "update the private apt lists first")
+	var headers bool
+	path := &cobra.Command{
+		Use:   "path TARGET",
+		Short: "Print the image directory (or with --headers the kernel build tree) of a target",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			t, err := images.Lookup(args[0])
+			if err != nil {
+				return err
+			}
+			b := builder()
+			if headers {
+				d, err := b.Headers(cmd.Context(), t)
+				if err != nil {
+					return err
+				}
+				fmt.Println(d)
+				return nil
+			}
+			img, err := b.Build(cmd.Context(), t)
+			if err != nil {
+				return err
+			}
+			fmt.Println(img.Dir)
+			return nil
+		},
+	}
+	path.Flags().BoolVar(&headers, "headers", false, "the kernel headers tree for module builds")
+	list := &cobra.Command{
+		Use:   "list",
+		Short: "List the built-in targets",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ts, err := images.Targets()
+			if err != nil {
+				return err
+			}
+			for _, t := range ts {
+				fmt.Printf("%-11s %-24s %s\n", t.Name, t.Kernel.Release, t.Description)
+			}
+			return nil
+		},
+	}
+	c.AddCommand(build, path, list)
+	return c
+}
+
+func writeKnownHosts(dir, addr string, line []byte) (string, error) {
+	file := filepath.Join(dir, "known_hosts-"+strings.ReplaceAll(addr, ":", "_"))
+	host, port, _ := strings.Cut(addr, ":")
+	return file, os.WriteFile(file, []byte(fmt.Sprintf("[%s]:%s %s", host, port, line)), 0o600)
+}

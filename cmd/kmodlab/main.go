@@ -1,0 +1,81 @@
+// Command kmodlab is a QEMU-based, cross-architecture CI lab for Linux kernel modules:
+// it boots ARMv7 LPAE, i386 PAE and x86_64 guests (or reaches boards over SSH), builds
+// and deploys a module and its userspace, runs stress jobs and says, per target and per
+// module mode, whether data diverged between threads, with the evidence.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/spf13/cobra"
+)
+
+// version is set by the Makefile (-ldflags -X main.version=...).
+var version = "dev"
+
+// Exit codes (the same for every command that runs cells).
+const (
+	exitOK       = 0
+	exitMismatch = 1 // a cell's verdict differs from its expectation
+	exitInfra    = 2 // boot, SSH, build or timeout: the lab could not judge
+)
+
+type exitError struct {
+	code int
+	err  error
+}
+
+func (e *exitError) Error() string { return e.err.Error() }
+
+var (
+	flagCache   string
+	flagVerbose bool
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	root := &cobra.Command{
+		Use:           "kmodlab",
+		Short:         "A QEMU-based, cross-architecture CI lab for Linux kernel modules",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		PersistentPreRun: func(cmd *cobra.Command, args []string) {
+			lvl := slog.LevelInfo
+			if flagVerbose {
+				lvl = slog.LevelDebug
+			}
+			slog.SetDefault(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lvl})))
+		},
+	}
+	root.PersistentFlags().StringVar(&flagCache, "cache", "", "cache directory (default $XDG_CACHE_HOME/kmodlab)")
+	root.PersistentFlags().BoolVarP(&flagVerbose, "verbose", "v", false, "debug logging")
+	root.AddCommand(versionCmd(), imagesCmd(), bootCmd(), buildCmd(), runCmd(), traceCmd(), benchCmd(), runnersCmd())
+	err := root.ExecuteContext(ctx)
+	if err == nil {
+		return
+	}
+	fmt.Fprintln(os.Stderr, "kmodlab:", err)
+	var ee *exitError
+	if errors.As(err, &ee) {
+		os.Exit(ee.code)
+	}
+	os.Exit(exitInfra)
+}
+
+func versionCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "version",
+		Short: "Print kmodlab's version",
+		Args:  cobra.NoArgs,
+		Run: func(cmd *cobra.Command, args []string) {
+			fmt.Println("kmodlab", version)
+		},
+	}
+}

@@ -1,0 +1,316 @@
+// Package debian fetches Debian packages through a private apt root inside kmodlab's
+// cache: the host's own sources list and keyrings, but its own package lists, so no root,
+// no `dpkg --add-architecture` and no change to the host are needed. Packages are only
+// downloaded and unpacked (`dpkg-deb -x`): no maintainer script ever runs.
+package debian
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"time"
+)
+
+// Architectures the private root knows: the host's and the guests'.
+var Architectures = []string{"amd64", "armhf", "i386"}
+
+// SourcesEnv names a file in sources.list or deb822 format that replaces the host's
+// sources (for non-Debian hosts, or to point at a snapshot).
+const SourcesEnv = "KMODLAB_APT_SOURCES"
+
+// Root is a private apt configuration under Dir.
+type Root struct {
+	Dir     string
+	Sources string // optional sources file; default: the host's /etc/apt sources
+	Log     *slog.Logger
+	// MaxAge is how old the package lists may be before Update fetches them again.
+	MaxAge time.Duration
+}
+
+func (r *Root) conf() string { return filepath.Join(r.Dir, "apt.conf") }
+
+func (r *Root) log() *slog.Logger {
+	if r.Log == nil {
+		return slog.Default()
+	}
+	return r.Log
+}
+
+// Init writes the private configuration and copies the sources.
+func (r *Root) Init() error {
+	for _, d := range []string{"etc/apt/sources.list.d", "etc/apt/apt.conf.d", "etc/apt/preferences.d",
+		"etc/apt/trusted.gpg.d", "state/lists/partial", "cache/archives/partial", "debs"} {
+		if err := os.MkdirAll(filepath.Join(r.Dir, d), 0o755); err != nil {
+			return err
+		}
+	}
+	status := filepath.Join(r.Dir, "state/status")
+	if _, err := os.Stat(status); err != nil {
+		if err := os.WriteFile(status, nil, 0o644); err != nil {
+			return err
+		}
+	}
+	if err := r.copySources(); err != nil {
+		return err
+	}
+	var b strings.Builder
+	d := r.Dir + "/"
+	fmt.Fprintf(&b, "Dir %q;\nDir::State %q;\nDir::State::status %q;\nDir::Cache %q;\nDir::Etc %q;\n",
+		d, d+"state/", d+"state/status", d+"cache/", d+"etc/apt/")
+	b.WriteString("Dir::Etc::TrustedParts \"/usr/share/keyrings/\";\n")
+	b.WriteString("Dir::Etc::Trusted \"/etc/apt/trusted.gpg\";\n")
+	b.WriteString("APT::Architectures {")
+	for _, a := range Architectures {
+		fmt.Fprintf(&b, " %q;", a)
+	}
+	b.WriteString(" };\nAcquire::Languages \"none\";\nDebug::NoLocking \"1\";\n")
+	if os.Geteuid() == 0 {
+		b.WriteString("APT::Sandbox::User \"root\";\n")
+	}
+	return os.WriteFile(r.conf(), []byte(b.String()), 0o644)
+}
+
+func (r *Root) copySources() error {
+	dst := filepath.Join(r.Dir, "etc/apt/sources.list.d")
+	old, _ := filepath.Glob(filepath.Join(dst, "*"))
+	for _, o := range old {
+		os.Remove(o)
+	}
+	src := r.Sources
+	if src == "" {
+		src = os.Getenv(SourcesEnv)
+	}
+	if src != "" {
+		data, err := os.ReadFile(src)
+		if err != nil {
+			return fmt.Errorf("apt sources (%s): %w", SourcesEnv, err)
+		}
+		name := "user.list"
+		if bytes.Contains(data, []byte("URIs:")) {
+			name = "user.sources"
+		}
+		return os.WriteFile(filepath.Join(dst, name), data, 0o644)
+	}
+	var files []string
+	if _, err := os.Stat("/etc/apt/sources.list"); err == nil {
+		files = append(files, "/etc/apt/sources.list")
+	}
+	for _, pat := range []string{"/etc/apt/sources.list.d/*.list", "/etc/apt/sources.list.d/*.sources"} {
+		m, _ := filepath.Glob(pat)
+		files = append(files, m...)
+	}
+	n := 0
+	for _, f := range files {
+		data, err := os.ReadFile(f)
+		if err != nil || !isDebian(data) {
+			continue
+		}
+		if err := os.WriteFile(filepath.Join(dst, fmt.Sprintf("%02d-%s", n, filepath.Base(f))), data, 0o644); err != nil {
+			return err
+		}
+		n++
+	}
+	if n == 0 {
+		return fmt.Errorf("no Debian apt sources found in /etc/apt; on a non-Debian host set %s to a sources file "+
+			"with a bookworm line, e.g. 'deb http://<your Debian mirror>/debian bookworm main'", SourcesEnv)
+	}
+	return nil
+}
+
+// isDebian keeps sources that name a Debian suite (bookworm), dropping vendor repos that
+// would only slow updates down.
+func isDebian(data []byte) bool {
+	return regexp.MustCompile(`(?m)^[^#]*\bbookworm\b`).Match(data)
+}
+
+func (r *Root) apt(ctx context.Context, dir string, args ...string) ([]byte, error) {
+	cmd := exec.CommandContext(ctx, args[0], args[1:]...)
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), "APT_CONFIG="+r.conf(), "LC_ALL=C")
+	var out bytes.Buffer
+	cmd.Stdout = &out
+	cmd.Stderr = &out
+	err := cmd.Run()
+	var ee *exec.ExitError
+	if err != nil && !errors.As(err, &ee) {
+		return out.Bytes(), fmt.Errorf("%s: %w (install Debian's apt and dpkg)", args[0], err)
+	}
+	return out.Bytes(), err
+}
+
+// Update fetches package lists when they are missing or older than MaxAge. A partial
+// failure (one index the mirror serves badly) is logged, not fatal: the pinned packages
+// are checked one by one in Download.
+func (r *Root) Update(ctx context.Context, force bool) error {
+	if err := r.Init(); err != nil {
+		return err
+	}
+	stamp := filepath.Join(r.Dir, "state/updated")
+	if st, err := os.Stat(stamp); err == nil && !force {
+		age := r.MaxAge
+		if age == 0 {
+			age = 24 * time.Hour
+		}
+		if time.Since(st.ModTime()) < age {
+			return nil
+		}
+	}
+	r.log().Info("apt update (private root)", "dir", r.Dir)
+	out, err := r.apt(ctx, r.Dir, "apt-get", "-q", "update")
+	if err != nil {
+		lists, _ := filepath.Glob(filepath.Join(r.Dir, "state/lists/*_Packages*"))
+		if len(lists) == 0 {
+			return fmt.Errorf("apt-get update in %s failed: %w\n%s", r.Dir, err, tail(out, 15))
+		}
+		r.log().Warn("apt-get update reported errors; going on with the lists it got", "detail", firstErr(out))
+	}
+	return os.WriteFile(stamp, nil, 0o644)
+}
+
+// Download fetches each package spec (name:arch[=version]) into the root's debs/ folder
+// unless a file for it is there already, and returns the .deb paths in spec order.
+func (r *Root) Download(ctx context.Context, specs []string) ([]string, error) {
+	debs := filepath.Join(r.Dir, "debs")
+	var paths, missing []string
+	for _, s := range specs {
+		if p := r.cached(s); p != "" {
+			paths = append(paths, p)
+			continue
+		}
+		missing = append(missing, s)
+	}
+	if len(missing) > 0 {
+		r.log().Info("downloading packages", "count", len(missing))
+		out, err := r.apt(ctx, debs, append([]string{"apt-get", "-q", "download"}, missing...)...)
+		if err != nil {
+			return nil, r.explain(ctx, missing, out, err)
+		}
+	}
+	paths = paths[:0]
+	for _, s := range specs {
+		p := r.cached(s)
+		if p == "" {
+			return nil, fmt.Errorf("package %s: apt-get download left no .deb in %s", s, debs)
+		}
+		paths = append(paths, p)
+	}
+	return paths, nil
+}
+
+// cached finds the .deb for a spec: exact version when pinned, else the newest candidate.
+func (r *Root) cached(spec string) string {
+	name, arch, version := SplitSpec(spec)
+	pat := fmt.Sprintf("%s_*_%s.deb", name, arch)
+	if version != "" {
+		pat = fmt.Sprintf("%s_%s_%s.deb", name, strings.ReplaceAll(version, ":", "%3a"), arch)
+	}
+	m, _ := filepath.Glob(filepath.Join(r.Dir, "debs", pat))
+	if len(m) == 0 && arch != "all" {
+		// Arch-qualified names may resolve to an Architecture: all package.
+		m, _ = filepath.Glob(filepath.Join(r.Dir, "debs", strings.TrimSuffix(pat, "_"+arch+".deb")+"_all.deb"))
+	}
+	if len(m) == 0 {
+		return ""
+	}
+	return m[len(m)-1]
+}
+
+// explain turns apt's failure into one line per missing package, with the fix.
+func (r *Root) explain(ctx context.Context, specs []string, out []byte, err error) error {
+	var msgs []string
+	for _, s := range specs {
+		name, arch, version := SplitSpec(s)
+		q := name + ":" + arch
+		pol, _ := r.apt(ctx, r.Dir, "apt-cache", "madison", q)
+		switch {
+		case len(bytes.TrimSpace(pol)) == 0:
+			msgs = append(msgs, fmt.Sprintf("%s: not known to the mirror for %s (is %s in the sources? try: kmodlab images build --refresh)", name, arch, arch))
+		case version != "" && !bytes.Contains(pol, []byte("| "+version+" |")):
+			msgs = append(msgs, fmt.Sprintf("%s: pinned version %s is no longer served (the mirror has: %s); bump kernel.version/release in the recipe under images/recipes",
+				q, version, strings.Join(versions(pol), ", ")))
+		}
+	}
+	if len(msgs) == 0 {
+		return fmt.Errorf("apt-get download: %w\n%s", err, tail(out, 15))
+	}
+	return errors.New(strings.Join(msgs, "\n"))
+}
+
+func versions(madison []byte) []string {
+	var v []string
+	for _, l := range strings.Split(string(madison), "\n") {
+		f := strings.Split(l, "|")
+		if len(f) >= 2 {
+			v = append(v, strings.TrimSpace(f[1]))
+		}
+	}
+	return v
+}
+
+// SplitSpec splits name:arch=version.
+func SplitSpec(spec string) (name, arch, version string) {
+	name = spec
+	if i := strings.Index(name, "="); i >= 0 {
+		name, version = name[:i], name[i+1:]
+	}
+	if i := strings.Index(name, ":"); i >= 0 {
+		name, arch = name[:i], name[i+1:]
+	}
+	return name, arch, version
+}
+
+// Extract unpacks a .deb's files into dir (dpkg-deb -x: no scripts run).
+func Extract(ctx context.Context, deb, dir string) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	out, err := exec.CommandContext(ctx, "dpkg-deb", "-x", deb, dir).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("dpkg-deb -x %s: %w: %s", filepath.Base(deb), err, bytes.TrimSpace(out))
+	}
+	return nil
+}
+
+// FixAbsoluteLinks rewrites absolute symlinks under dir so they point inside dir.
+func FixAbsoluteLinks(dir string) error {
+	return filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.Type()&fs.ModeSymlink == 0 {
+			return err
+		}
+		target, err := os.Readlink(p)
+		if err != nil || !filepath.IsAbs(target) {
+			return err
+		}
+		rel, err := filepath.Rel(filepath.Dir(p), filepath.Join(dir, target))
+		if err != nil {
+			return err
+		}
+		os.Remove(p)
+		return os.Symlink(rel, p)
+	})
+}
+
+func tail(b []byte, n int) string {
+	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+func firstErr(b []byte) string {
+	for _, l := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(l, "E:") || strings.HasPrefix(l, "Err:") {
+			return strings.TrimSpace(l)
+		}
+	}
+	return tail(b, 1)
+}

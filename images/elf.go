@@ -1,0 +1,104 @@
+package images
+
+import (
+	"debug/elf"
+	"fmt"
+	"os"
+	"path"
+	"path/filepath"
+	"sort"
+)
+
+// libDirs are where Debian's loader looks for libraries, in its order, for each arch.
+var libDirs = map[string][]string{
+	"armhf": {"/lib/arm-linux-gnueabihf", "/usr/lib/arm-linux-gnueabihf", "/lib", "/usr/lib"},
+	"i386":  {"/lib/i386-linux-gnu", "/usr/lib/i386-linux-gnu", "/lib", "/usr/lib"},
+	"amd64": {"/lib/x86_64-linux-gnu", "/usr/lib/x86_64-linux-gnu", "/lib64", "/lib", "/usr/lib"},
+}
+
+// ELFClosure returns, for the given executables (paths inside root), every file they need
+// at run time: the program interpreter and the DT_NEEDED libraries, transitively, as
+// paths inside root. A library that cannot be found is an error naming who needs it.
+func ELFClosure(root, debArch string, bins []string) ([]string, error) {
+	dirs, ok := libDirs[debArch]
+	if !ok {
+		return nil, fmt.Errorf("no library path known for architecture %q", debArch)
+	}
+	seen := map[string]bool{}
+	var out []string
+	queue := append([]string(nil), bins...)
+	for len(queue) > 0 {
+		p := queue[0]
+		queue = queue[1:]
+		if seen[p] {
+			continue
+		}
+		seen[p] = true
+		out = append(out, p)
+		interp, needed, err := elfDeps(resolveIn(root, p))
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", p, err)
+		}
+		if interp != "" {
+			queue = append(queue, interp)
+		}
+		for _, lib := range needed {
+			found := ""
+			for _, d := range dirs {
+				if _, err := os.Lstat(filepath.Join(root, d, lib)); err == nil {
+					found = path.Join(d, lib)
+					break
+				}
+			}
+			if found == "" {
+				return nil, fmt.Errorf("%s needs %s, which no unpacked package provides (add its package to the recipe's userland)", p, lib)
+			}
+			queue = append(queue, found)
+		}
+	}
+	sort.Strings(out)
+	return out, nil
+}
+
+// elfDeps reads PT_INTERP and DT_NEEDED; a static binary has neither.
+func elfDeps(file string) (interp string, needed []string, err error) {
+	f, err := elf.Open(file)
+	if err != nil {
+		return "", nil, err
+	}
+	defer f.Close()
+	for _, p := range f.Progs {
+		if p.Type == elf.PT_INTERP {
+			b := make([]byte, p.Filesz)
+			if _, err := p.ReadAt(b, 0); err != nil {
+				return "", nil, err
+			}
+			for len(b) > 0 && b[len(b)-1] == 0 {
+				b = b[:len(b)-1]
+			}
+			interp = string(b)
+		}
+	}
+	needed, err = f.ImportedLibraries()
+	if err != nil && f.Section(".dynamic") == nil {
+		err = nil // static
+	}
+	return interp, needed, err
+}
+
+// resolveIn follows symlinks of p as if root were "/", so absolute links in unpacked
+// packages never resolve to the host's own files.
+func resolveIn(root, p string) string {
+	for i := 0; i < 10; i++ {
+		full := filepath.Join(root, p)
+		target, err := os.Readlink(full)
+		if err != nil {
+			return full
+		}
+		if !path.IsAbs(target) {
+			target = path.Join(path.Dir(p), target)
+		}
+		p = target
+	}
+	return filepath.Join(root, p)
+}

@@ -1,0 +1,410 @@
+package qemu
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/digitalocean/go-qemu/qmp"
+	"github.com/kmodlab/kmodlab/images"
+	"github.com/kmodlab/kmodlab/lab/console"
+	"github.com/kmodlab/kmodlab/lab/remote"
+)
+
+// Config says which image to boot and how.
+type Config struct {
+	Image      *images.Image
+	Accel      string // auto, kvm or tcg
+	WorkDir    string // parent of the instance's private temp dir (default: os.TempDir)
+	ConsoleLog string // also copy the serial console here
+	Append     string
+	MemoryMB   int
+	SMP        int
+	Log        *slog.Logger
+}
+
+// Instance is one running QEMU.
+type Instance struct {
+	Image   *images.Image
+	Accel   string
+	SSHPort int
+	Dir     string // private temp dir: QMP socket; removed by Close
+	Started time.Time
+
+	cmd     *exec.Cmd
+	mon     *qmp.SocketMonitor
+	con     *Console
+	exited  chan struct{}
+	exitErr error
+	log     *slog.Logger
+	events  chan qmp.Event
+
+	closeOnce sync.Once
+	closeErr  error
+	mu        sync.Mutex
+	panicked  bool
+}
+
+// BootError is a guest that did not come up, with the console output that explains it.
+type BootError struct {
+	Title  string // "boot timeout after 3m0s", "kernel panic: ...", "qemu exited: ..."
+	Output string // the last 40 console lines
+}
+
+func (e *BootError) Error() string {
+	return fmt.Sprintf("%s\n--- last console lines ---\n%s", e.Title, e.Output)
+}
+
+// Start launches QEMU. The guest is not ready yet: call WaitReady. Close must be called
+// on every path, including when Start returns an Instance and a later step fails.
+func Start(ctx context.Context, cfg Config) (*Instance, error) {
+	t := cfg.Image.Target
+	bin, err := Binary(t)
+	if err != nil {
+		return nil, err
+	}
+	accel, why, err := ResolveAccel(cfg.Accel, t)
+	if err != nil {
+		return nil, err
+	}
+	log := cfg.Log
+	if log == nil {
+		log = slog.Default()
+	}
+	log.Info("accelerator", "target", t.Name, "accel", accel, "why", why)
+	var lastErr error
+	for attempt := 0; attempt < 3; attempt++ {
+		inst, err := start(ctx, cfg, bin, accel, log)
+		if err == nil {
+			return inst, nil
+		}
+		lastErr = err
+		if !strings.Contains(err.Error(), "host forwarding") {
+			break
+		}
+	}
+	return nil, lastErr
+}
+
+func start(ctx context.Context, cfg Config, bin, accel string, log *slog.Logger) (*Instance, error) {
+	port, err := freePort()
+	if err != nil {
+		return nil, fmt.Errorf("no free local port: %w", err)
+	}
+	dir, err := os.MkdirTemp(cfg.WorkDir, "kmodlab-qemu-")
+	if err != nil {
+		return nil, err
+	}
+	inst := &Instance{Image: cfg.Image, Accel: accel, SSHPort: port, Dir: dir, log: log,
+		exited: make(chan struct{}), events: make(chan qmp.Event, 16)}
+	spec := Spec{Target: cfg.Image.Target, Kernel: cfg.Image.Kernel, Initrd: cfg.Image.Initrd, Accel: accel,
+		SSHPort: port, QMP: filepath.Join(dir, "qmp.sock"), Append: cfg.Append, MemoryMB: cfg.MemoryMB, SMP: cfg.SMP}
+	args := Args(spec)
+	cmd := exec.Command(bin, args...)
+	// Own process group: a Ctrl-C in the terminal reaches us, and we shut QEMU down.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		os.RemoveAll(dir)
+		return nil, err
+	}
+	cmd.Stderr = cmd.Stdout
+	var logFile io.WriteCloser
+	if cfg.ConsoleLog != "" {
+		if logFile, err = os.Create(cfg.ConsoleLog); err != nil {
+			os.RemoveAll(dir)
+			return nil, err
+		}
+	}
+	inst.con = newConsole(logFile)
+	log.Debug("qemu", "cmd", bin+" "+strings.Join(args, " "))
+	inst.Started = time.Now()
+	if err := cmd.Start(); err != nil {
+		os.RemoveAll(dir)
+		return nil, fmt.Errorf("start %s: %w", bin, err)
+	}
+	inst.cmd = cmd
+	go inst.con.read(out)
+	go func() {
+		inst.exitErr = cmd.Wait()
+		close(inst.exited)
+	}()
+	if err := inst.connectQMP(ctx, spec.QMP); err != nil {
+		inst.Close()
+		select {
+		case <-inst.exited:
+			return nil, &BootError{Title: fmt.Sprintf("qemu exited: %v", inst.exitErr), Output: inst.con.Tail(40)}
+		default:
+		}
+		return nil, err
+	}
+	return inst, nil
+}
+
+func (i *Instance) connectQMP(ctx context.Context, sock string) error {
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		select {
+		case <-i.exited:
+			return errors.New("qemu exited")
+		default:
+		}
+		if _, err := os.Stat(sock); err == nil {
+			mon, err := qmp.NewSocketMonitor("unix", sock, 2*time.Second)
+			if err == nil {
+				done := make(chan error, 1)
+				go func() { done <- mon.Connect() }()
+				select {
+				case err = <-done:
+				case <-time.After(5 * time.Second):
+					mon.Disconnect()
+					err = errors.New("QMP handshake timed out")
+				}
+				if err == nil {
+					i.mon = mon
+					evs, _ := mon.Events(ctx)
+					go i.watchEvents(evs)
+					return nil
+				}
+			}
+			if time.Now().After(deadline) {
+				return fmt.Errorf("QMP %s: %w", sock, err)
+			}
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("QMP socket %s never appeared", sock)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+func (i *Instance) watchEvents(evs <-chan qmp.Event) {
+	for e := range evs {
+		i.log.Debug("qmp event", "event", e.Event)
+		if e.Event == "GUEST_PANICKED" {
+			i.mu.Lock()
+			i.panicked = true
+			i.mu.Unlock()
+		}
+		select {
+		case i.events <- e:
+		default:
+		}
+	}
+}
+
+// WaitReady waits for the console's ready marker, then for an SSH banner on the
+// forwarded port. A panic on the console, QEMU exiting or the timeout end it early
+// with a *BootError carrying the last console lines.
+func (i *Instance) WaitReady(ctx context.Context, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	for !i.con.Ready() {
+		if rep := i.con.Crash(); rep != nil {
+			return &BootError{Title: "boot failed: " + rep.Title, Output: i.con.Tail(40)}
+		}
+		select {
+		case <-i.exited:
+			return &BootError{Title: fmt.Sprintf("qemu exited during boot: %v", i.exitErr), Output: i.con.Tail(40)}
+		case <-ctx.Done():
+			return &BootError{Title: fmt.Sprintf("boot timeout after %s (no %s on the console)", timeout, images.ReadyMarker), Output: i.con.Tail(40)}
+		case <-tick.C:
+		}
+	}
+	if err := remote.WaitBanner(ctx, i.Addr()); err != nil {
+		return &BootError{Title: "guest never answered SSH: " + err.Error(), Output: i.con.Tail(40)}
+	}
+	return nil
+}
+
+// Addr is the forwarded SSH address.
+func (i *Instance) Addr() string { return fmt.Sprintf("127.0.0.1:%d", i.SSHPort) }
+
+// Console is the serial console of this guest.
+func (i *Instance) Console() *Console { return i.con }
+
+// Exited is closed when QEMU has exited.
+func (i *Instance) Exited() <-chan struct{} { return i.exited }
+
+// Panicked reports a GUEST_PANICKED event or a panic on the console.
+func (i *Instance) Panicked() bool {
+	i.mu.Lock()
+	defer i.mu.Unlock()
+	return i.panicked
+}
+
+// Close shuts QEMU down (QMP quit, then SIGTERM, then SIGKILL to its process group),
+// waits for it and removes the private temp dir. It is safe to call more than once.
+func (i *Instance) Close() error {
+	i.closeOnce.Do(func() {
+		if i.cmd != nil && i.cmd.Process != nil {
+			i.closeErr = i.stop()
+		}
+		if i.mon != nil {
+			i.mon.Disconnect()
+		}
+		i.con.close()
+		os.RemoveAll(i.Dir)
+	})
+	return i.closeErr
+}
+
+func (i *Instance) stop() error {
+	wait := func(d time.Duration) bool {
+		select {
+		case <-i.exited:
+			return true
+		case <-time.After(d):
+			return false
+		}
+	}
+	select {
+	case <-i.exited:
+		return nil
+	default:
+	}
+	if i.mon != nil {
+		go i.mon.Run([]byte(`{"execute":"quit"}`))
+		if wait(3 * time.Second) {
+			return nil
+		}
+	}
+	pgid := -i.cmd.Process.Pid
+	syscall.Kill(pgid, syscall.SIGTERM)
+	if wait(3 * time.Second) {
+		return nil
+	}
+	syscall.Kill(pgid, syscall.SIGKILL)
+	if wait(5 * time.Second) {
+		return nil
+	}
+	return fmt.Errorf("qemu pid %d did not exit after SIGKILL", i.cmd.Process.Pid)
+}
+
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+// Console collects the serial console: all of it, a copy on disk, the ready marker and
+// the first crash report.
+type Console struct {
+	mu     sync.Mutex
+	buf    strings.Builder
+	lines  []string
+	file   io.WriteCloser
+	ready  bool
+	crash  *console.Report
+	last   time.Time
+	closed bool
+}
+
+func newConsole(f io.WriteCloser) *Console { return &Console{file: f, last: time.Now()} }
+
+func (c *Console) read(r io.Reader) {
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 64*1024), 1024*1024)
+	for sc.Scan() {
+		l := strings.TrimRight(sc.Text(), "\r")
+		c.mu.Lock()
+		c.buf.WriteString(l)
+		c.buf.WriteByte('\n')
+		c.lines = append(c.lines, l)
+		c.last = time.Now()
+		if c.file != nil && !c.closed {
+			io.WriteString(c.file, l+"\n")
+		}
+		if strings.Contains(l, images.ReadyMarker) {
+			c.ready = true
+		}
+		if strings.Contains(l, "Kernel panic - not syncing") && c.crash == nil {
+			c.crash = &console.Report{Title: "kernel panic: " + strings.TrimSpace(l[strings.Index(l, "Kernel panic - not syncing")+len("Kernel panic - not syncing:"):]), Kind: "panic"}
+		}
+		c.mu.Unlock()
+	}
+}
+
+// Ready reports whether the ready marker has been printed.
+func (c *Console) Ready() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.ready
+}
+
+// Crash returns a kernel panic seen on the console, if any.
+func (c *Console) Crash() *console.Report {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.crash
+}
+
+// Text returns the console output so far.
+func (c *Console) Text() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.buf.String()
+}
+
+// Len is the number of bytes of output so far (an offset for Since).
+func (c *Console) Len() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.buf.Len()
+}
+
+// Since returns the output after offset.
+func (c *Console) Since(offset int) string {
+	s := c.Text()
+	if offset > len(s) {
+		return ""
+	}
+	return s[offset:]
+}
+
+// Silent is how long the console has printed nothing.
+func (c *Console) Silent() time.Duration {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return time.Since(c.last)
+}
+
+// Tail returns the last n lines.
+func (c *Console) Tail(n int) string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	l := c.lines
+	if len(l) > n {
+		l = l[len(l)-n:]
+	}
+	return strings.Join(l, "\n")
+}
+
+func (c *Console) close() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.file != nil && !c.closed {
+		c.file.Close()
+	}
+	c.closed = true
+}

@@ -1,0 +1,68 @@
+// Package runner defines the one interface every machine the lab runs jobs on
+// implements: a QEMU guest it booted (lab/qemu) or a board it reaches over SSH
+// (lab/board). Nothing above this interface knows which one it has.
+package runner
+
+import (
+	"context"
+	"io"
+	"os"
+	"strings"
+)
+
+// Info describes the machine behind a Runner.
+type Info struct {
+	Name          string `json:"name"`   // target or board name
+	Kind          string `json:"kind"`   // "qemu" or "board"
+	Target        string `json:"target"` // image target (qemu) or the board's arch label
+	GOARCH        string `json:"goarch"` // for cross-building Go tools
+	GOARM         string `json:"goarm,omitempty"`
+	KernelRelease string `json:"kernel_release"` // uname -r
+	Accel         string `json:"accel,omitempty"`
+	Build         string `json:"build"` // how modules are built: "cross", "native" or "prebuilt"
+	Prebuilt      string `json:"prebuilt,omitempty"`
+	ImageHash     string `json:"image_hash,omitempty"`
+}
+
+// Log is a growing text the runner collects on its own: the serial console of a guest,
+// or a board's `dmesg --follow` stream. Len is an offset to pass to Since later.
+type Log interface {
+	Len() int
+	Since(offset int) string
+}
+
+// Runner is one machine that runs a job's commands.
+type Runner interface {
+	// Info says what the machine is.
+	Info() Info
+	// Run runs a shell command line, streaming stdout and stderr. A non-zero exit is a
+	// *remote.ExitError; a lost connection wraps remote.ErrConnectionLost; ctx ends it.
+	Run(ctx context.Context, cmd string, stdout, stderr io.Writer) error
+	// Copy puts a local file on the machine with the given mode.
+	Copy(ctx context.Context, local, remotePath string, mode os.FileMode) error
+	// Fetch copies a file from the machine into w.
+	Fetch(ctx context.Context, remotePath string, w io.Writer) error
+	// Log is the kernel's own output as the runner sees it, collected continuously.
+	Log() Log
+	// Close releases the machine: a guest is shut down, a board's sessions are closed.
+	Close() error
+}
+
+// Output runs cmd and returns its standard output.
+func Output(ctx context.Context, r Runner, cmd string) (string, error) {
+	var out, errb strings.Builder
+	err := r.Run(ctx, cmd, &out, &errb)
+	if err != nil && errb.Len() > 0 {
+		return out.String(), &CmdError{Err: err, Stderr: strings.TrimSpace(errb.String())}
+	}
+	return out.String(), err
+}
+
+// CmdError carries a failed command's stderr.
+type CmdError struct {
+	Err    error
+	Stderr string
+}
+
+func (e *CmdError) Error() string { return e.Err.Error() + ": " + e.Stderr }
+func (e *CmdError) Unwrap() error { return e.Err }

@@ -1,0 +1,137 @@
+// Command userblkd is the userspace half of userblk.ko: it creates /dev/userblkN through
+// /dev/userblk-ctl and serves every segment the kernel hands it, from memory or from a
+// sparse backing file. Single-threaded by default, like the original report's daemon.
+package main
+
+import (
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+
+	"github.com/kmodlab/kmodlab/daemon/uapi"
+)
+
+func main() {
+	var (
+		ctl     = flag.String("ctl", "/dev/"+uapi.CtlName, "control device")
+		size    = flag.String("size", "64M", "disk size (K, M, G suffixes; a multiple of 4096)")
+		mode    = flag.String("mode", "default", "map mode for this disk: default (the module parameter), atomic, local, kmap, copier")
+		backing = flag.String("backing", "mem", "mem, or a file to keep the data in (created sparse)")
+		workers = flag.Int("workers", 1, "threads serving requests")
+		logFile = flag.String("log", "", "write one line per request (the daemon's crc view) to this file")
+		poll    = flag.Bool("poll", false, "busy-poll for requests instead of sleeping in the kernel (keeps the serving CPU awake)")
+	)
+	flag.Parse()
+	if err := run(*ctl, *size, *mode, *backing, *workers, *logFile, *poll); err != nil {
+		fmt.Fprintln(os.Stderr, "userblkd:", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctl, sizeArg, mode, backing string, workers int, logFile string, poll bool) error {
+	size, err := parseSize(sizeArg)
+	if err != nil {
+		return fmt.Errorf("-size: %w", err)
+	}
+	m, ok := uapi.ModeNames[mode]
+	if !ok {
+		return fmt.Errorf("-mode %q: want default, atomic, local, kmap or copier", mode)
+	}
+	if workers < 1 {
+		return fmt.Errorf("-workers %d: want at least 1", workers)
+	}
+	var store Backend
+	if backing == "mem" {
+		store = newMemStore(size)
+	} else {
+		f, err := os.OpenFile(backing, os.O_RDWR|os.O_CREATE, 0o644)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := f.Truncate(size); err != nil {
+			return err
+		}
+		store = f
+	}
+	var log io.Writer
+	if logFile != "" {
+		f, err := os.Create(logFile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		log = f
+	}
+	fd, err := syscall.Open(ctl, syscall.O_RDWR|syscall.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("open %s: %w (is userblk.ko loaded?)", ctl, err)
+	}
+	dev := &ctlDevice{fd: fd}
+	idx, err := dev.create(uint64(size), m)
+	if err != nil {
+		syscall.Close(fd)
+		return err
+	}
+	fmt.Printf("userblkd: serving /dev/userblk%d (%d bytes, mode %s, %d worker(s))\n", idx, size, mode, workers)
+
+	srv := &Server{Dev: dev, Store: store, Log: log, Poll: poll}
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
+	go func() {
+		s := <-sigs
+		fmt.Printf("userblkd: %s: shutting down\n", s)
+		// Wakes every worker's GET_REQUEST with ESHUTDOWN and fails pending requests.
+		dev.shutdown()
+	}()
+	var wg sync.WaitGroup
+	errs := make(chan error, workers)
+	for i := 0; i < workers; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			runtime.LockOSThread()
+			if err := srv.Serve(); err != nil {
+				errs <- err
+				dev.shutdown()
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	err = <-errs
+	if serr := store.Sync(); serr != nil && err == nil {
+		err = serr
+	}
+	syscall.Close(fd) // removes the disk
+	fmt.Printf("userblkd: done: %d reads, %d writes, %d errors\n", srv.Stats.Reads.Load(), srv.Stats.Writes.Load(), srv.Stats.Errors.Load())
+	return err
+}
+
+func parseSize(s string) (int64, error) {
+	mult := int64(1)
+	switch {
+	case strings.HasSuffix(s, "K"):
+		mult, s = 1<<10, strings.TrimSuffix(s, "K")
+	case strings.HasSuffix(s, "M"):
+		mult, s = 1<<20, strings.TrimSuffix(s, "M")
+	case strings.HasSuffix(s, "G"):
+		mult, s = 1<<30, strings.TrimSuffix(s, "G")
+	}
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || n <= 0 {
+		return 0, fmt.Errorf("%q is not a size", s)
+	}
+	n *= mult
+	if n%4096 != 0 {
+		return 0, fmt.Errorf("%d is not a multiple of 4096", n)
+	}
+	return n, nil
+}

@@ -1,0 +1,62 @@
+/* SPDX-License-Identifier: GPL-2.0 WITH Linux-syscall-note */
+/*
+ * userblk: a block device whose data a userspace daemon supplies.
+ *
+ * This header is the only definition of the ioctl ABI between userblk.ko and its
+ * daemon. The Go mirror (daemon/uapi) is checked against it by a test. Every struct is
+ * laid out without implicit padding so that armhf, i386 and x86_64 agree.
+ */
+#ifndef _UAPI_LINUX_USERBLK_H
+#define _UAPI_LINUX_USERBLK_H
+
+#include <linux/ioctl.h>
+#include <linux/types.h>
+
+#define USERBLK_CTL_NAME	"userblk-ctl"	/* /dev/userblk-ctl */
+#define USERBLK_MAX_SEGMENT	65536		/* no segment is larger than this */
+
+/* How a bio segment's page reaches the daemon's copy (module parameter map_mode). */
+#define USERBLK_MAP_DEFAULT	0	/* the module parameter's value */
+#define USERBLK_MAP_ATOMIC	1	/* submitter kmap_atomic(), address handed over (bug) */
+#define USERBLK_MAP_LOCAL	2	/* submitter kmap_local_page(), handed over (bug) */
+#define USERBLK_MAP_KMAP	3	/* submitter kmap(): global mapping (fix) */
+#define USERBLK_MAP_COPIER	4	/* the daemon's ioctl maps the page itself (fix) */
+
+#define USERBLK_OP_READ		0
+#define USERBLK_OP_WRITE	1
+
+/* USERBLK_IOC_CREATE: make /dev/userblk<index>, served through this fd. */
+struct userblk_create {
+	__u64 size;		/* in: bytes, a multiple of 4096 */
+	__u32 map_mode;		/* in: USERBLK_MAP_* */
+	__u32 index;		/* out: the N of /dev/userblkN */
+};
+
+/* USERBLK_IOC_GET_REQUEST: block until a segment is pending, then describe it. */
+struct userblk_request {
+	__u64 xid;		/* out: transaction id */
+	__u64 pos;		/* out: byte offset on the device */
+	__u32 len;		/* out: bytes */
+	__u32 op;		/* out: USERBLK_OP_* */
+	__u64 buf;		/* in: user buffer that receives a write's data */
+	__u32 buf_len;		/* in: its size; at least len for writes */
+	__u32 flags;		/* in: USERBLK_GET_* */
+};
+
+#define USERBLK_GET_NOWAIT	1	/* return -EAGAIN instead of sleeping (busy-polling daemons) */
+
+/* USERBLK_IOC_COMPLETE: finish a request; a read's data comes from buf. */
+struct userblk_complete {
+	__u64 xid;		/* in: from userblk_request */
+	__u64 buf;		/* in: a read's data */
+	__u32 len;		/* in: bytes in buf: the request's len for a read, 0 for a write */
+	__s32 status;		/* in: 0, or a negative errno that fails the segment */
+};
+
+#define USERBLK_IOC_MAGIC	0xB7
+#define USERBLK_IOC_CREATE	_IOWR(USERBLK_IOC_MAGIC, 1, struct userblk_create)
+#define USERBLK_IOC_GET_REQUEST	_IOWR(USERBLK_IOC_MAGIC, 2, struct userblk_request)
+#define USERBLK_IOC_COMPLETE	_IOW(USERBLK_IOC_MAGIC, 3, struct userblk_complete)
+#define USERBLK_IOC_SHUTDOWN	_IO(USERBLK_IOC_MAGIC, 4)
+
+#endif /* _UAPI_LINUX_USERBLK_H */

@@ -16,6 +16,7 @@ import (
 	"syscall"
 
 	"github.com/kmodlab/kmodlab/daemon/uapi"
+	"golang.org/x/sys/unix"
 )
 
 func main() {
@@ -27,15 +28,16 @@ func main() {
 		workers = flag.Int("workers", 1, "threads serving requests")
 		logFile = flag.String("log", "", "write one line per request (the daemon's crc view) to this file")
 		poll    = flag.Bool("poll", false, "busy-poll for requests instead of sleeping in the kernel (keeps the serving CPU awake)")
+		cpu     = flag.Int("cpu", -1, "pin workers to this CPU (-1: the last CPU, -2: no pinning)")
 	)
 	flag.Parse()
-	if err := run(*ctl, *size, *mode, *backing, *workers, *logFile, *poll); err != nil {
+	if err := run(*ctl, *size, *mode, *backing, *workers, *logFile, *poll, *cpu); err != nil {
 		fmt.Fprintln(os.Stderr, "userblkd:", err)
 		os.Exit(1)
 	}
 }
 
-func run(ctl, sizeArg, mode, backing string, workers int, logFile string, poll bool) error {
+func run(ctl, sizeArg, mode, backing string, workers int, logFile string, poll bool, cpu int) error {
 	size, err := parseSize(sizeArg)
 	if err != nil {
 		return fmt.Errorf("-size: %w", err)
@@ -98,6 +100,7 @@ func run(ctl, sizeArg, mode, backing string, workers int, logFile string, poll b
 		go func() {
 			defer wg.Done()
 			runtime.LockOSThread()
+			pinTo(cpu)
 			if err := srv.Serve(); err != nil {
 				errs <- err
 				dev.shutdown()
@@ -134,4 +137,20 @@ func parseSize(s string) (int64, error) {
 		return 0, fmt.Errorf("%d is not a multiple of 4096", n)
 	}
 	return n, nil
+}
+
+// pinTo keeps the calling thread on one CPU: by default the last one, which blkstress
+// leaves free, so the serving CPU runs nothing but the daemon.
+func pinTo(cpu int) {
+	if cpu == -2 {
+		return
+	}
+	if cpu == -1 {
+		cpu = runtime.NumCPU() - 1
+	}
+	var set unix.CPUSet
+	set.Set(cpu)
+	if err := unix.SchedSetaffinity(0, &set); err != nil {
+		fmt.Fprintf(os.Stderr, "userblkd: pin to CPU %d: %v\n", cpu, err)
+	}
 }

@@ -1,0 +1,79 @@
+package main
+
+import (
+	"fmt"
+	"path/filepath"
+
+	"github.com/kmodlab/kmodlab/images"
+	"github.com/kmodlab/kmodlab/lab/build"
+	"github.com/spf13/cobra"
+)
+
+func buildCmd() *cobra.Command {
+	c := &cobra.Command{Use: "build", Short: "Build a kernel module for a target's exact kernel"}
+	var target, dir string
+	var strict bool
+	kmod := &cobra.Command{
+		Use:   "kmod [--target T] [--dir kmod]",
+		Short: "Build a module directory against the target's headers (cross-compiled for ARM), W=1",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ts, err := targetsOrAll(splitNonEmpty(target))
+			if err != nil {
+				return err
+			}
+			b := builder()
+			for _, t := range ts {
+				hdr, err := b.Headers(cmd.Context(), t)
+				if err != nil {
+					return err
+				}
+				abs, _ := filepath.Abs(dir)
+				kos, log, err := build.Module(cmd.Context(), build.Kbuild{Headers: hdr, Arch: t.ModuleBuild.Arch,
+					CrossCompile: t.ModuleBuild.CrossCompile, CrossPackage: t.ModuleBuild.CrossPackage, Release: t.Kernel.Release},
+					abs, b.CacheDir, strict)
+				if err != nil {
+					return err
+				}
+				_ = log
+				for _, k := range kos {
+					info, _ := images.ModInfo(k)
+					fmt.Printf("%-11s %s  (vermagic %s)\n", t.Name, k, info["vermagic"])
+				}
+			}
+			return nil
+		},
+	}
+	kmod.Flags().StringVar(&target, "target", "", "target(s), comma separated (default: all)")
+	kmod.Flags().StringVar(&dir, "dir", "kmod", "module source directory")
+	kmod.Flags().BoolVar(&strict, "strict", true, "fail when W=1 prints a warning")
+	c.AddCommand(kmod)
+	return c
+}
+
+func splitNonEmpty(s string) []string {
+	if s == "" {
+		return nil
+	}
+	var out []string
+	for _, p := range filepath.SplitList(s) {
+		out = append(out, p)
+	}
+	return splitComma(out)
+}
+
+func splitComma(in []string) []string {
+	var out []string
+	for _, s := range in {
+		start := 0
+		for i := 0; i <= len(s); i++ {
+			if i == len(s) || s[i] == ',' {
+				if i > start {
+					out = append(out, s[start:i])
+				}
+				start = i + 1
+			}
+		}
+	}
+	return out
+}

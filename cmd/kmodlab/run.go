@@ -1,0 +1,150 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"time"
+
+	"github.com/kmodlab/kmodlab/lab/board"
+	"github.com/kmodlab/kmodlab/lab/fleet"
+	"github.com/kmodlab/kmodlab/lab/job"
+	"github.com/kmodlab/kmodlab/lab/run"
+	"github.com/spf13/cobra"
+)
+
+var flagRunners string
+
+// newFleet builds the fleet: built-in QEMU targets plus the boards of runners.yaml.
+func newFleet(accel string, bootTimeout time.Duration) (*fleet.Fleet, error) {
+	f := &fleet.Fleet{Builder: builder(), Accel: accel, BootTimeout: bootTimeout}
+	file := flagRunners
+	if file == "" {
+		file = board.DefaultFile()
+		if _, err := os.Stat(file); err != nil {
+			return f, nil
+		}
+	}
+	cfg, err := board.Load(file, filepath.Join(f.Builder.CacheDir, "state"))
+	if err != nil {
+		return nil, err
+	}
+	f.Boards = cfg
+	return f, nil
+}
+
+// parseKV reads k=v pairs from repeated flags or comma lists.
+func parseKV(items []string, flag string) (map[string]string, error) {
+	m := map[string]string{}
+	for _, it := range items {
+		for _, kv := range strings.Split(it, ",") {
+			k, v, ok := strings.Cut(kv, "=")
+			if !ok || k == "" {
+				return nil, fmt.Errorf("%s %q: want key=value", flag, kv)
+			}
+			m[k] = v
+		}
+	}
+	return m, nil
+}
+
+func runCmd() *cobra.Command {
+	var (
+		cells       []string
+		seed        int64
+		out         string
+		parallel    int
+		sets        []string
+		pins        []string
+		accel       string
+		bootTimeout time.Duration
+		noCanary    bool
+		strict      bool
+	)
+	c := &cobra.Command{
+		Use:   "run JOB",
+		Short: "Run a job: every cell (target x module parameters), with verdicts and reports",
+		Long: `Run builds the job's module and tools for each target, boots the QEMU guest (or
+attaches the board), deploys over SSH, runs the setup and stress steps, collects the
+kernel log, checks its CRC traces and the stress reports, and prints a verdict matrix.
+
+Exit codes: 0 every cell as expected, 1 a cell's verdict differs from its expectation,
+2 an infrastructure error (boot, SSH, build, timeout).`,
+		Example: `  kmodlab run jobs/highmem-coherency.yaml
+  kmodlab run jobs/highmem-coherency.yaml --cell armv7-lpae/atomic --seed 42
+  kmodlab run jobs/highmem-coherency.yaml --set stress=5s`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			f, err := newFleet(accel, bootTimeout)
+			if err != nil {
+				return &exitError{exitInfra, err}
+			}
+			j, err := job.Load(args[0], f.Known)
+			if err != nil {
+				return &exitError{exitInfra, err}
+			}
+			vars, err := parseKV(sets, "--set")
+			if err != nil {
+				return err
+			}
+			pinned, err := parseKV(pins, "--pin")
+			if err != nil {
+				return err
+			}
+			sel, err := job.Select(j.Cells(), cells)
+			if err != nil {
+				return err
+			}
+			if !cmd.Flags().Changed("seed") {
+				seed = time.Now().UnixNano() % 1000000
+			}
+			if out == "" {
+				out = filepath.Join("results", time.Now().Format("20060102-150405"))
+			}
+			if parallel == 0 {
+				parallel = defaultParallel()
+			}
+			fmt.Fprintf(os.Stderr, "kmodlab: %s: %d cells, seed %d, %d in parallel, results in %s\n", j.Name, len(sel), seed, parallel, out)
+			rep, err := run.Run(cmd.Context(), run.Options{Job: j, Cells: sel, Seed: seed, Out: out, Parallel: parallel,
+				Vars: vars, Pins: pinned, Machines: f, CacheDir: f.Builder.CacheDir, Canary: !noCanary,
+				Version: version, Progress: os.Stderr, StrictW1: strict})
+			if err != nil {
+				return &exitError{exitInfra, err}
+			}
+			fmt.Println()
+			fmt.Print(rep.Matrix())
+			fmt.Print(rep.Details())
+			fmt.Printf("\nreports: %s/{results.json,junit.xml,summary.md,index.html}\n", out)
+			if code := rep.Code(); code != 0 {
+				return &exitError{code, fmt.Errorf("exit %d: %s", code, map[int]string{1: "a cell missed its expectation", 2: "infrastructure error"}[code])}
+			}
+			return nil
+		},
+	}
+	c.Flags().StringSliceVar(&cells, "cell", nil, "run only these cells (target/value, globs allowed)")
+	c.Flags().Int64Var(&seed, "seed", 0, "seed for the stress tools (default: random, printed)")
+	c.Flags().StringVar(&out, "out", "", "results directory (default results/<timestamp>)")
+	c.Flags().IntVarP(&parallel, "parallel", "j", 0, "targets run at once (default: what cores and memory allow)")
+	c.Flags().StringArrayVar(&sets, "set", nil, "override a job variable, e.g. --set stress=5s")
+	c.Flags().StringArrayVar(&pins, "pin", nil, "hashes a replay must match, e.g. image=…,module=…")
+	c.Flags().StringVar(&accel, "accel", "auto", "kvm, tcg or auto")
+	c.Flags().DurationVar(&bootTimeout, "boot-timeout", 4*time.Minute, "boot timeout per guest")
+	c.Flags().BoolVar(&noCanary, "no-canary", false, "skip the per-target canary")
+	c.Flags().BoolVar(&strict, "strict", false, "fail module builds that warn under W=1")
+	c.PersistentFlags().StringVar(&flagRunners, "runners", "", "runners.yaml (default $XDG_CONFIG_HOME/kmodlab/runners.yaml)")
+	return c
+}
+
+// defaultParallel: a TCG guest keeps about two host cores busy; one at a time on small hosts.
+func defaultParallel() int {
+	n := runtime.NumCPU() / 2
+	if n < 1 {
+		n = 1
+	}
+	if n > 3 {
+		n = 3
+	}
+	return n
+}

@@ -1,0 +1,75 @@
+package main
+
+import (
+	"fmt"
+
+	"github.com/spf13/cobra"
+)
+
+func runnersCmd() *cobra.Command {
+	c := &cobra.Command{Use: "runners", Short: "Hardware runners (boards over SSH) from runners.yaml"}
+	c.PersistentFlags().StringVar(&flagRunners, "runners", "", "runners.yaml (default $XDG_CONFIG_HOME/kmodlab/runners.yaml)")
+	check := &cobra.Command{
+		Use:   "check [NAME...]",
+		Short: "Health-check boards: reachable, host key, arch, kernel, headers, memory; quarantine failures",
+		RunE: func(cmd *cobra.Command, args []string) error {
+			f, err := newFleet("auto", 0)
+			if err != nil {
+				return err
+			}
+			if f.Boards == nil {
+				return fmt.Errorf("no runners.yaml (give --runners FILE)")
+			}
+			bad := 0
+			for _, b := range f.Boards.Boards {
+				if len(args) > 0 && !contains(args, b.Name) {
+					continue
+				}
+				h := b.Check(cmd.Context())
+				if h.OK {
+					fmt.Printf("%-14s ok    %s %s headers=%v mem_available=%d kB\n", b.Name, h.Machine, h.Kernel, h.Headers, h.MemFreeKB)
+				} else {
+					bad++
+					fmt.Printf("%-14s FAIL  %s (quarantined)\n", b.Name, h.Problem)
+				}
+			}
+			if bad > 0 {
+				return &exitError{exitMismatch, fmt.Errorf("%d board(s) failed the health check", bad)}
+			}
+			return nil
+		},
+	}
+	list := &cobra.Command{
+		Use:   "list",
+		Short: "List configured boards and their quarantine state",
+		RunE: func(cmd *cobra.Command, args []string) error {
+			f, err := newFleet("auto", 0)
+			if err != nil {
+				return err
+			}
+			if f.Boards == nil {
+				fmt.Println("no boards configured")
+				return nil
+			}
+			for _, b := range f.Boards.Boards {
+				q := b.Quarantined()
+				if q == "" {
+					q = "available"
+				}
+				fmt.Printf("%-14s %s:%d arch=%s build=%s labels=%v  %s\n", b.Name, b.Address, b.Port, b.Arch, b.Build, b.Labels, q)
+			}
+			return nil
+		},
+	}
+	c.AddCommand(check, list)
+	return c
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}

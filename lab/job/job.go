@@ -1,0 +1,461 @@
+// Package job reads kmodlab job files: which targets, which matrix of module
+// parameters, what to build and deploy, how to set up, stress, collect and tear down,
+// and what each cell is expected to show. Nothing here knows about userblk: a user's own
+// module and daemon are described the same way.
+package job
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strings"
+	"text/template"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+// Job is one job file.
+type Job struct {
+	Name        string              `yaml:"name"`
+	Description string              `yaml:"description"`
+	Root        string              `yaml:"root"` // where relative paths start (default: the dir with go.mod above the file)
+	Targets     []string            `yaml:"targets"`
+	Matrix      map[string][]string `yaml:"matrix"`
+	Vars        map[string]string   `yaml:"vars"`
+	Build       Build               `yaml:"build"`
+	Setup       []Step              `yaml:"setup"`
+	Stress      []Step              `yaml:"stress"`
+	Teardown    []Step              `yaml:"teardown"`
+	Collect     []string            `yaml:"collect"`
+	Timeouts    Timeouts            `yaml:"timeouts"`
+	Expect      Expect              `yaml:"expect"`
+
+	File string `yaml:"-"`
+}
+
+// Build lists what is built for each target and copied to the machine.
+type Build struct {
+	Modules  []Module `yaml:"modules"`
+	Binaries []Binary `yaml:"binaries"`
+	Files    []File   `yaml:"files"`
+	Dest     string   `yaml:"dest"` // directory on the machine, default /root
+}
+
+// Module is an out-of-tree kernel module source directory (with a Kbuild or Makefile).
+type Module struct {
+	Name string `yaml:"name"` // the .ko's name without .ko
+	Dir  string `yaml:"dir"`
+}
+
+// Binary is a Go main package, cross-built static for the machine.
+type Binary struct {
+	Name    string `yaml:"name"`
+	Package string `yaml:"package"`
+}
+
+// File is copied as is.
+type File struct {
+	Src  string `yaml:"src"`
+	Dest string `yaml:"dest"`
+	Mode string `yaml:"mode"`
+}
+
+// Step is one shell command on the machine.
+type Step struct {
+	Name       string   `yaml:"name"`
+	Run        string   `yaml:"run"`
+	Background bool     `yaml:"background"` // start and go on; its output goes to DEST/<name>.log
+	Ready      string   `yaml:"ready"`      // with background: polled until it succeeds
+	Timeout    Duration `yaml:"timeout"`
+	Report     string   `yaml:"report"` // a stress report (JSON with "mismatches") the step writes
+	IgnoreFail bool     `yaml:"ignore_failure"`
+}
+
+// Timeouts per phase.
+type Timeouts struct {
+	Boot    Duration `yaml:"boot"`
+	Setup   Duration `yaml:"setup"`
+	Stress  Duration `yaml:"stress"`
+	Collect Duration `yaml:"collect"`
+}
+
+// Expect says what each cell should show: "reproduces" or "clean".
+type Expect struct {
+	Default string            `yaml:"default"`
+	Cells   map[string]string `yaml:"cells"` // cell pattern (path.Match) -> expectation
+}
+
+// Expectations.
+const (
+	Reproduces = "reproduces"
+	Clean      = "clean"
+)
+
+// Duration is a time.Duration written as "30s".
+type Duration time.Duration
+
+// UnmarshalYAML reads "90s", "2m".
+func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
+	v, err := time.ParseDuration(n.Value)
+	if err != nil {
+		return fmt.Errorf("line %d: %q is not a duration (like 30s or 2m)", n.Line, n.Value)
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// D is the duration, or def when unset.
+func (d Duration) D(def time.Duration) time.Duration {
+	if d == 0 {
+		return def
+	}
+	return time.Duration(d)
+}
+
+// Error is a problem in a job file, at a line.
+type Error struct {
+	File  string
+	Line  int
+	Field string
+	Msg   string
+}
+
+func (e *Error) Error() string {
+	if e.Field == "" {
+		return fmt.Sprintf("%s:%d: %s", e.File, e.Line, e.Msg)
+	}
+	return fmt.Sprintf("%s:%d: %s: %s", e.File, e.Line, e.Field, e.Msg)
+}
+
+var yamlLineRe = regexp.MustCompile(`line (\d+): (.*)`)
+
+// Load reads and checks a job file. knownTargets says which target names exist
+// (built-in images and configured boards); nil skips that check.
+func Load(file string, knownTargets func(string) bool) (*Job, error) {
+	data, err := os.ReadFile(file)
+	if err != nil {
+		return nil, err
+	}
+	return Parse(file, data, knownTargets)
+}
+
+// Parse checks a job file's bytes.
+func Parse(file string, data []byte, knownTargets func(string) bool) (*Job, error) {
+	var j Job
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(&j); err != nil {
+		if errors.Is(err, io.EOF) {
+			return nil, &Error{File: file, Line: 1, Msg: "empty job file"}
+		}
+		msg := strings.TrimPrefix(err.Error(), "yaml: ")
+		msg = strings.TrimPrefix(msg, "unmarshal errors:\n  ")
+		if m := yamlLineRe.FindStringSubmatch(msg); m != nil {
+			var line int
+			fmt.Sscan(m[1], &line)
+			return nil, &Error{File: file, Line: line, Msg: strings.ReplaceAll(m[2], " in type job.", " in ")}
+		}
+		return nil, &Error{File: file, Line: 1, Msg: msg}
+	}
+	var root yaml.Node
+	yaml.Unmarshal(data, &root)
+	j.File = file
+	if err := j.check(&root, knownTargets); err != nil {
+		return nil, err
+	}
+	return &j, nil
+}
+
+// lineOf finds the line of a key path ("stress", "0", "run") in the document.
+func lineOf(root *yaml.Node, keys ...string) int {
+	n := root
+	if n.Kind == yaml.DocumentNode && len(n.Content) > 0 {
+		n = n.Content[0]
+	}
+	line := n.Line
+	for _, k := range keys {
+		switch n.Kind {
+		case yaml.MappingNode:
+			found := false
+			for i := 0; i+1 < len(n.Content); i += 2 {
+				if n.Content[i].Value == k {
+					line = n.Content[i].Line
+					n = n.Content[i+1]
+					found = true
+					break
+				}
+			}
+			if !found {
+				return line
+			}
+		case yaml.SequenceNode:
+			var idx int
+			if _, err := fmt.Sscan(k, &idx); err != nil || idx >= len(n.Content) {
+				return line
+			}
+			n = n.Content[idx]
+			line = n.Line
+		default:
+			return line
+		}
+	}
+	return line
+}
+
+func (j *Job) check(root *yaml.Node, known func(string) bool) error {
+	bad := func(field, msg string, keys ...string) error {
+		return &Error{File: j.File, Line: lineOf(root, keys...), Field: field, Msg: msg}
+	}
+	if j.Name == "" {
+		return bad("name", "missing")
+	}
+	if len(j.Targets) == 0 {
+		return bad("targets", "at least one target is needed", "targets")
+	}
+	for i, t := range j.Targets {
+		if known != nil && !known(t) {
+			return bad(fmt.Sprintf("targets[%d]", i), fmt.Sprintf("unknown target or board %q", t), "targets", fmt.Sprint(i))
+		}
+	}
+	for k, vals := range j.Matrix {
+		if len(vals) == 0 {
+			return bad("matrix."+k, "no values", "matrix", k)
+		}
+		if !regexp.MustCompile(`^[A-Za-z_]\w*$`).MatchString(k) {
+			return bad("matrix."+k, "a parameter name must be a word (it is used as {{."+k+"}})", "matrix", k)
+		}
+	}
+	if len(j.Stress) == 0 {
+		return bad("stress", "at least one stress step is needed")
+	}
+	steps := map[string][]Step{"setup": j.Setup, "stress": j.Stress, "teardown": j.Teardown}
+	for phase, ss := range steps {
+		for i, s := range ss {
+			where := fmt.Sprintf("%s[%d]", phase, i)
+			if strings.TrimSpace(s.Run) == "" {
+				return bad(where+".run", "missing", phase, fmt.Sprint(i))
+			}
+			if s.Ready != "" && !s.Background {
+				return bad(where+".ready", "only a background step has a ready check", phase, fmt.Sprint(i), "ready")
+			}
+			for _, text := range []string{s.Run, s.Ready, s.Report} {
+				if _, err := j.tmpl(text); err != nil {
+					return bad(where+".run", err.Error(), phase, fmt.Sprint(i), "run")
+				}
+			}
+		}
+	}
+	for i, m := range j.Build.Modules {
+		if m.Name == "" || m.Dir == "" {
+			return bad(fmt.Sprintf("build.modules[%d]", i), "needs name and dir", "build", "modules", fmt.Sprint(i))
+		}
+		if _, err := os.Stat(j.Path(m.Dir)); err != nil {
+			return bad(fmt.Sprintf("build.modules[%d].dir", i), fmt.Sprintf("%s: no such directory", j.Path(m.Dir)), "build", "modules", fmt.Sprint(i), "dir")
+		}
+	}
+	for i, b := range j.Build.Binaries {
+		if b.Name == "" || b.Package == "" {
+			return bad(fmt.Sprintf("build.binaries[%d]", i), "needs name and package", "build", "binaries", fmt.Sprint(i))
+		}
+	}
+	for i, f := range j.Build.Files {
+		if _, err := os.Stat(j.Path(f.Src)); err != nil {
+			return bad(fmt.Sprintf("build.files[%d].src", i), fmt.Sprintf("%s: no such file", j.Path(f.Src)), "build", "files", fmt.Sprint(i), "src")
+		}
+	}
+	check := func(field, v string, keys ...string) error {
+		if v != Reproduces && v != Clean {
+			return bad(field, fmt.Sprintf("%q: want %q or %q", v, Reproduces, Clean), keys...)
+		}
+		return nil
+	}
+	if j.Expect.Default == "" {
+		j.Expect.Default = Clean
+	}
+	if err := check("expect.default", j.Expect.Default, "expect", "default"); err != nil {
+		return err
+	}
+	for pat, v := range j.Expect.Cells {
+		if err := check("expect.cells."+pat, v, "expect", "cells", pat); err != nil {
+			return err
+		}
+		if _, err := path.Match(pat, ""); err != nil {
+			return bad("expect.cells."+pat, "bad pattern: "+err.Error(), "expect", "cells", pat)
+		}
+		matched := false
+		for _, c := range j.Cells() {
+			if ok, _ := path.Match(pat, c.ID); ok {
+				matched = true
+			}
+		}
+		if !matched {
+			return bad("expect.cells."+pat, "matches no cell of this job", "expect", "cells", pat)
+		}
+	}
+	return nil
+}
+
+func (j *Job) tmpl(text string) (*template.Template, error) {
+	return template.New("step").Option("missingkey=error").Parse(text)
+}
+
+// Path resolves a path from the job file relative to the job's root.
+func (j *Job) Path(p string) string {
+	if filepath.IsAbs(p) {
+		return p
+	}
+	return filepath.Join(j.RootDir(), p)
+}
+
+// RootDir is where relative paths start: root: if given (relative to the file), else
+// the nearest directory above the file holding go.mod, else the file's directory.
+func (j *Job) RootDir() string {
+	dir := filepath.Dir(j.File)
+	if j.Root != "" {
+		if filepath.IsAbs(j.Root) {
+			return j.Root
+		}
+		return filepath.Join(dir, j.Root)
+	}
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return dir
+	}
+	for d := abs; ; d = filepath.Dir(d) {
+		if _, err := os.Stat(filepath.Join(d, "go.mod")); err == nil {
+			return d
+		}
+		if filepath.Dir(d) == d {
+			return dir
+		}
+	}
+}
+
+// Cell is one target with one choice of matrix values.
+type Cell struct {
+	ID     string            `json:"id"` // target/value/value… in sorted parameter order
+	Target string            `json:"target"`
+	Params map[string]string `json:"params"`
+	Expect string            `json:"expect"`
+}
+
+// Keys are the matrix parameter names, sorted.
+func (j *Job) Keys() []string {
+	var k []string
+	for key := range j.Matrix {
+		k = append(k, key)
+	}
+	sort.Strings(k)
+	return k
+}
+
+// Cells expands targets × matrix, in file order of targets and values.
+func (j *Job) Cells() []Cell {
+	keys := j.Keys()
+	combos := []map[string]string{{}}
+	for _, k := range keys {
+		var next []map[string]string
+		for _, c := range combos {
+			for _, v := range j.Matrix[k] {
+				m := map[string]string{k: v}
+				for kk, vv := range c {
+					m[kk] = vv
+				}
+				next = append(next, m)
+			}
+		}
+		combos = next
+	}
+	var cells []Cell
+	for _, t := range j.Targets {
+		for _, c := range combos {
+			id := t
+			for _, k := range keys {
+				id += "/" + c[k]
+			}
+			cells = append(cells, Cell{ID: id, Target: t, Params: c, Expect: j.expectFor(id)})
+		}
+	}
+	return cells
+}
+
+// expectFor is the most specific matching pattern's expectation (longest pattern wins).
+func (j *Job) expectFor(id string) string {
+	best, bestLen := j.Expect.Default, -1
+	for pat, v := range j.Expect.Cells {
+		if ok, _ := path.Match(pat, id); ok && len(pat) > bestLen {
+			best, bestLen = v, len(pat)
+		}
+	}
+	return best
+}
+
+// Select filters cells by patterns (path.Match on the ID, or a plain prefix).
+func Select(cells []Cell, patterns []string) ([]Cell, error) {
+	if len(patterns) == 0 {
+		return cells, nil
+	}
+	var out []Cell
+	for _, c := range cells {
+		for _, p := range patterns {
+			ok, err := path.Match(p, c.ID)
+			if err != nil {
+				return nil, fmt.Errorf("--cell %q: %w", p, err)
+			}
+			if ok || c.ID == p || strings.HasPrefix(c.ID, strings.TrimSuffix(p, "/")+"/") {
+				out = append(out, c)
+				break
+			}
+		}
+	}
+	if len(out) == 0 {
+		var ids []string
+		for _, c := range cells {
+			ids = append(ids, c.ID)
+		}
+		return nil, fmt.Errorf("--cell %s matches no cell (cells: %s)", strings.Join(patterns, ","), strings.Join(ids, ", "))
+	}
+	return out, nil
+}
+
+// Expand fills a step's text for a cell: matrix values, vars, target, seed, dest.
+func (j *Job) Expand(text string, c Cell, seed int64, extra map[string]string) (string, error) {
+	t, err := j.tmpl(text)
+	if err != nil {
+		return "", err
+	}
+	data := map[string]any{}
+	for k, v := range j.Vars {
+		data[k] = v
+	}
+	for k, v := range extra {
+		data[k] = v
+	}
+	for k, v := range c.Params {
+		data[k] = v
+	}
+	data["target"] = c.Target
+	data["cell"] = c.ID
+	data["seed"] = seed
+	data["dest"] = j.Dest()
+	var b strings.Builder
+	if err := t.Execute(&b, data); err != nil {
+		return "", fmt.Errorf("%s: %w", j.File, err)
+	}
+	return b.String(), nil
+}
+
+// Dest is where artifacts go on the machine.
+func (j *Job) Dest() string {
+	if j.Build.Dest == "" {
+		return "/root"
+	}
+	return j.Build.Dest
+}

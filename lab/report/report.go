@@ -1,0 +1,250 @@
+// Package report holds a run's results and writes them: results.json, junit.xml,
+// summary.md (also appended to $GITHUB_STEP_SUMMARY), index.html, and the terminal
+// verdict matrix.
+package report
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/kmodlab/kmodlab/lab/console"
+	"github.com/kmodlab/kmodlab/lab/trace"
+)
+
+// Verdicts.
+const (
+	Reproduced   = "REPRODUCED"    // the trace or the data check shows divergence
+	Crashed      = "CRASHED"       // the kernel crashed during the cell
+	Hung         = "HUNG"          // a step never finished and the console went silent
+	Clean        = "clean"         // nothing diverged, and the target could have shown it
+	CannotDetect = "CANNOT-DETECT" // nothing diverged, but the canary says the target cannot show it
+	Infra        = "INFRA"         // the lab could not judge: boot, SSH, build, timeout
+)
+
+// Meets says whether a verdict satisfies an expectation ("reproduces" or "clean").
+// A crash is the bug showing itself too: it meets "reproduces".
+func Meets(verdict, expect string) bool {
+	switch expect {
+	case "reproduces":
+		return verdict == Reproduced || verdict == Crashed
+	case "clean":
+		return verdict == Clean
+	}
+	return false
+}
+
+// Stress sums the stress steps' reports.
+type Stress struct {
+	Reads      int64   `json:"reads"`
+	Writes     int64   `json:"writes"`
+	IOErrors   int64   `json:"io_errors"`
+	Mismatches int     `json:"mismatches"`
+	FirstMS    int64   `json:"first_mismatch_ms"` // -1: none
+	FirstStep  string  `json:"first_mismatch_step,omitempty"`
+	Seconds    float64 `json:"seconds"`
+	Example    string  `json:"example,omitempty"` // one mismatch, described
+}
+
+// Cell is one cell's result.
+type Cell struct {
+	ID          string             `json:"id"`
+	Target      string             `json:"target"`
+	Params      map[string]string  `json:"params"`
+	Runner      string             `json:"runner"`
+	Verdict     string             `json:"verdict"`
+	Expect      string             `json:"expect"`
+	Met         bool               `json:"met"`
+	Evidence    []string           `json:"evidence"`
+	Error       string             `json:"error,omitempty"`
+	Seed        int64              `json:"seed"`
+	Replay      string             `json:"replay"`
+	Trace       *TraceSummary      `json:"trace,omitempty"`
+	Stress      *Stress            `json:"stress,omitempty"`
+	Crash       *console.Report    `json:"crash,omitempty"`
+	Canary      string             `json:"canary,omitempty"`
+	Timings     map[string]float64 `json:"timings"`
+	Kernel      string             `json:"kernel"`
+	ImageHash   string             `json:"image_hash,omitempty"`
+	ModuleHash  string             `json:"module_hash,omitempty"`
+	Accel       string             `json:"accel,omitempty"`
+	LogDir      string             `json:"log_dir"`
+	Divergences []int64            `json:"divergence_ms,omitempty"` // ms since stress start, for the chart
+}
+
+// TraceSummary is the oracle's result for a cell.
+type TraceSummary struct {
+	Transactions int               `json:"transactions"`
+	Reads        int               `json:"reads"`
+	Writes       int               `json:"writes"`
+	Diverged     int               `json:"diverged"`
+	Unparsed     int               `json:"unparsed"`
+	First        *trace.Divergence `json:"first,omitempty"`
+	FirstTable   string            `json:"first_table,omitempty"`
+	Kinds        map[string]int    `json:"kinds,omitempty"`
+}
+
+// Run is a whole run.
+type Run struct {
+	Job      string    `json:"job"`
+	JobFile  string    `json:"job_file"`
+	Started  time.Time `json:"started"`
+	Seconds  float64   `json:"seconds"`
+	Keys     []string  `json:"keys"` // matrix parameter names
+	Targets  []string  `json:"targets"`
+	Cells    []*Cell   `json:"cells"`
+	Version  string    `json:"kmodlab_version"`
+	ExitCode int       `json:"exit_code"`
+}
+
+// Code is the run's exit code: 2 when a cell hit an infrastructure error, else 1 when
+// a cell missed its expectation, else 0.
+func (r *Run) Code() int {
+	code := 0
+	for _, c := range r.Cells {
+		if c.Verdict == Infra {
+			return 2
+		}
+		if !c.Met {
+			code = 1
+		}
+	}
+	return code
+}
+
+// Write writes every report file into dir.
+func (r *Run) Write(dir string) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	r.ExitCode = r.Code()
+	data, err := json.MarshalIndent(r, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(dir, "results.json"), data, 0o644); err != nil {
+		return err
+	}
+	junit, err := r.JUnit()
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(dir, "junit.xml"), junit, 0o644); err != nil {
+		return err
+	}
+	md := r.Markdown()
+	if err := os.WriteFile(filepath.Join(dir, "summary.md"), []byte(md), 0o644); err != nil {
+		return err
+	}
+	if s := os.Getenv("GITHUB_STEP_SUMMARY"); s != "" {
+		if f, err := os.OpenFile(s, os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o644); err == nil {
+			f.WriteString(md)
+			f.Close()
+		}
+	}
+	return os.WriteFile(filepath.Join(dir, "index.html"), []byte(r.HTML()), 0o644)
+}
+
+// Read loads a results.json.
+func Read(file string) (*Run, error) {
+	data, err := os.ReadFile(file)
+	if err != nil {
+		return nil, err
+	}
+	var r Run
+	if err := json.Unmarshal(data, &r); err != nil {
+		return nil, fmt.Errorf("%s: %w", file, err)
+	}
+	return &r, nil
+}
+
+// columns returns the matrix's column labels (the parameter values after the target).
+func (r *Run) grid() (rows []string, cols []string, at map[[2]string]*Cell) {
+	at = map[[2]string]*Cell{}
+	seenR, seenC := map[string]bool{}, map[string]bool{}
+	for _, c := range r.Cells {
+		col := strings.TrimPrefix(c.ID, c.Target+"/")
+		if col == c.ID {
+			col = "-"
+		}
+		if !seenR[c.Target] {
+			seenR[c.Target] = true
+			rows = append(rows, c.Target)
+		}
+		if !seenC[col] {
+			seenC[col] = true
+			cols = append(cols, col)
+		}
+		at[[2]string{c.Target, col}] = c
+	}
+	return rows, cols, at
+}
+
+// Matrix is the verdict matrix as text; cells that missed their expectation get a "!".
+func (r *Run) Matrix() string {
+	rows, cols, at := r.grid()
+	w := 12
+	for _, t := range rows {
+		w = max(w, len(t)+2)
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "%-*s", w, "")
+	for _, c := range cols {
+		fmt.Fprintf(&b, "%-15s", c)
+	}
+	b.WriteString("\n")
+	for _, t := range rows {
+		fmt.Fprintf(&b, "%-*s", w, t)
+		for _, col := range cols {
+			c := at[[2]string{t, col}]
+			v := "-"
+			if c != nil {
+				v = c.Verdict
+				if !c.Met {
+					v += "!"
+				}
+			}
+			fmt.Fprintf(&b, "%-15s", v)
+		}
+		b.WriteString("\n")
+	}
+	return b.String()
+}
+
+// Details is the per-cell text under the matrix: evidence, the first diverging
+// transaction like the seed's table, and the replay line.
+func (r *Run) Details() string {
+	var b strings.Builder
+	for _, c := range r.Cells {
+		mark := "as expected"
+		if !c.Met {
+			mark = "EXPECTED " + strings.ToUpper(c.Expect)
+		}
+		fmt.Fprintf(&b, "\n%s: %s (%s)\n", c.ID, c.Verdict, mark)
+		for _, e := range c.Evidence {
+			fmt.Fprintf(&b, "  %s\n", e)
+		}
+		if c.Error != "" {
+			fmt.Fprintf(&b, "  error: %s\n", firstLines(c.Error, 6))
+		}
+		if c.Trace != nil && c.Trace.FirstTable != "" {
+			fmt.Fprintf(&b, "  first diverging transaction (%s: %s):\n", c.Trace.First.Kind, c.Trace.First.Detail)
+			for _, l := range strings.Split(strings.TrimRight(c.Trace.FirstTable, "\n"), "\n") {
+				fmt.Fprintf(&b, "    %s\n", l)
+			}
+		}
+		fmt.Fprintf(&b, "  replay: %s\n", c.Replay)
+	}
+	return b.String()
+}
+
+func firstLines(s string, n int) string {
+	l := strings.Split(s, "\n")
+	if len(l) > n {
+		l = append(l[:n], "…")
+	}
+	return strings.Join(l, "\n    ")
+}

@@ -1,0 +1,205 @@
+package report
+
+import (
+	"encoding/xml"
+	"fmt"
+	"html/template"
+	"strings"
+)
+
+type junitSuites struct {
+	XMLName  xml.Name     `xml:"testsuites"`
+	Name     string       `xml:"name,attr"`
+	Tests    int          `xml:"tests,attr"`
+	Failures int          `xml:"failures,attr"`
+	Errors   int          `xml:"errors,attr"`
+	Time     string       `xml:"time,attr"`
+	Suites   []junitSuite `xml:"testsuite"`
+}
+
+type junitSuite struct {
+	Name     string      `xml:"name,attr"`
+	Tests    int         `xml:"tests,attr"`
+	Failures int         `xml:"failures,attr"`
+	Errors   int         `xml:"errors,attr"`
+	Skipped  int         `xml:"skipped,attr"`
+	Time     string      `xml:"time,attr"`
+	Cases    []junitCase `xml:"testcase"`
+}
+
+type junitCase struct {
+	Name      string        `xml:"name,attr"`
+	Classname string        `xml:"classname,attr"`
+	Time      string        `xml:"time,attr"`
+	Failure   *junitMessage `xml:"failure,omitempty"`
+	Error     *junitMessage `xml:"error,omitempty"`
+	SystemOut string        `xml:"system-out,omitempty"`
+}
+
+type junitMessage struct {
+	Message string `xml:"message,attr"`
+	Type    string `xml:"type,attr"`
+	Text    string `xml:",chardata"`
+}
+
+// JUnit is one testsuite per target and one testcase per cell: a cell that missed its
+// expectation is a failure, an infrastructure problem an error.
+func (r *Run) JUnit() ([]byte, error) {
+	all := junitSuites{Name: "kmodlab " + r.Job, Time: fmt.Sprintf("%.1f", r.Seconds)}
+	idx := map[string]int{}
+	for _, c := range r.Cells {
+		i, ok := idx[c.Target]
+		if !ok {
+			i = len(all.Suites)
+			idx[c.Target] = i
+			all.Suites = append(all.Suites, junitSuite{Name: r.Job + "/" + c.Target})
+		}
+		s := &all.Suites[i]
+		total := 0.0
+		for _, v := range c.Timings {
+			total += v
+		}
+		tc := junitCase{Name: c.ID, Classname: "kmodlab." + c.Target, Time: fmt.Sprintf("%.1f", total),
+			SystemOut: strings.Join(c.Evidence, "\n") + "\nreplay: " + c.Replay}
+		switch {
+		case c.Verdict == Infra:
+			tc.Error = &junitMessage{Message: firstLine(c.Error), Type: "infrastructure", Text: c.Error}
+			s.Errors++
+			all.Errors++
+		case !c.Met:
+			text := strings.Join(c.Evidence, "\n")
+			if c.Trace != nil && c.Trace.FirstTable != "" {
+				text += "\n" + c.Trace.FirstTable
+			}
+			tc.Failure = &junitMessage{Message: fmt.Sprintf("%s, expected %s", c.Verdict, c.Expect), Type: c.Verdict, Text: text}
+			s.Failures++
+			all.Failures++
+		}
+		s.Tests++
+		all.Tests++
+		s.Cases = append(s.Cases, tc)
+	}
+	out, err := xml.MarshalIndent(all, "", "  ")
+	if err != nil {
+		return nil, err
+	}
+	return append([]byte(xml.Header), append(out, '\n')...), nil
+}
+
+func firstLine(s string) string {
+	l, _, _ := strings.Cut(s, "\n")
+	return l
+}
+
+// Markdown is the GitHub step summary.
+func (r *Run) Markdown() string {
+	rows, cols, at := r.grid()
+	var b strings.Builder
+	fmt.Fprintf(&b, "## kmodlab: %s\n\n", r.Job)
+	fmt.Fprintf(&b, "| target | %s |\n|---|%s\n", strings.Join(cols, " | "), strings.Repeat("---|", len(cols)))
+	for _, t := range rows {
+		fmt.Fprintf(&b, "| %s |", t)
+		for _, col := range cols {
+			c := at[[2]string{t, col}]
+			switch {
+			case c == nil:
+				b.WriteString(" - |")
+			case c.Met:
+				fmt.Fprintf(&b, " %s |", c.Verdict)
+			default:
+				fmt.Fprintf(&b, " **%s** (expected %s) |", c.Verdict, c.Expect)
+			}
+		}
+		b.WriteString("\n")
+	}
+	fmt.Fprintf(&b, "\nExit code %d; %.0f s.\n", r.Code(), r.Seconds)
+	for _, c := range r.Cells {
+		if c.Trace == nil || c.Trace.FirstTable == "" {
+			continue
+		}
+		fmt.Fprintf(&b, "\n<details><summary>%s: %s</summary>\n\n", c.ID, strings.Join(c.Evidence, "; "))
+		fmt.Fprintf(&b, "%s: %s\n\n```\n%s```\n\nReplay: `%s`\n</details>\n", c.Trace.First.Kind, c.Trace.First.Detail, c.Trace.FirstTable, c.Replay)
+	}
+	return b.String()
+}
+
+var htmlTmpl = template.Must(template.New("r").Funcs(template.FuncMap{
+	"cls": func(c *Cell) string {
+		if c == nil {
+			return ""
+		}
+		s := strings.ToLower(strings.ReplaceAll(c.Verdict, "-", ""))
+		if !c.Met {
+			s += " missed"
+		}
+		return s
+	},
+	"chart": chart,
+}).Parse(`<!doctype html>
+<html><head><meta charset="utf-8"><title>kmodlab: {{.R.Job}}</title>
+<style>
+body{font-family:sans-serif;margin:2em;color:#222}
+table.m{border-collapse:collapse}
+.m td,.m th{border:1px solid #ccc;padding:.4em .8em;text-align:center}
+.reproduced{background:#fde2c8}.crashed{background:#f7b6b6}.clean{background:#d4f0d4}
+.hung,.infra,.cannotdetect{background:#ddd}.missed{outline:3px solid #c00}
+pre{background:#f6f6f6;padding:.6em;overflow:auto;font-size:85%}
+</style></head><body>
+<h1>kmodlab: {{.R.Job}}</h1>
+<p>{{.R.JobFile}} · started {{.R.Started.Format "2006-01-02 15:04:05 MST"}} · {{printf "%.0f" .R.Seconds}} s · exit code {{.R.ExitCode}}</p>
+<table class="m"><tr><th>target</th>{{range .Cols}}<th>{{.}}</th>{{end}}</tr>
+{{range $t := .Rows}}<tr><th>{{$t}}</th>{{range $c := $.Cols}}{{with index $.At (printf "%s|%s" $t $c)}}<td class="{{cls .}}"><a href="#{{.ID}}">{{.Verdict}}</a></td>{{else}}<td>-</td>{{end}}{{end}}</tr>
+{{end}}</table>
+{{range .R.Cells}}
+<h2 id="{{.ID}}">{{.ID}}: {{.Verdict}}{{if not .Met}} (expected {{.Expect}}){{end}}</h2>
+<ul>{{range .Evidence}}<li>{{.}}</li>{{end}}</ul>
+{{if .Error}}<pre>{{.Error}}</pre>{{end}}
+{{if .Divergences}}<p>Divergences over the stress run (ms):</p>{{chart .Divergences}}{{end}}
+{{with .Trace}}{{with .First}}<p>First diverging transaction: {{.Kind}}: {{.Detail}}</p>{{end}}{{if .FirstTable}}<pre>{{.FirstTable}}</pre>{{end}}{{end}}
+{{with .Crash}}<p>Crash: {{.Title}}</p><pre>{{.Text}}</pre>{{end}}
+<p>Kernel {{.Kernel}} · runner {{.Runner}} · logs in <code>{{.LogDir}}</code></p>
+<p>Replay: <code>{{.Replay}}</code></p>
+{{end}}
+</body></html>
+`))
+
+// chart draws divergence times as a small SVG histogram (20 bins).
+func chart(ms []int64) template.HTML {
+	if len(ms) == 0 {
+		return ""
+	}
+	var maxT int64 = 1
+	for _, m := range ms {
+		maxT = max(maxT, m)
+	}
+	const bins, w, h = 20, 400, 80
+	var counts [bins]int
+	top := 1
+	for _, m := range ms {
+		i := int(m * (bins - 1) / maxT)
+		counts[i]++
+		top = max(top, counts[i])
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, `<svg width="%d" height="%d" role="img" aria-label="divergences over time">`, w, h+14)
+	for i, c := range counts {
+		bh := c * h / top
+		fmt.Fprintf(&b, `<rect x="%d" y="%d" width="%d" height="%d" fill="#d9822b"/>`, i*w/bins, h-bh, w/bins-2, bh)
+	}
+	fmt.Fprintf(&b, `<text x="0" y="%d" font-size="10">0</text><text x="%d" y="%d" font-size="10" text-anchor="end">%d ms</text></svg>`, h+12, w, h+12, maxT)
+	return template.HTML(b.String())
+}
+
+// HTML is a one-page report with the matrix and each cell's evidence.
+func (r *Run) HTML() string {
+	rows, cols, at := r.grid()
+	flat := map[string]*Cell{}
+	for k, v := range at {
+		flat[k[0]+"|"+k[1]] = v
+	}
+	var b strings.Builder
+	if err := htmlTmpl.Execute(&b, map[string]any{"R": r, "Rows": rows, "Cols": cols, "At": flat}); err != nil {
+		return "<p>report error: " + template.HTMLEscapeString(err.Error()) + "</p>"
+	}
+	return b.String()
+}

@@ -28,7 +28,7 @@ func main() {
 		workers = flag.Int("workers", 1, "threads serving requests")
 		logFile = flag.String("log", "", "write one line per request (the daemon's crc view) to this file")
 		poll    = flag.Bool("poll", false, "busy-poll for requests instead of sleeping in the kernel (keeps the serving CPU awake)")
-		cpu     = flag.Int("cpu", -1, "pin workers to this CPU (-1: the last CPU, -2: no pinning)")
+		cpu     = flag.Int("cpu", -1, "pin workers to this CPU (default -1: the last CPU, which blkstress leaves free; -2: no pinning)")
 	)
 	flag.Parse()
 	if err := run(*ctl, *size, *mode, *backing, *workers, *logFile, *poll, *cpu); err != nil {
@@ -140,7 +140,8 @@ func parseSize(s string) (int64, error) {
 }
 
 // pinTo keeps the calling thread on one CPU: by default the last one, which blkstress
-// leaves free, so the serving CPU runs nothing but the daemon.
+// leaves free, so the serving CPU runs nothing but the daemon (a switch between two
+// processes flushes an emulated CPU's whole TLB and would hide stale mappings).
 func pinTo(cpu int) {
 	if cpu == -2 {
 		return

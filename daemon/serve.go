@@ -59,6 +59,12 @@ func (s *Server) Serve() error {
 			if errors.Is(err, unix.EINTR) || errors.Is(err, unix.EAGAIN) {
 				continue
 			}
+			if errors.Is(err, unix.EFAULT) {
+				// The kernel could not copy a write's data out to us (it logs why);
+				// it retries the request, then fails it.
+				s.Stats.Errors.Add(1)
+				continue
+			}
 			return fmt.Errorf("GET_REQUEST: %w", err)
 		}
 		if err := s.handle(&req, buf); err != nil {
@@ -117,6 +123,13 @@ func (s *Server) complete(c *uapi.Complete) error {
 	for {
 		err := s.Dev.Complete(c)
 		if errors.Is(err, unix.EINTR) {
+			continue
+		}
+		if errors.Is(err, unix.EFAULT) && c.Status == 0 {
+			// The kernel could not copy our data into the segment (it logs why): fail
+			// the segment instead of leaving it pending.
+			s.Stats.Errors.Add(1)
+			c.Status, c.Buf, c.Len = -int32(unix.EIO), 0, 0
 			continue
 		}
 		if err != nil && !errors.Is(err, ErrShutdown) {

@@ -79,6 +79,10 @@ static unsigned int spin_timeout_ms = 10000;
 module_param(spin_timeout_ms, uint, 0644);
 MODULE_PARM_DESC(spin_timeout_ms, "atomic mode: how long a submitter busy-waits for the daemon before failing the segment");
 
+static unsigned int max_spinners = 1;
+module_param(max_spinners, uint, 0444);
+MODULE_PARM_DESC(max_spinners, "atomic mode: submitters busy-waiting at once (more starve the daemon of CPU)");
+
 static unsigned int pause_ms = 2;
 module_param(pause_ms, uint, 0644);
 MODULE_PARM_DESC(pause_ms, "Pause before the submitter's last look (read3) at a traced read");
@@ -104,6 +108,7 @@ struct userblk_req {
 	enum req_state state;	/* under dev->lock */
 	int status;
 	bool traced;
+	int faults;		/* failed copies through the handed-over address */
 	struct completion done;	/* sleeping submitters */
 	int done_flag;		/* busy-waiting submitters (atomic mode) */
 	struct completion seen;	/* submitter logged read2: daemon may log readx */
@@ -122,6 +127,7 @@ struct userblk_dev {
 	bool dead;
 	atomic64_t next_xid;
 	struct semaphore spinners;	/* atomic mode: leave one CPU for the daemon */
+	int daemon_cpu;			/* where GET_REQUEST last ran; -1 unknown */
 };
 
 static DEFINE_IDA(userblk_ida);
@@ -160,6 +166,23 @@ static void userblk_trace_page(struct userblk_dev *ub, struct userblk_req *req,
 
 	userblk_trace(ub, req, op, p + req->offset);
 	kunmap_local(p);
+}
+
+/*
+ * userblk_trace_fault - a copy through a segment's mapping faulted part-way: the
+ * "short copy" evidence. The crc column holds the bytes left uncopied. Does not sleep.
+ */
+static void userblk_trace_fault(struct userblk_dev *ub, struct userblk_req *req,
+				const char *op, const void *addr, unsigned long left)
+{
+	req->faults++;
+	if (req->traced)
+		pr_info("userblk%d: %-6s %08llx %016llx %016llx %016lx %px %d cpu=%d mode=%s\n",
+			ub->index, op, req->xid, req->pos, (u64)req->len, left, addr,
+			task_pid_nr(current), raw_smp_processor_id(), mode_name(req->mode));
+	else
+		pr_warn_ratelimited("userblk%d: %s: %lu of %u bytes not copied through %px (mode %s)\n",
+				    ub->index, op, left, req->len, addr, mode_name(req->mode));
 }
 
 static void req_put(struct userblk_req *req)
@@ -241,10 +264,23 @@ static int userblk_segment(struct userblk_dev *ub, int op, u64 pos, struct bio_v
 	req->mode = ub->mode;
 	req->traced = trace && ((u32)req->xid % trace) == 0;
 
+	/*
+	 * Busy-waiting on the CPU the daemon is pinned to would wait for ever: such a
+	 * submitter (a kworker doing writeback, say) takes the global mapping instead.
+	 */
+	if (req->mode == USERBLK_MAP_ATOMIC && raw_smp_processor_id() == READ_ONCE(ub->daemon_cpu))
+		req->mode = USERBLK_MAP_KMAP;
 	switch (req->mode) {
 	case USERBLK_MAP_ATOMIC:
 		down(&ub->spinners);
 		base = kmap_atomic(req->page);	/* CPU-local; preemption off */
+		if (smp_processor_id() == READ_ONCE(ub->daemon_cpu)) {
+			/* migrated onto the daemon's CPU meanwhile */
+			kunmap_atomic(base);
+			up(&ub->spinners);
+			req->mode = USERBLK_MAP_KMAP;
+			base = kmap(req->page);
+		}
 		break;
 	case USERBLK_MAP_LOCAL:
 		base = kmap_local_page(req->page);	/* CPU- and task-local */
@@ -283,15 +319,17 @@ static int userblk_segment(struct userblk_dev *ub, int op, u64 pos, struct bio_v
 		else
 			userblk_trace_page(ub, req, "read2");
 		complete(&req->seen);
-		/* Wait for the daemon's second look (bounded by its own timeout). */
+		/*
+		 * Wait for the daemon's second look, which reads through our mapping: we must
+		 * not unmap before it is done. It always signals xdone (its own wait for
+		 * "seen" is bounded, and a dying daemon's requests are failed with xdone set).
+		 */
 		if (req->mode == USERBLK_MAP_ATOMIC) {
-			unsigned long deadline = jiffies + 5 * HZ;
-
-			while (!smp_load_acquire(&req->xdone_flag) && time_before(jiffies, deadline))
+			while (!smp_load_acquire(&req->xdone_flag))
 				cpu_relax();
 			mdelay(pause_ms);
 		} else {
-			wait_for_completion_timeout(&req->xdone, 5 * HZ);
+			wait_for_completion(&req->xdone);
 			msleep(pause_ms);
 		}
 		if (req->addr)
@@ -406,7 +444,8 @@ static long userblk_create(struct file *file, struct userblk_create __user *uarg
 	init_waitqueue_head(&ub->wq);
 	atomic64_set(&ub->next_xid, 0);
 	ub->mode = c.map_mode ? c.map_mode : map_mode;
-	sema_init(&ub->spinners, max(1, (int)num_online_cpus() - 1));
+	sema_init(&ub->spinners, clamp_t(int, max_spinners, 1, max(1, (int)num_online_cpus() - 1)));
+	ub->daemon_cpu = -1;
 
 	ub->index = ida_alloc(&userblk_ida, GFP_KERNEL);
 	if (ub->index < 0) {
@@ -455,7 +494,9 @@ static int userblk_copy_out(struct userblk_dev *ub, struct userblk_req *req, voi
 
 	if (req->addr) {
 		left = copy_to_user(ubuf, req->addr, req->len);
-		if (req->traced && !left)
+		if (left)
+			userblk_trace_fault(ub, req, "wfault", req->addr, left);
+		else if (req->traced)
 			userblk_trace(ub, req, "write1", req->addr);
 		return left ? -EFAULT : 0;
 	}
@@ -502,7 +543,8 @@ static long userblk_get_request(struct userblk_dev *ub, struct userblk_request _
 		return -EINVAL;	/* left queued: a bigger buffer can take it */
 	}
 	list_move_tail(&req->node, &ub->sent);
-	req->state = REQ_SENT;
+	/* While a write's data is copied out, a timing-out submitter must not unmap it. */
+	req->state = req->op == USERBLK_OP_WRITE ? REQ_COPYING : REQ_SENT;
 	/*
 	 * The submitter keeps the request, its page and its mapping alive while the request
 	 * is on a list: it only returns once the request is done or taken off.
@@ -510,6 +552,7 @@ static long userblk_get_request(struct userblk_dev *ub, struct userblk_request _
 	refcount_inc(&req->ref);
 	spin_unlock(&ub->lock);
 
+	WRITE_ONCE(ub->daemon_cpu, raw_smp_processor_id());
 	r.xid = req->xid;
 	r.pos = req->pos;
 	r.len = req->len;
@@ -518,12 +561,31 @@ static long userblk_get_request(struct userblk_dev *ub, struct userblk_request _
 	err = 0;
 	if (req->op == USERBLK_OP_WRITE)
 		err = userblk_copy_out(ub, req, u64_to_user_ptr(r.buf));
+	if (req->op == USERBLK_OP_WRITE) {
+		spin_lock(&ub->lock);
+		if (req->state == REQ_COPYING)
+			req->state = REQ_SENT;
+		spin_unlock(&ub->lock);
+	}
 	if (!err && copy_to_user(uarg, &r, sizeof(r)))
 		err = -EFAULT;
 	if (err) {
-		/* Put it back first in line: a request is never lost to a bad pointer. */
+		/*
+		 * Put it back first in line: a request is never lost to a bad pointer. A
+		 * request whose own mapping keeps faulting is failed instead (it cannot heal).
+		 */
 		spin_lock(&ub->lock);
 		if (req->state == REQ_SENT) {
+			if (req->faults >= 3) {
+				list_del_init(&req->node);
+				req_finish(req, -EIO);
+				smp_store_release(&req->xdone_flag, 1);
+				complete(&req->xdone);
+				spin_unlock(&ub->lock);
+				req_put(req);	/* the list's reference */
+				req_put(req);
+				return err;
+			}
 			list_move(&req->node, &ub->queued);
 			req->state = REQ_QUEUED;
 		}
@@ -545,7 +607,9 @@ static int userblk_copy_in(struct userblk_dev *ub, struct userblk_req *req, cons
 
 	if (req->addr) {
 		left = copy_from_user(req->addr, ubuf, req->len);
-		if (req->traced && !left)
+		if (left)
+			userblk_trace_fault(ub, req, "rfault", req->addr, left);
+		else if (req->traced)
 			userblk_trace(ub, req, "read1", req->addr);
 		return left ? -EFAULT : 0;
 	}

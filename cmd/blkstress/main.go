@@ -227,8 +227,15 @@ func describe(b []byte) string {
 	return "zeros"
 }
 
+// unknownGen marks a block whose last write failed: its contents are not checked until
+// it is written again.
+const unknownGen = ^uint64(0)
+
 // check compares one read block with what was last written there.
 func check(s *state, got []byte, path string, block, off int64, gen uint64, t, cpu int) {
+	if gen == unknownGen {
+		return
+	}
 	want := make([]byte, blockSize)
 	if gen == 0 {
 		want = want[:blockSize] // never written: zeros
@@ -296,7 +303,14 @@ func odirectThread(s *state, fd, t, cpu int, first, n int64) error {
 	}
 	gens := make([]uint64, n)
 	r := rand.New(rand.NewSource(s.o.seed + int64(t)))
-	next := 0
+	next, failed := 0, 0
+	ioerr := func(op string, n int, off int64, err error) error {
+		s.add(0, 0, 0, 0, 1)
+		if failed++; failed >= 100 {
+			return fmt.Errorf("%s %d@%d: %w (100 I/O errors in a row: stopping)", op, n, off, err)
+		}
+		return nil
+	}
 	for !s.done() {
 		run := int64(1 + r.Intn(maxRun))
 		at := r.Int63n(n - run + 1)
@@ -305,26 +319,33 @@ func odirectThread(s *state, fd, t, cpu int, first, n int64) error {
 		off := (first + at) * blockSize
 		if r.Intn(3) == 0 {
 			for i := int64(0); i < run; i++ {
+				if gens[at+i] == unknownGen {
+					gens[at+i] = 0
+				}
 				gens[at+i]++
 				fill(buf[i*blockSize:(i+1)*blockSize], s.o.seed, first+at+i, gens[at+i])
 			}
 			if _, err := unix.Pwrite(fd, buf, off); err != nil {
-				s.add(0, 0, 0, 0, 1)
-				if errors.Is(err, unix.EIO) || errors.Is(err, unix.ETIMEDOUT) {
-					continue
+				// The block's contents are unknown now: a later read may see either.
+				for i := int64(0); i < run; i++ {
+					gens[at+i] = unknownGen
 				}
-				return fmt.Errorf("pwrite %d@%d: %w", len(buf), off, err)
+				if err := ioerr("pwrite", len(buf), off, err); err != nil {
+					return err
+				}
+				continue
 			}
+			failed = 0
 			s.add(1, 0, int64(len(buf)), 0, 0)
 			continue
 		}
 		if _, err := unix.Pread(fd, buf, off); err != nil {
-			s.add(0, 0, 0, 0, 1)
-			if errors.Is(err, unix.EIO) || errors.Is(err, unix.ETIMEDOUT) {
-				continue
+			if err := ioerr("pread", len(buf), off, err); err != nil {
+				return err
 			}
-			return fmt.Errorf("pread %d@%d: %w", len(buf), off, err)
+			continue
 		}
+		failed = 0
 		s.add(0, 1, 0, int64(len(buf)), 0)
 		for i := int64(0); i < run; i++ {
 			check(s, buf[i*blockSize:(i+1)*blockSize], "", first+at+i, (first+at+i)*blockSize, gens[at+i], t, cpu)
@@ -372,12 +393,22 @@ func runFS(s *state) error {
 				for f := 0; f < s.o.files; f++ {
 					id := t*s.o.files + f
 					for b := 0; b < fileBlocks; b++ {
+						if gens[id][b] == unknownGen {
+							gens[id][b] = 0
+						}
 						gens[id][b]++
 						fill(buf[b*blockSize:(b+1)*blockSize], s.o.seed, int64(id*fileBlocks+b), gens[id][b])
 					}
 					if err := os.WriteFile(filepath.Join(s.o.mnt, fmt.Sprintf("f%03d", id)), buf, 0o644); err != nil {
-						errs <- err
-						return
+						if !errors.Is(err, unix.EIO) {
+							errs <- err
+							return
+						}
+						s.add(0, 0, 0, 0, 1)
+						for b := range gens[id] {
+							gens[id][b] = unknownGen
+						}
+						continue
 					}
 					s.add(1, 0, int64(len(buf)), 0, 0)
 				}

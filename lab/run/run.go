@@ -20,6 +20,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/kmodlab/kmodlab/lab/build"
@@ -392,7 +393,8 @@ func (p *targetRun) runCanary(ctx context.Context, r runner.Runner) {
 type cellState struct {
 	hung      bool
 	lost      bool
-	stepErr   []string
+	stepErr   []string // setup, collect and lab problems: the cell cannot be judged
+	stressErr []string // stress steps that failed: evidence, judged with the rest
 	stress    report.Stress
 	haveStres bool
 }
@@ -412,6 +414,7 @@ func (p *targetRun) cell(ctx context.Context, c job.Cell, start time.Time) *repo
 		return rc
 	}
 	rc.Kernel, rc.ImageHash, rc.Accel, rc.Runner = p.info.KernelRelease, p.info.ImageHash, p.info.Accel, p.info.Name
+	rc.Replay = p.newCell(c).Replay
 	if p.canary != nil {
 		rc.Canary = fmt.Sprintf("%s (stale %d/%d via kmap_local_page, %d/%d via kmap)", p.canary.State, p.canary.Local, p.canary.Iterations, p.canary.Kmap, p.canary.Iterations)
 	} else if p.canErr != "" {
@@ -502,6 +505,39 @@ func (p *targetRun) step(ctx context.Context, r runner.Runner, c job.Cell, rc *r
 	if logf != nil {
 		w = logf
 	}
+	if s.Report != "" {
+		if rp, err := p.o.Job.Expand(s.Report, c, p.o.Seed, extra); err == nil {
+			r.Run(sctx, "rm -f "+shQuote(rp), nil, nil) // never read a previous cell's report
+		}
+	}
+	// A kernel crash during the step: give the machine a few seconds to print the rest,
+	// then stop waiting for a step that may never finish.
+	var crashed atomic.Bool
+	if l := r.Log(); l != nil {
+		off := l.Len()
+		stop := make(chan struct{})
+		defer close(stop)
+		go func() {
+			tick := time.NewTicker(time.Second)
+			defer tick.Stop()
+			for {
+				select {
+				case <-stop:
+					return
+				case <-tick.C:
+					if console.Fatal(console.Find(l.Since(off))) {
+						select {
+						case <-stop:
+						case <-time.After(8 * time.Second):
+							crashed.Store(true)
+							cancel()
+						}
+						return
+					}
+				}
+			}
+		}()
+	}
 	if s.Background {
 		bg := fmt.Sprintf("setsid sh -c %s > %s/%s.log 2>&1 < /dev/null &", shQuote(cmd), dest, name)
 		err = r.Run(sctx, bg, w, w)
@@ -517,13 +553,20 @@ func (p *targetRun) step(ctx context.Context, r runner.Runner, c job.Cell, rc *r
 		switch {
 		case errors.Is(err, remote.ErrConnectionLost):
 			st.lost = true
+		case crashed.Load():
+			st.hung = true
+			msg = fmt.Sprintf("%s step %q was stopped: the kernel crashed under it", phase, name)
 		case sctx.Err() != nil && ctx.Err() == nil:
 			st.hung = true
 			msg = fmt.Sprintf("%s step %q did not finish within %s", phase, name, timeout)
 		}
-		st.stepErr = append(st.stepErr, msg)
+		if phase == "stress" && !st.lost && !st.hung {
+			st.stressErr = append(st.stressErr, msg)
+		} else {
+			st.stepErr = append(st.stepErr, msg)
+		}
 	}
-	if s.Report != "" && !st.lost {
+	if s.Report != "" && !st.lost && !st.hung {
 		rp, _ := p.o.Job.Expand(s.Report, c, p.o.Seed, extra)
 		p.readStress(ctx, r, rc, st, name, rp)
 	}
@@ -619,7 +662,17 @@ func (p *targetRun) collect(ctx context.Context, r runner.Runner, c job.Cell, rc
 		}
 	}
 	writeIfText(filepath.Join(rc.LogDir, "kern.log"), kern)
-	for _, f := range p.o.Job.Collect {
+	files := append([]string(nil), p.o.Job.Collect...)
+	for i, s := range p.o.Job.Setup {
+		if s.Background {
+			name := s.Name
+			if name == "" {
+				name = fmt.Sprintf("setup%d", i)
+			}
+			files = append(files, p.o.Job.Dest()+"/"+name+".log")
+		}
+	}
+	for _, f := range files {
 		path, err := p.o.Job.Expand(f, c, p.o.Seed, extra)
 		if err != nil {
 			continue
@@ -692,8 +745,11 @@ func (p *targetRun) analyze(rc *report.Cell, st *cellState, kern, con string) {
 	if rc.Canary != "" {
 		*ev = append(*ev, "canary: "+rc.Canary)
 	}
-	for _, e := range st.stepErr {
+	for _, e := range append(st.stressErr, st.stepErr...) {
 		*ev = append(*ev, e)
+	}
+	if len(st.stressErr) > 0 && !st.haveStres && tr.Transactions == 0 {
+		st.stepErr = append(st.stepErr, st.stressErr...) // nothing to judge by
 	}
 	diverged := tr.Diverged() > 0 || (rc.Stress != nil && rc.Stress.Mismatches > 0)
 	switch {

@@ -22,7 +22,7 @@ import (
 // Event is one trace line.
 type Event struct {
 	Disk string `json:"disk,omitempty"`
-	Op   string `json:"op"` // write, write1, read0, read1, read2, readx, read3
+	Op   string `json:"op"` // write, write1, read0, read1, read2, readx, read3, rfault, wfault
 	Xid  uint64 `json:"xid"`
 	Pos  uint64 `json:"pos"`
 	Len  uint64 `json:"len"`
@@ -45,6 +45,9 @@ const (
 	KindWriteMismatch = "write data differs"
 	// KindUnstable: one thread saw the bytes change under it with nobody writing.
 	KindUnstable = "unstable"
+	// KindShortCopy: the daemon's copy through the handed-over address faulted part-way
+	// (the mapping was already gone on its CPU).
+	KindShortCopy = "short copy"
 )
 
 // Divergence is one transaction whose views disagree.
@@ -71,9 +74,9 @@ type Result struct {
 func (r *Result) Diverged() int { return len(r.Divergences) }
 
 var (
-	lineRe = regexp.MustCompile(`(?:\b(\w*\d+):\s+)?\b(write1|write|read[0-3x]):?\s+([0-9a-f]{1,16})\s+([0-9a-f]{16})\s+([0-9a-f]{16})\s+([0-9a-f]{8,16})\s+(?:([0-9a-f]{8,16})\s+)?(\d{1,9})\b(?:\s+cpu=(\d+))?(?:\s+mode=(\w+))?`)
+	lineRe = regexp.MustCompile(`(?:\b(\w*\d+):\s+)?\b(write1|write|read[0-3x]|rfault|wfault):?\s+([0-9a-f]{1,16})\s+([0-9a-f]{16})\s+([0-9a-f]{16})\s+([0-9a-f]{8,16})\s+(?:([0-9a-f]{8,16})\s+)?(\d{1,9})\b(?:\s+cpu=(\d+))?(?:\s+mode=(\w+))?`)
 	// looseRe finds lines that start like trace lines, to count truncated ones.
-	looseRe = regexp.MustCompile(`\b(write1|write|read[0-3x]):?\s+[0-9a-f]{8}\s`)
+	looseRe = regexp.MustCompile(`\b(write1|write|read[0-3x]|rfault|wfault):?\s+[0-9a-f]{8}\s`)
 )
 
 // ParseLine parses one line; ok is false when it holds no complete trace event.
@@ -94,7 +97,7 @@ func ParseLine(s string) (ev Event, ok bool) {
 		return ev, false
 	}
 	crc, err := strconv.ParseUint(m[6], 16, 64)
-	if err != nil || crc > 0xffffffff {
+	if err != nil || (crc > 0xffffffff && !strings.HasSuffix(ev.Op, "fault")) {
 		return ev, false
 	}
 	ev.CRC = uint32(crc)
@@ -166,6 +169,19 @@ func check(evs []Event, res *Result) *Divergence {
 			v[e.Op] = e
 		}
 	}
+	for _, op := range []string{"rfault", "wfault"} {
+		if f, ok := v[op]; ok {
+			who := "submitter's segment"
+			if op == "wfault" {
+				res.Writes++
+			} else {
+				res.Reads++
+			}
+			return &Divergence{Kind: KindShortCopy, Detail: fmt.Sprintf(
+				"daemon (tid %d, cpu %d) could not copy %d of %d bytes through the %s address %s: the mapping was gone on its CPU",
+				f.TID, f.CPU, f.CRC, f.Len, who, f.Addr)}
+		}
+	}
 	if w, ok := v["write"]; ok {
 		w1, ok := v["write1"]
 		if !ok {
@@ -231,5 +247,5 @@ func Table(evs []Event) string {
 }
 
 func opRank(op string) int {
-	return strings.Index("write write1 read0 read1 read2 readx read3", op)
+	return strings.Index("write write1 wfault read0 read1 rfault read2 readx read3", op)
 }

@@ -31,6 +31,15 @@ func main() {
 		cpu     = flag.Int("cpu", -1, "pin workers to this CPU (default -1: the last CPU, which blkstress leaves free; -2: no pinning)")
 	)
 	flag.Parse()
+	if *cpu != -2 && os.Getenv("USERBLKD_PINNED") == "" {
+		// Pin the whole process, every runtime thread included, before it has any: a
+		// garbage-collector thread stuck behind a busy-waiting submitter on another CPU
+		// would stall the worker (and so the submitter) until it times out.
+		if err := reexecPinned(*cpu); err != nil {
+			fmt.Fprintln(os.Stderr, "userblkd:", err)
+			os.Exit(1)
+		}
+	}
 	if err := run(*ctl, *size, *mode, *backing, *workers, *logFile, *poll, *cpu); err != nil {
 		fmt.Fprintln(os.Stderr, "userblkd:", err)
 		os.Exit(1)
@@ -139,6 +148,18 @@ func parseSize(s string) (int64, error) {
 	return n, nil
 }
 
+// reexecPinned restarts this program with the affinity set: children inherit it, so
+// every thread of the new process runs on that CPU only.
+func reexecPinned(cpu int) error {
+	runtime.LockOSThread()
+	pinTo(cpu)
+	exe, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	return syscall.Exec(exe, os.Args, append(os.Environ(), "USERBLKD_PINNED=1"))
+}
+
 // pinTo keeps the calling thread on one CPU: by default the last one, which blkstress
 // leaves free, so the serving CPU runs nothing but the daemon (a switch between two
 // processes flushes an emulated CPU's whole TLB and would hide stale mappings).
@@ -147,11 +168,30 @@ func pinTo(cpu int) {
 		return
 	}
 	if cpu == -1 {
-		cpu = runtime.NumCPU() - 1
+		cpu = lastOnlineCPU()
 	}
 	var set unix.CPUSet
 	set.Set(cpu)
 	if err := unix.SchedSetaffinity(0, &set); err != nil {
 		fmt.Fprintf(os.Stderr, "userblkd: pin to CPU %d: %v\n", cpu, err)
 	}
+}
+
+// lastOnlineCPU reads /sys/devices/system/cpu/online ("0-3"): runtime.NumCPU counts only
+// the CPUs of our affinity mask, which leaves out isolcpus= CPUs, the very ones meant
+// for the daemon.
+func lastOnlineCPU() int {
+	data, err := os.ReadFile("/sys/devices/system/cpu/online")
+	if err != nil {
+		return runtime.NumCPU() - 1
+	}
+	s := strings.TrimSpace(string(data))
+	if i := strings.LastIndexAny(s, ",-"); i >= 0 {
+		s = s[i+1:]
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil {
+		return runtime.NumCPU() - 1
+	}
+	return n
 }

@@ -132,6 +132,11 @@ func (s *Server) complete(c *uapi.Complete) error {
 			c.Status, c.Buf, c.Len = -int32(unix.EIO), 0, 0
 			continue
 		}
+		if errors.Is(err, unix.ENOENT) {
+			// The submitter gave up on it (atomic mode's busy-wait timed out).
+			s.Stats.Errors.Add(1)
+			return nil
+		}
 		if err != nil && !errors.Is(err, ErrShutdown) {
 			return fmt.Errorf("COMPLETE %08x: %w", c.Xid, err)
 		}

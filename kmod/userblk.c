@@ -28,6 +28,7 @@
 #include <linux/module.h>
 #include <linux/refcount.h>
 #include <linux/sched.h>
+#include <linux/sched/clock.h>
 #include <linux/semaphore.h>
 #include <linux/slab.h>
 #include <linux/uaccess.h>
@@ -75,7 +76,7 @@ static unsigned int trace;
 module_param(trace, uint, 0644);
 MODULE_PARM_DESC(trace, "Trace lines: 0 off, 1 every transaction, N every Nth transaction");
 
-static unsigned int spin_timeout_ms = 10000;
+static unsigned int spin_timeout_ms = 3000;
 module_param(spin_timeout_ms, uint, 0644);
 MODULE_PARM_DESC(spin_timeout_ms, "atomic mode: how long a submitter busy-waits for the daemon before failing the segment");
 
@@ -206,19 +207,24 @@ static void req_finish(struct userblk_req *req, int status)
 /*
  * req_wait_done - the submitter's wait for its segment. Sleeps, except in atomic mode,
  * where a kmap_atomic mapping is held and the submitter busy-waits (the original
- * driver slept here; on 6.x that would tear the mapping down under the daemon).
+ * driver slept here; on 6.x that would tear the mapping down under the daemon), for at
+ * most spin_timeout_ms.
  */
 static int req_wait_done(struct userblk_dev *ub, struct userblk_req *req)
 {
-	unsigned long deadline;
+	u64 deadline;
 
 	if (req->mode != USERBLK_MAP_ATOMIC) {
 		wait_for_completion(&req->done);
 		return req->status;
 	}
-	deadline = jiffies + msecs_to_jiffies(spin_timeout_ms);
+	/*
+	 * local_clock(), not jiffies: while we spin, another CPU may sit in stop_machine()
+	 * with interrupts off waiting for us, and jiffies would never reach the deadline.
+	 */
+	deadline = local_clock() + (u64)spin_timeout_ms * NSEC_PER_MSEC;
 	while (!smp_load_acquire(&req->done_flag)) {
-		if (time_after(jiffies, deadline)) {
+		if (local_clock() > deadline) {
 			spin_lock(&ub->lock);
 			if (req->state == REQ_QUEUED || req->state == REQ_SENT) {
 				list_del_init(&req->node);
@@ -268,8 +274,9 @@ static int userblk_segment(struct userblk_dev *ub, int op, u64 pos, struct bio_v
 	 * Busy-waiting on the CPU the daemon is pinned to would wait for ever: such a
 	 * submitter (a kworker doing writeback, say) takes the global mapping instead.
 	 */
-	if (req->mode == USERBLK_MAP_ATOMIC && raw_smp_processor_id() == READ_ONCE(ub->daemon_cpu))
-		req->mode = USERBLK_MAP_KMAP;
+	if (req->mode == USERBLK_MAP_ATOMIC &&
+	    (READ_ONCE(ub->daemon_cpu) < 0 || raw_smp_processor_id() == READ_ONCE(ub->daemon_cpu)))
+		req->mode = USERBLK_MAP_KMAP;	/* also while we do not know where it runs */
 	switch (req->mode) {
 	case USERBLK_MAP_ATOMIC:
 		down(&ub->spinners);

@@ -97,7 +97,7 @@ func main() {
 	flag.StringVar(&o.mnt, "mnt", "/mnt/blkstress", "mount point (fs)")
 	flag.IntVar(&o.files, "files", 8, "files per thread (fs)")
 	flag.StringVar(&out, "json", "", "write the report here (default stdout)")
-	cpus := flag.String("cpus", "", "CPUs to pin threads to, e.g. 0-2 (default: all but the last, which userblkd keeps for itself)")
+	cpus := flag.String("cpus", "", "CPUs to pin threads to, e.g. 0-2 (default: those we may run on, but the last online CPU, which userblkd keeps for itself)")
 	flag.Parse()
 	var err error
 	if o.cpus, err = parseCPUs(*cpus, runtime.NumCPU()); err != nil {
@@ -325,7 +325,10 @@ func odirectThread(s *state, fd, t, cpu int, first, n int64) error {
 				gens[at+i]++
 				fill(buf[i*blockSize:(i+1)*blockSize], s.o.seed, first+at+i, gens[at+i])
 			}
-			if _, err := unix.Pwrite(fd, buf, off); err != nil {
+			if n, err := unix.Pwrite(fd, buf, off); err != nil || n != len(buf) {
+				if err == nil {
+					err = fmt.Errorf("short write: %d of %d bytes", n, len(buf))
+				}
 				// The block's contents are unknown now: a later read may see either.
 				for i := int64(0); i < run; i++ {
 					gens[at+i] = unknownGen
@@ -339,7 +342,10 @@ func odirectThread(s *state, fd, t, cpu int, first, n int64) error {
 			s.add(1, 0, int64(len(buf)), 0, 0)
 			continue
 		}
-		if _, err := unix.Pread(fd, buf, off); err != nil {
+		if n, err := unix.Pread(fd, buf, off); err != nil || n != len(buf) {
+			if err == nil {
+				err = fmt.Errorf("short read: %d of %d bytes (device gone?)", n, len(buf))
+			}
 			if err := ioerr("pread", len(buf), off, err); err != nil {
 				return err
 			}
@@ -466,15 +472,29 @@ func drain(errs chan error) error {
 	return <-errs
 }
 
-// parseCPUs reads "0-2,4"; empty means every CPU but the last (or CPU 0 alone).
+// parseCPUs reads "0-2,4"; empty means the CPUs of our affinity mask (isolcpus= ones
+// are not in it) without the last online CPU, or CPU 0 alone.
 func parseCPUs(spec string, n int) ([]int, error) {
 	if spec == "" {
-		if n == 1 {
+		var set unix.CPUSet
+		if err := unix.SchedGetaffinity(0, &set); err != nil {
 			return []int{0}, nil
 		}
+		last := -1
+		if data, err := os.ReadFile("/sys/devices/system/cpu/online"); err == nil {
+			f := strings.FieldsFunc(strings.TrimSpace(string(data)), func(r rune) bool { return r == '-' || r == ',' })
+			if len(f) > 0 {
+				last, _ = strconv.Atoi(f[len(f)-1])
+			}
+		}
 		var all []int
-		for i := 0; i < n-1; i++ {
-			all = append(all, i)
+		for c := 0; c < 1024; c++ {
+			if set.IsSet(c) && c != last {
+				all = append(all, c)
+			}
+		}
+		if len(all) == 0 {
+			all = []int{0}
 		}
 		return all, nil
 	}
@@ -492,8 +512,8 @@ func parseCPUs(spec string, n int) ([]int, error) {
 			}
 		}
 		for c := a; c <= b; c++ {
-			if c >= n {
-				return nil, fmt.Errorf("CPU %d: only %d online", c, n)
+			if c >= 1024 {
+				return nil, fmt.Errorf("CPU %d: out of range", c)
 			}
 			out = append(out, c)
 		}

@@ -41,7 +41,7 @@ var patterns = []pattern{
 }
 
 var (
-	pcRe      = regexp.MustCompile(`(?:PC is at|RIP: [0-9a-f]{4}:|EIP: |pc : |EIP is at )\s*\[?<?[0-9a-f]*>?\]?\s*([A-Za-z_][\w.]*)\+0x`)
+	pcRe      = regexp.MustCompile(`(?:PC is at|RIP: [0-9a-f]{4}:|EIP: |pc : |EIP is at )\s*(?:\[<[0-9a-f]+>\]\s*)?([A-Za-z_][\w.]*)\+0x`)
 	endRe     = regexp.MustCompile(`---\[ end (trace|Kernel panic)|^\s*$`)
 	prefixRe  = regexp.MustCompile(`^(?:<\d+>)?(?:\[\s*\d+\.\d+\]\s*)?(?:\[\s*[CT]\d+\]\s*)?`)
 	callRe    = regexp.MustCompile(`^\s*(?:\[<[0-9a-f]+>\]\s*)?\(?([A-Za-z_][\w.]*)\+0x[0-9a-f]+/0x[0-9a-f]+`)

@@ -386,12 +386,19 @@ func (j *Job) Cells() []Cell {
 	return cells
 }
 
-// expectFor is the most specific matching pattern's expectation (longest pattern wins).
+// expectFor is the most specific matching pattern's expectation: fewest wildcards
+// wins, then the longest pattern, then the first in sorted order.
 func (j *Job) expectFor(id string) string {
-	best, bestLen := j.Expect.Default, -1
-	for pat, v := range j.Expect.Cells {
-		if ok, _ := path.Match(pat, id); ok && len(pat) > bestLen {
-			best, bestLen = v, len(pat)
+	best, bestScore := j.Expect.Default, -1<<30
+	pats := make([]string, 0, len(j.Expect.Cells))
+	for pat := range j.Expect.Cells {
+		pats = append(pats, pat)
+	}
+	sort.Strings(pats)
+	for _, pat := range pats {
+		score := len(pat) - 1000*strings.Count(pat, "*") - 1000*strings.Count(pat, "?")
+		if ok, _ := path.Match(pat, id); ok && score > bestScore {
+			best, bestScore = j.Expect.Cells[pat], score
 		}
 	}
 	return best

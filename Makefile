@@ -1,0 +1,55 @@
+# kmodlab: the two commands a newcomer needs are `make repro` and `make test`.
+SHELL := /bin/bash
+export PATH := $(PATH):/usr/local/go/bin
+GO ?= go
+VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
+KMODLAB := bin/kmodlab
+JOB ?= jobs/highmem-coherency.yaml
+RUNFLAGS ?=
+E2E_TIMEOUT ?= 45m
+
+.PHONY: all setup build images kmod repro test unit e2e fuzz bench vet clean
+
+all: build
+
+setup:
+	@scripts/setup-host.sh
+
+build:
+	$(GO) build -ldflags "-X main.version=$(VERSION)" -o $(KMODLAB) ./cmd/kmodlab
+
+images: build
+	$(KMODLAB) images build
+
+kmod: images
+	$(KMODLAB) build kmod --dir kmod
+
+# Set up the host if needed, build everything, run the main job.
+repro: setup kmod
+	$(KMODLAB) run $(JOB) $(RUNFLAGS)
+
+# Set up the host if needed, then every test: unit, fuzz seeds, and end to end on real guests.
+test: setup vet unit e2e
+
+vet:
+	@test -z "$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))" || { gofmt -l .; echo "gofmt: files above need formatting"; exit 1; }
+	$(GO) vet ./...
+	$(GO) vet -tags e2e ./e2e/
+
+unit:
+	$(GO) test ./...
+
+e2e: build
+	$(GO) test -tags e2e -count=1 -timeout $(E2E_TIMEOUT) -v ./e2e/
+
+fuzz:
+	$(GO) test ./lab/trace/ -run '^$$' -fuzz FuzzAnalyze -fuzztime 60s
+	$(GO) test ./lab/job/ -run '^$$' -fuzz FuzzParse -fuzztime 60s
+	$(GO) test ./lab/console/ -run '^$$' -fuzz FuzzFind -fuzztime 60s
+
+bench: build
+	$(KMODLAB) bench boot
+	$(GO) test -run '^$$' -bench . ./lab/trace/ ./lab/console/
+
+clean:
+	rm -rf bin results e2e.log

@@ -1,0 +1,377 @@
+//go:build e2e
+
+// Package e2e boots real guests: every target, the default job with short stress, a
+// daemon killed mid-I/O, and a QEMU guest driven as if it were a hardware board.
+// Run with: go test -tags e2e ./e2e/ (make test does).
+package e2e
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/kmodlab/kmodlab/images"
+	"github.com/kmodlab/kmodlab/lab/board"
+	"github.com/kmodlab/kmodlab/lab/build"
+	"github.com/kmodlab/kmodlab/lab/fleet"
+	"github.com/kmodlab/kmodlab/lab/job"
+	"github.com/kmodlab/kmodlab/lab/qemu"
+	"github.com/kmodlab/kmodlab/lab/remote"
+	"github.com/kmodlab/kmodlab/lab/report"
+	"github.com/kmodlab/kmodlab/lab/run"
+	"github.com/kmodlab/kmodlab/lab/runner"
+	"golang.org/x/crypto/ssh"
+)
+
+func builder(t *testing.T) *images.Builder {
+	t.Helper()
+	return &images.Builder{CacheDir: images.DefaultCacheDir()}
+}
+
+func repoRoot(t *testing.T) string {
+	d, err := filepath.Abs("..")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
+
+// qemuChildren counts QEMU processes whose parent is this test process.
+func qemuChildren(t *testing.T) int {
+	out, _ := exec.Command("pgrep", "-P", strconv.Itoa(os.Getpid()), "qemu-system").Output()
+	return len(strings.Fields(string(out)))
+}
+
+func qemuTempDirs() int {
+	m, _ := filepath.Glob(filepath.Join(os.TempDir(), "kmodlab-qemu-*"))
+	return len(m)
+}
+
+func boot(t *testing.T, ctx context.Context, name string) *qemu.Guest {
+	t.Helper()
+	tg, err := images.Lookup(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := builder(t)
+	img, err := b.Build(ctx, tg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, err := qemu.Boot(ctx, qemu.Config{Image: img, Accel: "auto", ConsoleLog: filepath.Join(t.TempDir(), "console.log")}, b.KeyDir(), 4*time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%s up in %.1fs (%s)", name, g.BootTime.Seconds(), g.Accel)
+	return g
+}
+
+// TestTargetsBoot boots every target and checks what its recipe says it must show, and
+// that closing leaves no QEMU process or temp dir behind.
+func TestTargetsBoot(t *testing.T) {
+	ts, err := images.Targets()
+	if err != nil {
+		t.Fatal(err)
+	}
+	procs, dirs := qemuChildren(t), qemuTempDirs()
+	for _, tg := range ts {
+		t.Run(tg.Name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
+			defer cancel()
+			g := boot(t, ctx, tg.Name)
+			out, err := runner.Output(ctx, g, "uname -m; uname -r; awk '/HighTotal/ {print $2}' /proc/meminfo")
+			g.Close()
+			if err != nil {
+				t.Fatal(err)
+			}
+			f := strings.Fields(out)
+			if len(f) < 2 {
+				t.Fatalf("unexpected output %q", out)
+			}
+			if f[0] != tg.Expect.UnameM {
+				t.Errorf("uname -m = %s, want %s", f[0], tg.Expect.UnameM)
+			}
+			if f[1] != tg.Kernel.Release {
+				t.Errorf("uname -r = %s, want %s", f[1], tg.Kernel.Release)
+			}
+			high := int64(0)
+			if len(f) > 2 {
+				high, _ = strconv.ParseInt(f[2], 10, 64)
+			}
+			if tg.Expect.HighTotalMinKB > 0 && high < tg.Expect.HighTotalMinKB {
+				t.Errorf("HighTotal = %d kB, want at least %d", high, tg.Expect.HighTotalMinKB)
+			}
+			if tg.Expect.HighTotalMinKB == 0 && high != 0 {
+				t.Errorf("HighTotal = %d kB on the no-HIGHMEM control", high)
+			}
+			t.Logf("%s: %s %s HighTotal=%d kB", tg.Name, f[0], f[1], high)
+		})
+	}
+	if p, d := qemuChildren(t), qemuTempDirs(); p != procs || d != dirs {
+		t.Errorf("left behind: %d QEMU processes (before %d), %d temp dirs (before %d)", p, procs, d, dirs)
+	}
+}
+
+// TestBootTimeoutCleansUp: a boot that cannot finish in time reports a timeout with the
+// console's last lines and leaves nothing behind.
+func TestBootTimeoutCleansUp(t *testing.T) {
+	tg, _ := images.Lookup("x86_64")
+	b := builder(t)
+	img, err := b.Build(context.Background(), tg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	procs, dirs := qemuChildren(t), qemuTempDirs()
+	_, err = qemu.Boot(context.Background(), qemu.Config{Image: img, Accel: "tcg"}, b.KeyDir(), 1*time.Second)
+	var be *qemu.BootError
+	if !errors.As(err, &be) || !strings.Contains(be.Title, "boot timeout") {
+		t.Fatalf("err = %v, want a boot timeout", err)
+	}
+	if p, d := qemuChildren(t), qemuTempDirs(); p != procs || d != dirs {
+		t.Errorf("left behind: %d QEMU processes (before %d), %d temp dirs (before %d)", p, procs, d, dirs)
+	}
+}
+
+// TestDefaultJob runs the default job with short stress and checks the verdict matrix:
+// the bug shows on armv7-lpae and i386-pae in atomic and local modes, nowhere else.
+func TestDefaultJob(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
+	defer cancel()
+	f := &fleet.Fleet{Builder: builder(t), Accel: "auto"}
+	j, err := job.Load(filepath.Join(repoRoot(t), "jobs/highmem-coherency.yaml"), f.Known)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := t.TempDir()
+	rep, err := run.Run(ctx, run.Options{Job: j, Cells: j.Cells(), Seed: 1, Out: out, Parallel: 1,
+		Vars: map[string]string{"stress": "6s"}, Machines: f, CacheDir: f.Builder.CacheDir, Canary: true,
+		Progress: testWriter{t}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("\n%s", rep.Matrix())
+	for _, c := range rep.Cells {
+		t.Logf("%s: %s: %s", c.ID, c.Verdict, strings.Join(c.Evidence, "; "))
+		if !c.Met {
+			t.Errorf("%s: %s, expected %s\n%s", c.ID, c.Verdict, c.Expect, c.Error)
+		}
+	}
+	for _, name := range []string{"results.json", "junit.xml", "summary.md", "index.html"} {
+		if _, err := os.Stat(filepath.Join(out, name)); err != nil {
+			t.Errorf("report %s: %v", name, err)
+		}
+	}
+}
+
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}
+
+// deploy builds userblk, userblkd and blkstress for the guest's target and copies them.
+func deploy(t *testing.T, ctx context.Context, g *qemu.Guest) string {
+	t.Helper()
+	tg := g.Image.Target
+	b := builder(t)
+	hdr, err := b.Headers(ctx, tg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kos, _, err := build.Module(ctx, build.Kbuild{Headers: hdr, Arch: tg.ModuleBuild.Arch, CrossCompile: tg.ModuleBuild.CrossCompile,
+		Release: tg.Kernel.Release}, filepath.Join(repoRoot(t), "kmod"), b.CacheDir, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := g.Copy(ctx, kos[0], "/root/userblk.ko", 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for name, pkg := range map[string]string{"userblkd": "./daemon", "blkstress": "./cmd/blkstress"} {
+		dst := filepath.Join(t.TempDir(), name)
+		if err := build.Go(ctx, repoRoot(t), pkg, tg.GOARCH, tg.GOARM, dst); err != nil {
+			t.Fatal(err)
+		}
+		if err := g.Copy(ctx, dst, "/root/"+name, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return filepath.Dir(kos[0])
+}
+
+// TestDaemonKilledAndBoard shares one x86_64 guest: the daemon is SIGKILLed mid-I/O
+// (the guest must stay healthy and the module unload), then the same guest is driven as
+// a hardware board through runners.yaml: a job runs on it, a wrong host key is refused,
+// and a connection dropped mid-step becomes an infrastructure error.
+func TestDaemonKilledAndBoard(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
+	defer cancel()
+	g := boot(t, ctx, "x86_64")
+	defer g.Close()
+	prebuilt := deploy(t, ctx, g)
+
+	t.Run("daemon-sigkill", func(t *testing.T) {
+		script := `set -e
+echo 10 > /proc/sys/kernel/hung_task_timeout_secs
+insmod /root/userblk.ko map_mode=copier
+(setsid /root/userblkd -size 32M > /root/d.log 2>&1 < /dev/null &)
+for i in $(seq 50); do test -b /dev/userblk0 && break; sleep 0.2; done
+(setsid /root/blkstress -duration 20s -json /root/s.json > /root/s.log 2>&1 < /dev/null &)
+sleep 3
+kill -9 $(pidof userblkd)
+for i in $(seq 100); do pidof blkstress > /dev/null || break; sleep 0.2; done
+pidof blkstress && { echo "blkstress hangs after the daemon died"; exit 1; }
+sleep 25
+rmmod userblk
+dmesg | grep -c "blocked for more than" || true`
+		out, err := runner.Output(ctx, g, script)
+		if err != nil {
+			t.Fatalf("%v\n%s", err, out)
+		}
+		if n := strings.TrimSpace(out); !strings.HasSuffix(n, "0") {
+			t.Errorf("hung task warnings after the daemon was killed: %q", n)
+		}
+		s, _ := runner.Output(ctx, g, "cat /root/s.json")
+		if !strings.Contains(s, `"io_errors"`) {
+			t.Errorf("no stress report: %s", s)
+		}
+	})
+
+	// The same guest as a board.
+	dir := t.TempDir()
+	keyFile := filepath.Join(builder(t).KeyDir(), "id_ed25519")
+	hostKey := strings.TrimSpace(string(ssh.MarshalAuthorizedKey(g.Image.HostKey)))
+	port := g.SSHPort
+	writeRunners := func(hk string) string {
+		f := filepath.Join(dir, "runners.yaml")
+		yml := fmt.Sprintf(`boards:
+  - name: fake-pi
+    labels: [pi4]
+    address: 127.0.0.1
+    port: %d
+    user: root
+    identity: %s
+    host_key: %q
+    arch: amd64
+    build: prebuilt
+    prebuilt: %s
+`, port, keyFile, hk, prebuilt)
+		if err := os.WriteFile(f, []byte(yml), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return f
+	}
+
+	t.Run("board-job", func(t *testing.T) {
+		cfg, err := board.Load(writeRunners(hostKey), filepath.Join(dir, "state"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		f := &fleet.Fleet{Builder: builder(t), Boards: cfg}
+		jobFile := filepath.Join(repoRoot(t), "jobs/highmem-coherency.yaml")
+		data, _ := os.ReadFile(jobFile)
+		text := strings.Replace(string(data), "targets: [armv7-lpae, i386-pae, x86_64]", "targets: [pi4]", 1)
+		text = strings.Replace(text, "map_mode: [atomic, local, kmap, copier]", "map_mode: [copier]", 1)
+		text = regexpCells(text)
+		jf := filepath.Join(repoRoot(t), "jobs", ".e2e-board.yaml")
+		os.WriteFile(jf, []byte(text), 0o644)
+		defer os.Remove(jf)
+		j, err := job.Load(jf, f.Known)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rep, err := run.Run(ctx, run.Options{Job: j, Cells: j.Cells(), Seed: 2, Out: t.TempDir(), Vars: map[string]string{"stress": "4s"},
+			Machines: f, CacheDir: f.Builder.CacheDir, Progress: testWriter{t}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		c := rep.Cells[0]
+		t.Logf("%s: %s %v", c.ID, c.Verdict, c.Evidence)
+		if c.Verdict != report.Clean || c.Runner != "fake-pi" {
+			t.Errorf("board cell: %s on %s, want clean on fake-pi: %s", c.Verdict, c.Runner, c.Error)
+		}
+	})
+
+	t.Run("wrong-host-key", func(t *testing.T) {
+		_, other, _ := ed25519Key()
+		cfg, err := board.Load(writeRunners(other), filepath.Join(dir, "state"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := cfg.Pick("fake-pi")
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = b.Attach(ctx)
+		if err == nil || !strings.Contains(err.Error(), "host key") {
+			t.Fatalf("attach with a wrong host key: err = %v, want a refusal", err)
+		}
+		h := b.Check(ctx)
+		if h.OK || b.Quarantined() == "" {
+			t.Errorf("health check passed or did not quarantine: %+v", h)
+		}
+		if _, err := cfg.Pick("pi4"); err == nil || !strings.Contains(err.Error(), "quarantined") {
+			t.Errorf("pick of a quarantined board: %v", err)
+		}
+	})
+
+	t.Run("dropped-connection", func(t *testing.T) {
+		cfg, err := board.Load(writeRunners(hostKey), filepath.Join(dir, "state2"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := cfg.Pick("fake-pi")
+		s, err := b.Attach(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer s.Close()
+		go func() {
+			time.Sleep(3 * time.Second)
+			g.Close() // the board loses power
+		}()
+		start := time.Now()
+		err = s.Run(ctx, "sleep 120", nil, nil)
+		if !errors.Is(err, remote.ErrConnectionLost) {
+			t.Fatalf("err = %v, want a lost connection", err)
+		}
+		if d := time.Since(start); d > 90*time.Second {
+			t.Errorf("noticing the lost connection took %s", d)
+		}
+	})
+}
+
+// regexpCells keeps only the expectations that match the board job's cells.
+func regexpCells(text string) string {
+	var out []string
+	for _, l := range strings.Split(text, "\n") {
+		if strings.Contains(l, "armv7-lpae/") || strings.Contains(l, "i386-pae/") {
+			continue
+		}
+		out = append(out, l)
+	}
+	s := strings.Join(out, "\n")
+	return strings.Replace(s, "  cells:\n", "", 1)
+}
+
+// ed25519Key makes a host key that is not the guest's, as a known_hosts key string.
+func ed25519Key() (ssh.Signer, string, error) {
+	_, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		return nil, "", err
+	}
+	s, err := ssh.NewSignerFromKey(priv)
+	if err != nil {
+		return nil, "", err
+	}
+	return s, strings.TrimSpace(string(ssh.MarshalAuthorizedKey(s.PublicKey()))), nil
+}

@@ -1,0 +1,95 @@
+package console
+
+import (
+	"os"
+	"strings"
+	"testing"
+)
+
+func TestRecordedCrashes(t *testing.T) {
+	for _, tc := range []struct {
+		file, title, kind string
+	}{
+		// Recorded from real guests running userblk in the bug modes.
+		{"testdata/arm-oops.log", "BUG: unable to handle kernel paging request in crc32_body", "oops"},
+		{"testdata/i386-oops.log", "BUG: unable to handle page fault in memset", "oops"},
+		{"testdata/arm-softlockup.log", "BUG: soft lockup", "bug"},
+	} {
+		data, err := os.ReadFile(tc.file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		reps := Find(string(data))
+		if !Fatal(reps) {
+			t.Fatalf("%s: no fatal report in %d reports", tc.file, len(reps))
+		}
+		first := First(reps)
+		if !strings.HasPrefix(first.Title, tc.title) || first.Kind != tc.kind {
+			t.Errorf("%s: title %q kind %s, want %q… %s", tc.file, first.Title, first.Kind, tc.title, tc.kind)
+		}
+		if len(reps) != 1 && tc.kind == "oops" {
+			t.Errorf("%s: one oops reported as %d reports: %+v", tc.file, len(reps), titles(reps))
+		}
+	}
+}
+
+func titles(r []Report) []string {
+	var t []string
+	for _, x := range r {
+		t = append(t, x.Title)
+	}
+	return t
+}
+
+func TestPatterns(t *testing.T) {
+	for _, tc := range []struct {
+		line, title string
+		fatal       bool
+	}{
+		{"[    1.0] Kernel panic - not syncing: VFS: Unable to mount root fs", "kernel panic: VFS: Unable to mount root fs", true},
+		{"[    2.0] kernel BUG at mm/highmem.c:42!", "kernel BUG in mm/highmem.c:42!", true},
+		{"[    3.0] WARNING: CPU: 0 PID: 1 at block/genhd.c:452 device_add_disk+0x278/0x3fc", "WARNING in block/genhd.c:452", false},
+		{"[    4.0] INFO: task khugepaged:43 blocked for more than 120 seconds.", "INFO: task hung", true},
+		{"[    5.0] rcu: INFO: rcu_sched self-detected stall on CPU", "INFO: rcu detected stall", true},
+		{"[    6.0] BUG: scheduling while atomic: kworker/0:1/12/0x00000002", "BUG: scheduling while atomic", true},
+		{"6,1234,5678,-;Unable to handle kernel NULL pointer dereference at virtual address 00000000", "BUG: unable to handle kernel paging request", true},
+	} {
+		reps := Find(tc.line)
+		if len(reps) != 1 {
+			t.Errorf("%q: %d reports", tc.line, len(reps))
+			continue
+		}
+		if !strings.HasPrefix(reps[0].Title, tc.title) || Fatal(reps) != tc.fatal {
+			t.Errorf("%q: title %q fatal %v, want %q %v", tc.line, reps[0].Title, Fatal(reps), tc.title, tc.fatal)
+		}
+	}
+	clean := "[    1.0] userblk: loaded, map_mode=kmap trace=1\n[    2.0] EXT4-fs (userblk0): mounted filesystem\n[ 3.0] userblk0: read2  00000001 0000000000000000 0000000000001000 00000000aaaaaaaa ffefe000 10 cpu=0 mode=kmap"
+	if reps := Find(clean); len(reps) != 0 {
+		t.Errorf("clean log: %+v", reps)
+	}
+}
+
+func FuzzFind(f *testing.F) {
+	for _, file := range []string{"testdata/arm-oops.log", "testdata/i386-oops.log"} {
+		data, _ := os.ReadFile(file)
+		f.Add(string(data))
+	}
+	f.Add("Kernel panic - not syncing: \nBUG: \nWARNING: CPU: 1 PID: 2 at x")
+	f.Fuzz(func(t *testing.T, s string) {
+		reps := Find(s)
+		for _, r := range reps {
+			if r.Title == "" || r.Line < 1 || r.Line > strings.Count(s, "\n")+1 {
+				t.Fatalf("bad report %+v", r)
+			}
+		}
+	})
+}
+
+func BenchmarkFind(b *testing.B) {
+	data, _ := os.ReadFile("testdata/arm-oops.log")
+	text := strings.Repeat("[    1.000000] userblk0: read1  00000001 0000000000000000 0000000000001000 00000000aaaaaaaa ffefe000 10 cpu=0 mode=kmap\n", 5000) + string(data)
+	b.SetBytes(int64(len(text)))
+	for i := 0; i < b.N; i++ {
+		Find(text)
+	}
+}

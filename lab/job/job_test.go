@@ -1,0 +1,127 @@
+package job
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func known(t string) bool { return t == "armv7-lpae" || t == "i386-pae" || t == "x86_64" }
+
+func TestDefaultJob(t *testing.T) {
+	j, err := Load("../../jobs/highmem-coherency.yaml", known)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cells := j.Cells()
+	if len(cells) != 12 {
+		t.Fatalf("%d cells, want 12", len(cells))
+	}
+	want := map[string]string{"armv7-lpae/atomic": Reproduces, "i386-pae/local": Reproduces, "x86_64/atomic": Clean, "armv7-lpae/kmap": Clean}
+	for _, c := range cells {
+		if w, ok := want[c.ID]; ok && c.Expect != w {
+			t.Errorf("%s expects %s, want %s", c.ID, c.Expect, w)
+		}
+	}
+	sel, err := Select(cells, []string{"armv7-lpae/atomic"})
+	if err != nil || len(sel) != 1 {
+		t.Fatalf("select: %v %v", sel, err)
+	}
+	if sel, _ := Select(cells, []string{"i386-pae"}); len(sel) != 4 {
+		t.Errorf("selecting a target gives %d cells", len(sel))
+	}
+	if _, err := Select(cells, []string{"nope/atomic"}); err == nil || !strings.Contains(err.Error(), "armv7-lpae/atomic") {
+		t.Errorf("bad selection error: %v", err)
+	}
+	cmd, err := j.Expand(j.Setup[0].Run, sel[0], 42, map[string]string{"trace": "4"})
+	if err != nil || cmd != "insmod /root/userblk.ko map_mode=atomic trace=4" {
+		t.Errorf("expand: %q %v", cmd, err)
+	}
+	if !strings.HasSuffix(j.RootDir(), "main") && filepath.Base(j.Path("kmod")) != "kmod" {
+		t.Errorf("root %s", j.RootDir())
+	}
+}
+
+func TestErrorsNameFileLineField(t *testing.T) {
+	base := `name: t
+targets: [x86_64]
+matrix:
+  mode: [a, b]
+stress:
+  - run: echo {{.mode}}
+`
+	for _, tc := range []struct {
+		name, text, want string
+	}{
+		{"unknown field", base + "stresss: []\n", "bad.yaml:7: field stresss not found"},
+		{"unknown target", strings.Replace(base, "[x86_64]", "[x86_64, pi5]", 1), "bad.yaml:2: targets[1]: unknown target or board \"pi5\""},
+		{"empty run", base + "setup:\n  - name: x\n", "bad.yaml:8: setup[0].run: missing"},
+		{"bad expectation", base + "expect:\n  default: maybe\n", "bad.yaml:8: expect.default: \"maybe\""},
+		{"pattern matches nothing", base + "expect:\n  cells:\n    arm/*: reproduces\n", "bad.yaml:9: expect.cells.arm/*: matches no cell"},
+		{"bad template", strings.Replace(base, "{{.mode}}", "{{.mode", 1), "bad.yaml:6: stress[0].run"},
+		{"bad duration", base + "timeouts:\n  stress: soon\n", "bad.yaml:8: \"soon\" is not a duration"},
+		{"ready without background", base + "setup:\n  - run: x\n    ready: y\n", "bad.yaml:9: setup[0].ready"},
+		{"no stress", "name: t\ntargets: [x86_64]\n", "bad.yaml:1: stress: at least one"},
+		{"empty", "", "bad.yaml:1: empty job file"},
+	} {
+		_, err := Parse("bad.yaml", []byte(tc.text), known)
+		var je *Error
+		if err == nil || !errors.As(err, &je) || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: err = %v, want %q", tc.name, err, tc.want)
+		}
+	}
+}
+
+func TestMatrixExpansionAndSpecificity(t *testing.T) {
+	j, err := Parse("m.yaml", []byte(`name: m
+targets: [a, b]
+matrix:
+  x: ["1", "2"]
+  y: [p, q]
+stress: [{run: "true"}]
+expect:
+  default: clean
+  cells:
+    "*/1/*": reproduces
+    "b/1/q": clean
+`), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cells := j.Cells()
+	if len(cells) != 8 || cells[0].ID != "a/1/p" || cells[7].ID != "b/2/q" {
+		t.Fatalf("cells: %+v", cells)
+	}
+	for _, c := range cells {
+		want := Clean
+		if c.Params["x"] == "1" && c.ID != "b/1/q" {
+			want = Reproduces
+		}
+		if c.Expect != want {
+			t.Errorf("%s expects %s, want %s", c.ID, c.Expect, want)
+		}
+	}
+}
+
+func FuzzParse(f *testing.F) {
+	data, _ := os.ReadFile("../../jobs/highmem-coherency.yaml")
+	f.Add(string(data))
+	f.Add("name: x\ntargets: [a]\nstress: [{run: x}]\nmatrix: {k: [v]}\n")
+	f.Fuzz(func(t *testing.T, s string) {
+		j, err := Parse("f.yaml", []byte(s), nil)
+		if err != nil {
+			var je *Error
+			if !errors.As(err, &je) || je.Line < 1 {
+				t.Fatalf("error without a line: %v", err)
+			}
+			return
+		}
+		for _, c := range j.Cells() {
+			if c.Expect != Clean && c.Expect != Reproduces {
+				t.Fatalf("cell %s expects %q", c.ID, c.Expect)
+			}
+		}
+	})
+}

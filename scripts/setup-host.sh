@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Installs what kmodlab needs on a Debian 12 or Ubuntu 24.04 host, only what is missing.
+# Uses sudo when not root. Guest packages (kernels, headers, busybox, dropbear) are NOT
+# installed here: kmodlab fetches them itself into its cache through a private apt root.
+set -euo pipefail
+
+pkgs=(qemu-system-arm qemu-system-x86 gcc gcc-arm-linux-gnueabihf binutils-arm-linux-gnueabihf
+      make libc6-dev libelf-dev bc flex bison kmod cpio xz-utils dpkg apt debian-archive-keyring
+      ca-certificates openssh-client)
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then
+	command -v sudo >/dev/null || { echo "setup: not root and no sudo: install ${pkgs[*]} by hand" >&2; exit 1; }
+	SUDO="sudo"
+fi
+
+missing=()
+for p in "${pkgs[@]}"; do
+	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+
+# Foreign architectures: kmodlab's private apt root does not need them, but tools that
+# look at the host's apt (and apt-get download by hand) do.
+for a in armhf i386; do
+	dpkg --print-foreign-architectures | grep -qx "$a" || { $SUDO dpkg --add-architecture "$a"; missing+=(); }
+done
+
+if [ ${#missing[@]} -gt 0 ]; then
+	echo "setup: installing ${missing[*]}"
+	# A mirror that serves one index badly must not stop the install of the rest.
+	$SUDO apt-get update -q || echo "setup: apt-get update reported errors; going on" >&2
+	$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+if ! command -v go >/dev/null; then
+	for d in /usr/local/go/bin /usr/lib/go/bin; do [ -x "$d/go" ] && export PATH="$d:$PATH"; done
+fi
+command -v go >/dev/null || { echo "setup: Go 1.22 or newer is needed (https://go.dev/doc/install)" >&2; exit 1; }
+v=$(go env GOVERSION | sed 's/^go//')
+major=${v%%.*}; rest=${v#*.}; minor=${rest%%.*}
+if [ "$major" -lt 1 ] || { [ "$major" -eq 1 ] && [ "$minor" -lt 22 ]; }; then
+	echo "setup: Go $v is too old: kmodlab needs 1.22 or newer" >&2
+	exit 1
+fi
+echo "setup: host ready (go $v, $(qemu-system-arm --version | head -1))"

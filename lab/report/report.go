@@ -230,7 +230,7 @@ func (r *Run) Details() string {
 		if c.Error != "" {
 			fmt.Fprintf(&b, "  error: %s\n", firstLines(c.Error, 6))
 		}
-		if c.Trace != nil && c.Trace.FirstTable != "" {
+		if c.Trace != nil && c.Trace.First != nil {
 			fmt.Fprintf(&b, "  first diverging transaction (%s: %s):\n", c.Trace.First.Kind, c.Trace.First.Detail)
 			for _, l := range strings.Split(strings.TrimRight(c.Trace.FirstTable, "\n"), "\n") {
 				fmt.Fprintf(&b, "    %s\n", l)

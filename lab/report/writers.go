@@ -114,7 +114,7 @@ func (r *Run) Markdown() string {
 	}
 	fmt.Fprintf(&b, "\nExit code %d; %.0f s.\n", r.Code(), r.Seconds)
 	for _, c := range r.Cells {
-		if c.Trace == nil || c.Trace.FirstTable == "" {
+		if c.Trace == nil || c.Trace.First == nil {
 			continue
 		}
 		fmt.Fprintf(&b, "\n<details><summary>%s: %s</summary>\n\n", c.ID, strings.Join(c.Evidence, "; "))

@@ -1,0 +1,175 @@
+package images
+
+import (
+	"bytes"
+	"compress/gzip"
+	"crypto/ed25519"
+	"crypto/rand"
+	"io"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+
+	"github.com/cavaliergopher/cpio"
+	"golang.org/x/crypto/ssh"
+)
+
+func TestRecipes(t *testing.T) {
+	ts, err := Targets()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(Names(), ","); got != "armv7-lpae,i386-pae,x86_64" {
+		t.Fatalf("targets = %s", got)
+	}
+	for _, tg := range ts {
+		if !strings.HasSuffix(tg.Kernel.Image, tg.Kernel.Release) {
+			t.Errorf("%s: image package %s does not match release %s", tg.Name, tg.Kernel.Image, tg.Kernel.Release)
+		}
+		pk := tg.ImagePackages()
+		if pk[0] != tg.Kernel.Image+":"+tg.DebArch+"="+tg.Kernel.Version {
+			t.Errorf("%s: kernel spec %s", tg.Name, pk[0])
+		}
+		hp := tg.HeaderPackages("amd64")
+		if hp[len(hp)-1] != "linux-kbuild-6.1:amd64="+tg.Kernel.Version {
+			t.Errorf("%s: kbuild spec %s", tg.Name, hp[len(hp)-1])
+		}
+	}
+	arm, _ := Lookup("armv7-lpae")
+	if arm.QEMU.MemoryMB > 3072 || !strings.Contains(arm.QEMU.Append, "rodata=off") {
+		t.Errorf("armv7-lpae must keep -m <= 3072 and rodata=off: %+v", arm.QEMU)
+	}
+	i386, _ := Lookup("i386-pae")
+	if i386.QEMU.Binary != "qemu-system-x86_64" {
+		t.Error("i386-pae must run under qemu-system-x86_64 (qemu-system-i386 crashes above 4 GiB)")
+	}
+	if _, err := Lookup("riscv"); err == nil || !strings.Contains(err.Error(), "armv7-lpae, i386-pae, x86_64") {
+		t.Errorf("unknown target error must list the known ones: %v", err)
+	}
+}
+
+func TestRecipeErrorsAndHash(t *testing.T) {
+	good, _ := recipeFS.ReadFile("recipes/x86_64.yaml")
+	a, err := ParseTarget("a.yaml", good)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := ParseTarget("b.yaml", append([]byte("# changed\n"), good...))
+	if a.Hash() == b.Hash() {
+		t.Error("a changed recipe must change the cache key")
+	}
+	a2, _ := ParseTarget("a.yaml", good)
+	if a.Hash() != a2.Hash() {
+		t.Error("the same recipe must give the same cache key")
+	}
+	if _, err := ParseTarget("x.yaml", []byte("name: x\nbogus: 1\n")); err == nil || !strings.Contains(err.Error(), "x.yaml") {
+		t.Errorf("unknown field: %v", err)
+	}
+	bad := strings.Replace(string(good), "memory_mb: 2048", "memory_mb: 0", 1)
+	if _, err := ParseTarget("x.yaml", []byte(bad)); err == nil || !strings.Contains(err.Error(), "x.yaml: qemu.memory_mb") {
+		t.Errorf("zero memory: %v", err)
+	}
+}
+
+func TestDropbearKeyRoundTrip(t *testing.T) {
+	_, priv, _ := ed25519.GenerateKey(rand.Reader)
+	enc := DropbearEd25519(priv)
+	if len(enc) != 4+11+4+64 {
+		t.Fatalf("encoded length %d", len(enc))
+	}
+	back, err := ParseDropbearEd25519(enc)
+	if err != nil || !back.Equal(priv) {
+		t.Fatalf("round trip: %v", err)
+	}
+	enc[len(enc)-1] ^= 1
+	if _, err := ParseDropbearEd25519(enc); err == nil {
+		t.Error("a corrupted public half must be refused")
+	}
+}
+
+func TestClientKeyIsPrivate(t *testing.T) {
+	dir := t.TempDir()
+	s1, err := ClientKey(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, _ := os.Stat(filepath.Join(dir, "id_ed25519"))
+	if st.Mode().Perm() != 0o600 {
+		t.Errorf("key mode %v", st.Mode().Perm())
+	}
+	s2, _ := ClientKey(dir)
+	if !bytes.Equal(s1.PublicKey().Marshal(), s2.PublicKey().Marshal()) {
+		t.Error("the key must be reused")
+	}
+}
+
+func TestELFClosureOnHost(t *testing.T) {
+	if runtime.GOARCH != "amd64" {
+		t.Skip("host layout assumed amd64")
+	}
+	files, err := ELFClosure("/", "amd64", []string{"/bin/true"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	joined := strings.Join(files, " ")
+	for _, want := range []string{"/bin/true", "libc.so.6", "ld-linux-x86-64.so.2"} {
+		if !strings.Contains(joined, want) {
+			t.Errorf("closure %v lacks %s", files, want)
+		}
+	}
+	if _, err := ELFClosure(t.TempDir(), "amd64", []string{"/bin/true"}); err == nil {
+		t.Error("a missing binary must be an error")
+	}
+}
+
+func TestInitramfsArchive(t *testing.T) {
+	stage := t.TempDir()
+	os.MkdirAll(filepath.Join(stage, "lib"), 0o755)
+	os.WriteFile(filepath.Join(stage, "lib/real.so"), []byte("lib"), 0o755)
+	os.Symlink("/lib/real.so", filepath.Join(stage, "lib/link.so"))
+	r := &initramfs{stage: stage, entries: map[string]entry{}}
+	if err := r.addFromStage("/lib/link.so"); err != nil {
+		t.Fatal(err)
+	}
+	r.add("/etc/kmodlab/modules", 0o644, []byte("/lib/modules/x.ko\n"))
+	_, hk, _ := ed25519.GenerateKey(rand.Reader)
+	signer, _ := ssh.NewSignerFromKey(hk)
+	r.add("/root/.ssh/authorized_keys", 0o600, ssh.MarshalAuthorizedKey(signer.PublicKey()))
+	r.entries["/root"] = entry{mode: cpio.TypeDir | 0o700}
+	out := filepath.Join(t.TempDir(), "i.cpio.gz")
+	if err := r.write(out); err != nil {
+		t.Fatal(err)
+	}
+	f, _ := os.Open(out)
+	defer f.Close()
+	gz, err := gzip.NewReader(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cr := cpio.NewReader(gz)
+	got := map[string]*cpio.Header{}
+	for {
+		h, err := cr.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		got[h.Name] = h
+	}
+	if h := got["lib/link.so"]; h == nil || h.Mode&cpio.ModeType != cpio.TypeSymlink || h.Linkname != "/lib/real.so" {
+		t.Errorf("symlink: %+v", h)
+	}
+	if h := got["lib/real.so"]; h == nil || !h.Mode.IsRegular() {
+		t.Errorf("link target not included: %+v", h)
+	}
+	if h := got["root"]; h == nil || h.Mode.Perm() != 0o700 {
+		t.Errorf("/root must be 0700 for dropbear: %+v", h)
+	}
+	if h := got["etc/kmodlab"]; h == nil || !h.Mode.IsDir() {
+		t.Error("parent directories must be created")
+	}
+}

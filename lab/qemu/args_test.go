@@ -1,0 +1,43 @@
+package qemu
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/kmodlab/kmodlab/images"
+)
+
+func TestArgs(t *testing.T) {
+	arm, _ := images.Lookup("armv7-lpae")
+	a := strings.Join(Args(Spec{Target: arm, Kernel: "K", Initrd: "I", Accel: AccelTCG, SSHPort: 2222, QMP: "/tmp/q.sock"}), " ")
+	for _, want := range []string{"-M virt,highmem=on", "-m 3072", "-smp 4", "-accel tcg,thread=multi", "-cpu cortex-a15",
+		"console=ttyAMA0", "rodata=off", "hostfwd=tcp:127.0.0.1:2222-:22", "-device virtio-net-device,netdev=n0",
+		"-qmp unix:/tmp/q.sock,server=on,wait=off", "-kernel K", "-initrd I"} {
+		if !strings.Contains(a, want) {
+			t.Errorf("arm args lack %q:\n%s", want, a)
+		}
+	}
+	if strings.Contains(a, "-vga") {
+		t.Error("the ARM virt board has no VGA option")
+	}
+	x, _ := images.Lookup("i386-pae")
+	b := strings.Join(Args(Spec{Target: x, Kernel: "K", Initrd: "I", Accel: AccelKVM, SSHPort: 1, QMP: "q"}), " ")
+	for _, want := range []string{"-m 6144", "-accel kvm", "-cpu host", "console=ttyS0", "-device pvpanic", "virtio-net-pci"} {
+		if !strings.Contains(b, want) {
+			t.Errorf("i386 args lack %q:\n%s", want, b)
+		}
+	}
+}
+
+func TestResolveAccel(t *testing.T) {
+	arm, _ := images.Lookup("armv7-lpae")
+	if a, _, err := ResolveAccel(AccelAuto, arm); err != nil || a != AccelTCG {
+		t.Errorf("ARM on x86 must be TCG: %s %v", a, err)
+	}
+	if _, _, err := ResolveAccel(AccelKVM, arm); err == nil {
+		t.Error("kvm for ARM on x86 must be refused")
+	}
+	if _, _, err := ResolveAccel("fast", arm); err == nil {
+		t.Error("unknown accel must be refused")
+	}
+}

@@ -1,0 +1,69 @@
+package report
+
+import (
+	"encoding/xml"
+
+	"github.com/kmodlab/kmodlab/lab/trace"
+	"strings"
+	"testing"
+)
+
+func sample() *Run {
+	return &Run{Job: "j", Cells: []*Cell{
+		{ID: "arm/atomic", Target: "arm", Verdict: Reproduced, Expect: "reproduces", Met: true, Evidence: []string{"trace: 3 of 9 diverged"},
+			Trace: &TraceSummary{FirstTable: "oper ...\n", First: &trace.Divergence{Kind: "x", Detail: "y"}}, Divergences: []int64{5, 50, 500}},
+		{ID: "arm/kmap", Target: "arm", Verdict: Reproduced, Expect: "clean", Met: false, Evidence: []string{"data: 2 blocks"}},
+		{ID: "x86/atomic", Target: "x86", Verdict: Infra, Expect: "clean", Met: false, Error: "boot timeout"},
+		{ID: "x86/kmap", Target: "x86", Verdict: Clean, Expect: "clean", Met: true},
+	}}
+}
+
+func TestMeetsAndCode(t *testing.T) {
+	if !Meets(Crashed, "reproduces") || Meets(Crashed, "clean") || Meets(CannotDetect, "clean") {
+		t.Error("Meets")
+	}
+	r := sample()
+	if r.Code() != 2 {
+		t.Errorf("code %d, want 2 (infra wins)", r.Code())
+	}
+	r.Cells = r.Cells[:2]
+	if r.Code() != 1 {
+		t.Errorf("code %d, want 1", r.Code())
+	}
+}
+
+func TestJUnitShape(t *testing.T) {
+	data, err := sample().JUnit()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var s junitSuites
+	if err := xml.Unmarshal(data, &s); err != nil {
+		t.Fatal(err)
+	}
+	if s.Tests != 4 || s.Failures != 1 || s.Errors != 1 || len(s.Suites) != 2 {
+		t.Fatalf("totals: %+v", s)
+	}
+	if s.Suites[0].Cases[1].Failure == nil || s.Suites[1].Cases[0].Error == nil {
+		t.Error("failure and error elements")
+	}
+	if !strings.HasPrefix(string(data), "<?xml") || !strings.Contains(string(data), `<testsuites name="kmodlab j"`) {
+		t.Errorf("header: %.80s", data)
+	}
+}
+
+func TestMatrixAndMarkdownAndHTML(t *testing.T) {
+	r := sample()
+	m := r.Matrix()
+	if !strings.Contains(m, "REPRODUCED!") || !strings.Contains(m, "atomic") || strings.Count(m, "\n") != 3 {
+		t.Errorf("matrix:\n%s", m)
+	}
+	md := r.Markdown()
+	if !strings.Contains(md, "| target | atomic | kmap |") || !strings.Contains(md, "**REPRODUCED** (expected clean)") {
+		t.Errorf("markdown:\n%s", md)
+	}
+	h := r.HTML()
+	if !strings.Contains(h, "<svg") || !strings.Contains(h, `class="reproduced missed"`) {
+		t.Errorf("html lacks chart or missed mark")
+	}
+}

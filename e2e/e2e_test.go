@@ -225,6 +225,7 @@ echo 10 > /proc/sys/kernel/hung_task_timeout_secs
 insmod /root/userblk.ko map_mode=copier
 (setsid /root/userblkd -size 32M > /root/d.log 2>&1 < /dev/null &)
 for i in $(seq 50); do test -b /dev/userblk0 && break; sleep 0.2; done
+if rmmod userblk 2>/dev/null; then echo "rmmod succeeded while the disk was served"; exit 1; fi
 (setsid /root/blkstress -duration 20s -json /root/s.json > /root/s.log 2>&1 < /dev/null &)
 sleep 3
 kill -9 $(pidof userblkd)

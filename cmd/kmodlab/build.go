@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"path/filepath"
+	"strings"
 
 	"github.com/kmodlab/kmodlab/images"
 	"github.com/kmodlab/kmodlab/lab/build"
@@ -29,13 +30,12 @@ func buildCmd() *cobra.Command {
 					return err
 				}
 				abs, _ := filepath.Abs(dir)
-				kos, log, err := build.Module(cmd.Context(), build.Kbuild{Headers: hdr, Arch: t.ModuleBuild.Arch,
+				kos, _, err := build.Module(cmd.Context(), build.Kbuild{Headers: hdr, Arch: t.ModuleBuild.Arch,
 					CrossCompile: t.ModuleBuild.CrossCompile, CrossPackage: t.ModuleBuild.CrossPackage, Release: t.Kernel.Release},
 					abs, b.CacheDir, strict)
 				if err != nil {
 					return err
 				}
-				_ = log
 				for _, k := range kos {
 					info, _ := images.ModInfo(k)
 					fmt.Printf("%-11s %s  (vermagic %s)\n", t.Name, k, info["vermagic"])
@@ -51,28 +51,12 @@ func buildCmd() *cobra.Command {
 	return c
 }
 
+// splitNonEmpty splits a comma-separated flag value, dropping empty items.
 func splitNonEmpty(s string) []string {
-	if s == "" {
-		return nil
-	}
 	var out []string
-	for _, p := range filepath.SplitList(s) {
-		out = append(out, p)
-	}
-	return splitComma(out)
-}
-
-func splitComma(in []string) []string {
-	var out []string
-	for _, s := range in {
-		start := 0
-		for i := 0; i <= len(s); i++ {
-			if i == len(s) || s[i] == ',' {
-				if i > start {
-					out = append(out, s[start:i])
-				}
-				start = i + 1
-			}
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
 		}
 	}
 	return out

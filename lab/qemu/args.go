@@ -44,7 +44,11 @@ func Args(s Spec) []string {
 		smp = s.SMP
 	}
 	machine := q.Machine
-	a := []string{"-M", machine, "-m", strconv.Itoa(mem), "-smp", strconv.Itoa(smp)}
+	var a []string
+	if machine != "" {
+		a = append(a, "-M", machine)
+	}
+	a = append(a, "-m", strconv.Itoa(mem), "-smp", strconv.Itoa(smp))
 	if s.Accel == AccelKVM {
 		cpu := q.CPUKVM
 		if cpu == "" {
@@ -73,9 +77,6 @@ func Args(s Spec) []string {
 		"-netdev", fmt.Sprintf("user,id=n0,hostfwd=tcp:127.0.0.1:%d-:22", s.SSHPort),
 		"-device", q.NetDevice+",netdev=n0",
 	)
-	if s.Target.QEMU.Machine == "" {
-		a = a[2:]
-	}
 	for _, d := range q.Devices {
 		a = append(a, "-device", d)
 	}

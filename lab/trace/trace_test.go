@@ -107,3 +107,14 @@ func FuzzAnalyze(f *testing.F) {
 		}
 	})
 }
+
+func BenchmarkAnalyze(b *testing.B) {
+	data, err := os.ReadFile("testdata/i386-pae-atomic.log")
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.SetBytes(int64(len(data)))
+	for i := 0; i < b.N; i++ {
+		AnalyzeString(string(data))
+	}
+}

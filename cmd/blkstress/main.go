@@ -227,6 +227,24 @@ func describe(b []byte) string {
 	return "zeros"
 }
 
+// eachThread runs fn on s.o.threads pinned threads and returns the first error.
+func eachThread(s *state, fn func(t, cpu int) error) error {
+	var wg sync.WaitGroup
+	errs := make(chan error, s.o.threads)
+	for t := 0; t < s.o.threads; t++ {
+		wg.Add(1)
+		go func(t int) {
+			defer wg.Done()
+			if err := fn(t, pin(t)); err != nil {
+				errs <- err
+			}
+		}(t)
+	}
+	wg.Wait()
+	close(errs)
+	return <-errs
+}
+
 // unknownGen marks a block whose last write failed: its contents are not checked until
 // it is written again.
 const unknownGen = ^uint64(0)
@@ -278,21 +296,9 @@ func runODirect(s *state) error {
 	if per < maxRun {
 		return fmt.Errorf("device too small: %d blocks for %d threads", span, s.o.threads)
 	}
-	var wg sync.WaitGroup
-	errs := make(chan error, s.o.threads)
-	for t := 0; t < s.o.threads; t++ {
-		wg.Add(1)
-		go func(t int) {
-			defer wg.Done()
-			cpu := pin(t)
-			if err := odirectThread(s, fd, t, cpu, int64(t)*per, per); err != nil {
-				errs <- err
-			}
-		}(t)
-	}
-	wg.Wait()
-	close(errs)
-	return <-errs
+	return eachThread(s, func(t, cpu int) error {
+		return odirectThread(s, fd, t, cpu, int64(t)*per, per)
+	})
 }
 
 // odirectThread owns blocks [first, first+n): writes and reads only there.
@@ -387,41 +393,33 @@ func runFS(s *state) error {
 		gens[i] = make([]uint64, fileBlocks)
 	}
 	for round := 0; !s.done(); round++ {
-		var wg sync.WaitGroup
-		errs := make(chan error, s.o.threads)
 		// Write phase: every thread rewrites its files.
-		for t := 0; t < s.o.threads; t++ {
-			wg.Add(1)
-			go func(t int) {
-				defer wg.Done()
-				pin(t)
-				buf := make([]byte, fileBlocks*blockSize)
-				for f := 0; f < s.o.files; f++ {
-					id := t*s.o.files + f
-					for b := 0; b < fileBlocks; b++ {
-						if gens[id][b] == unknownGen {
-							gens[id][b] = 0
-						}
-						gens[id][b]++
-						fill(buf[b*blockSize:(b+1)*blockSize], s.o.seed, int64(id*fileBlocks+b), gens[id][b])
+		err := eachThread(s, func(t, cpu int) error {
+			buf := make([]byte, fileBlocks*blockSize)
+			for f := 0; f < s.o.files; f++ {
+				id := t*s.o.files + f
+				for b := 0; b < fileBlocks; b++ {
+					if gens[id][b] == unknownGen {
+						gens[id][b] = 0
 					}
-					if err := os.WriteFile(filepath.Join(s.o.mnt, fmt.Sprintf("f%03d", id)), buf, 0o644); err != nil {
-						if !errors.Is(err, unix.EIO) {
-							errs <- err
-							return
-						}
-						s.add(0, 0, 0, 0, 1)
-						for b := range gens[id] {
-							gens[id][b] = unknownGen
-						}
-						continue
-					}
-					s.add(1, 0, int64(len(buf)), 0, 0)
+					gens[id][b]++
+					fill(buf[b*blockSize:(b+1)*blockSize], s.o.seed, int64(id*fileBlocks+b), gens[id][b])
 				}
-			}(t)
-		}
-		wg.Wait()
-		if err := drain(errs); err != nil {
+				if err := os.WriteFile(filepath.Join(s.o.mnt, fmt.Sprintf("f%03d", id)), buf, 0o644); err != nil {
+					if !errors.Is(err, unix.EIO) {
+						return err
+					}
+					s.add(0, 0, 0, 0, 1)
+					for b := range gens[id] {
+						gens[id][b] = unknownGen
+					}
+					continue
+				}
+				s.add(1, 0, int64(len(buf)), 0, 0)
+			}
+			return nil
+		})
+		if err != nil {
 			return err
 		}
 		unix.Sync()
@@ -429,47 +427,35 @@ func runFS(s *state) error {
 			return fmt.Errorf("drop caches: %w", err)
 		}
 		// Read phase: each thread reads files another thread wrote.
-		errs = make(chan error, s.o.threads)
-		for t := 0; t < s.o.threads; t++ {
-			wg.Add(1)
-			go func(t int) {
-				defer wg.Done()
-				cpu := pin(t)
-				owner := (t + 1) % s.o.threads
-				for f := 0; f < s.o.files; f++ {
-					id := owner*s.o.files + f
-					name := filepath.Join(s.o.mnt, fmt.Sprintf("f%03d", id))
-					data, err := os.ReadFile(name)
-					if err != nil {
-						if errors.Is(err, unix.EIO) {
-							s.add(0, 0, 0, 0, 1)
-							continue
-						}
-						errs <- err
-						return
-					}
-					s.add(0, 1, 0, int64(len(data)), 0)
-					if len(data) != fileBlocks*blockSize {
-						s.mismatch(Mismatch{Path: name, Holds: fmt.Sprintf("file of %d bytes", len(data)), Thread: t, CPU: cpu})
+		err = eachThread(s, func(t, cpu int) error {
+			owner := (t + 1) % s.o.threads
+			for f := 0; f < s.o.files; f++ {
+				id := owner*s.o.files + f
+				name := filepath.Join(s.o.mnt, fmt.Sprintf("f%03d", id))
+				data, err := os.ReadFile(name)
+				if err != nil {
+					if errors.Is(err, unix.EIO) {
+						s.add(0, 0, 0, 0, 1)
 						continue
 					}
-					for b := 0; b < fileBlocks; b++ {
-						check(s, data[b*blockSize:(b+1)*blockSize], name, int64(id*fileBlocks+b), int64(b*blockSize), gens[id][b], t, cpu)
-					}
+					return err
 				}
-			}(t)
-		}
-		wg.Wait()
-		if err := drain(errs); err != nil {
+				s.add(0, 1, 0, int64(len(data)), 0)
+				if len(data) != fileBlocks*blockSize {
+					s.mismatch(Mismatch{Path: name, Holds: fmt.Sprintf("file of %d bytes", len(data)), Thread: t, CPU: cpu})
+					continue
+				}
+				for b := 0; b < fileBlocks; b++ {
+					check(s, data[b*blockSize:(b+1)*blockSize], name, int64(id*fileBlocks+b), int64(b*blockSize), gens[id][b], t, cpu)
+				}
+			}
+			return nil
+		})
+		if err != nil {
 			return err
 		}
 	}
 	return nil
-}
-
-func drain(errs chan error) error {
-	close(errs)
-	return <-errs
 }
 
 // parseCPUs reads "0-2,4"; empty means the CPUs of our affinity mask (isolcpus= ones

@@ -2,7 +2,6 @@ package images
 
 import (
 	"bytes"
-	"compress/gzip"
 	"crypto/ed25519"
 	"crypto/rand"
 	"io"
@@ -138,17 +137,13 @@ func TestInitramfsArchive(t *testing.T) {
 	signer, _ := ssh.NewSignerFromKey(hk)
 	r.add("/root/.ssh/authorized_keys", 0o600, ssh.MarshalAuthorizedKey(signer.PublicKey()))
 	r.entries["/root"] = entry{mode: cpio.TypeDir | 0o700}
-	out := filepath.Join(t.TempDir(), "i.cpio.gz")
+	out := filepath.Join(t.TempDir(), "i.cpio")
 	if err := r.write(out); err != nil {
 		t.Fatal(err)
 	}
 	f, _ := os.Open(out)
 	defer f.Close()
-	gz, err := gzip.NewReader(f)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cr := cpio.NewReader(gz)
+	cr := cpio.NewReader(f)
 	got := map[string]*cpio.Header{}
 	for {
 		h, err := cr.Next()

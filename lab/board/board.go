@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/kmodlab/kmodlab/lab/remote"
@@ -189,6 +190,35 @@ func (b *Board) SetQuarantine(reason string) error {
 	return os.WriteFile(f, []byte(time.Now().UTC().Format(time.RFC3339)+" "+reason+"\n"), 0o644)
 }
 
+// acquireSlot takes one of the board's max_jobs slots, a flock in the state dir that
+// every kmodlab process on this host honours, waiting until one is free or ctx ends.
+func (b *Board) acquireSlot(ctx context.Context) (*os.File, error) {
+	if b.cfg == nil || b.cfg.StateDir == "" {
+		return nil, nil
+	}
+	dir := filepath.Join(b.cfg.StateDir, "locks")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
+	for {
+		for i := 0; i < max(1, b.MaxJobs); i++ {
+			f, err := os.OpenFile(filepath.Join(dir, fmt.Sprintf("%s.%d", b.Name, i)), os.O_CREATE|os.O_RDWR, 0o644)
+			if err != nil {
+				return nil, err
+			}
+			if syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB) == nil {
+				return f, nil
+			}
+			f.Close()
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("board %s: all %d job slots busy: %w", b.Name, b.MaxJobs, ctx.Err())
+		case <-time.After(time.Second):
+		}
+	}
+}
+
 // Info describes the board without connecting.
 func (b *Board) Info() runner.Info {
 	return runner.Info{Name: b.Name, Kind: "board", Target: b.Name, GOARCH: b.Arch, GOARM: b.GOARM,
@@ -229,16 +259,22 @@ func (b *Board) Attach(ctx context.Context) (*Session, error) {
 			return nil, fmt.Errorf("board %s: power_on_command: %w: %s", b.Name, err, out)
 		}
 	}
+	slot, err := b.acquireSlot(ctx)
+	if err != nil {
+		return nil, err
+	}
 	c, err := remote.Dial(ctx, rc)
 	if err != nil {
+		slot.Close()
 		return nil, fmt.Errorf("board %s: %w", b.Name, err)
 	}
 	rel, err := c.Output(ctx, "uname -r")
 	if err != nil {
 		c.Close()
+		slot.Close()
 		return nil, fmt.Errorf("board %s: %w", b.Name, err)
 	}
-	s := &Session{b: b, c: c, info: b.Info(), log: &streamLog{}}
+	s := &Session{b: b, c: c, info: b.Info(), log: &streamLog{}, slot: slot}
 	s.info.KernelRelease = strings.TrimSpace(rel)
 	fctx, cancel := context.WithCancel(context.Background())
 	s.stopFollow = cancel
@@ -259,6 +295,7 @@ type Session struct {
 	log        *streamLog
 	stopFollow context.CancelFunc
 	followDone chan struct{}
+	slot       *os.File // flock held for max_jobs
 	mu         sync.Mutex
 	lost       bool
 	closed     bool
@@ -309,6 +346,9 @@ func (s *Session) Close() error {
 	select {
 	case <-s.followDone:
 	case <-time.After(5 * time.Second):
+	}
+	if s.slot != nil {
+		s.slot.Close() // releases the flock
 	}
 	if lost && s.b.HardReset != "" {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)

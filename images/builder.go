@@ -19,6 +19,7 @@ import (
 	"runtime"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/cavaliergopher/cpio"
@@ -59,6 +60,7 @@ type Builder struct {
 	Log      *slog.Logger
 	Refresh  bool // force an apt update
 	apt      *debian.Root
+	mu       sync.Mutex // one build at a time: targets booting in parallel share the apt root
 }
 
 // DefaultCacheDir is $XDG_CACHE_HOME/kmodlab or ~/.cache/kmodlab (KMODLAB_CACHE overrides).
@@ -100,6 +102,8 @@ func (b *Builder) imageKey(t *Target, client ssh.PublicKey) string {
 
 // Build returns the cached image for t, building it first if the recipe changed.
 func (b *Builder) Build(ctx context.Context, t *Target) (*Image, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
 	client, err := ClientKey(b.KeyDir())
 	if err != nil {
 		return nil, fmt.Errorf("client key: %w", err)
@@ -218,6 +222,8 @@ func (b *Builder) build(ctx context.Context, t *Target, dir string, client ssh.P
 // and fixed up on first use: the Makefile's absolute include and absolute symlinks are
 // made relative so the tree works from the cache.
 func (b *Builder) Headers(ctx context.Context, t *Target) (string, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
 	h := sha256.Sum256([]byte(fmt.Sprintf("headers-v1\n%s\n%s\n%s", t.Kernel.Release, t.Kernel.Version,
 		strings.Join(t.HeaderPackages(hostDebArch()), "\n"))))
 	dir := filepath.Join(b.CacheDir, "headers", t.Name+"-"+hex.EncodeToString(h[:8]))

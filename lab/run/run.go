@@ -219,7 +219,7 @@ func (p *targetRun) buildAll(ctx context.Context) error {
 	}
 	p.modHash = strings.Join(hashes, "+")
 	if p.o.Canary && kb != nil {
-		dir := filepath.Join(p.o.CacheDir, "canary-src")
+		dir := filepath.Join(p.o.CacheDir, "canary-src", p.target)
 		os.MkdirAll(dir, 0o755)
 		if err := canary.Extract(dir); err != nil {
 			return err

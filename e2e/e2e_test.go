@@ -16,6 +16,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -375,4 +376,70 @@ func ed25519Key() (ssh.Signer, string, error) {
 		return nil, "", err
 	}
 	return s, strings.TrimSpace(string(ssh.MarshalAuthorizedKey(s.PublicKey()))), nil
+}
+
+// TestRunInterrupted: Ctrl-C during a cell's stress step ends `kmodlab run` with exit
+// code 2, reports written, and no QEMU process or temp dir left behind.
+func TestRunInterrupted(t *testing.T) {
+	bin := filepath.Join(t.TempDir(), "kmodlab")
+	if out, err := exec.Command("go", "build", "-o", bin, "../cmd/kmodlab").CombinedOutput(); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	out := t.TempDir()
+	cmd := exec.Command(bin, "run", "../jobs/highmem-coherency.yaml", "--cell", "x86_64/copier", "--set", "stress=60s", "--out", out)
+	log := &syncBuffer{}
+	cmd.Stdout, cmd.Stderr = log, log
+	dirs := qemuTempDirs()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(3 * time.Minute)
+	for !strings.Contains(log.String(), "x86_64/copier          stress") {
+		if time.Now().After(deadline) {
+			cmd.Process.Kill()
+			t.Fatalf("never reached the stress step:\n%s", log.String())
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	time.Sleep(2 * time.Second)
+	cmd.Process.Signal(os.Interrupt)
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.ExitCode() != 2 {
+			t.Errorf("exit: %v, want code 2\n%s", err, log.String())
+		}
+	case <-time.After(60 * time.Second):
+		cmd.Process.Kill()
+		t.Fatalf("kmodlab run did not stop within 60 s of Ctrl-C")
+	}
+	if pids, _ := exec.Command("pgrep", "-f", "qemu-system-x86_64.*kmodlab-qemu").Output(); len(strings.TrimSpace(string(pids))) > 0 {
+		t.Errorf("QEMU still running after Ctrl-C: %s", pids)
+	}
+	if d := qemuTempDirs(); d != dirs {
+		t.Errorf("temp dirs: %d after, %d before", d, dirs)
+	}
+	if _, err := os.Stat(filepath.Join(out, "results.json")); err != nil {
+		t.Errorf("no report after Ctrl-C: %v", err)
+	}
+}
+
+// syncBuffer is a strings.Builder safe for a process's output goroutines and a reader.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }

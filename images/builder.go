@@ -2,6 +2,7 @@ package images
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
@@ -9,11 +10,13 @@ import (
 	"debug/elf"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"io/fs"
 	"log/slog"
 	"os"
+	"os/exec"
 	"path"
 	"path/filepath"
 	"runtime"
@@ -28,7 +31,7 @@ import (
 )
 
 // builderVersion is part of every image's cache key: bump it when the image layout changes.
-const builderVersion = 4
+const builderVersion = 5
 
 // ReadyMarker is printed on the serial console by /init once dropbear listens.
 const ReadyMarker = "KMODLAB-READY"
@@ -137,7 +140,11 @@ func loadImage(t *Target, dir string) (*Image, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Image{Target: t, Dir: dir, Kernel: filepath.Join(dir, "vmlinuz"),
+	kernel := filepath.Join(dir, "vmlinuz")
+	if _, err := os.Stat(filepath.Join(dir, "vmlinux")); err == nil {
+		kernel = filepath.Join(dir, "vmlinux")
+	}
+	return &Image{Target: t, Dir: dir, Kernel: kernel,
 		Initrd: filepath.Join(dir, "initramfs.cpio"), HostKey: hk, Hash: m.ImageHash}, nil
 }
 
@@ -171,8 +178,19 @@ func (b *Builder) build(ctx context.Context, t *Target, dir string, client ssh.P
 	defer os.RemoveAll(out)
 
 	kernel := filepath.Join(stage, "boot", "vmlinuz-"+t.Kernel.Release)
-	if err := copyFile(kernel, filepath.Join(out, "vmlinuz")); err != nil {
-		return fmt.Errorf("kernel: %w", err)
+	kernelFile := "vmlinuz"
+	switch t.QEMU.KernelFormat {
+	case "", "bzimage", "zimage":
+		if err := copyFile(kernel, filepath.Join(out, kernelFile)); err != nil {
+			return fmt.Errorf("kernel: %w", err)
+		}
+	case "vmlinux":
+		kernelFile = "vmlinux"
+		if err := ExtractVmlinux(ctx, kernel, filepath.Join(out, kernelFile)); err != nil {
+			return fmt.Errorf("kernel: %w", err)
+		}
+	default:
+		return fmt.Errorf("%s: qemu.kernel_format %q: want bzimage or vmlinux", t.File(), t.QEMU.KernelFormat)
 	}
 	modules, err := ResolveModules(filepath.Join(stage, "lib/modules", t.Kernel.Release), t.Modules)
 	if err != nil {
@@ -196,7 +214,7 @@ func (b *Builder) build(ctx context.Context, t *Target, dir string, client ssh.P
 	if err := os.WriteFile(filepath.Join(out, "host_key.pub"), ssh.MarshalAuthorizedKey(hostSigner.PublicKey()), 0o644); err != nil {
 		return err
 	}
-	ih, err := hashFiles(filepath.Join(out, "vmlinuz"), filepath.Join(out, "initramfs.cpio"))
+	ih, err := hashFiles(filepath.Join(out, kernelFile), filepath.Join(out, "initramfs.cpio"))
 	if err != nil {
 		return err
 	}
@@ -261,6 +279,41 @@ func (b *Builder) Headers(ctx context.Context, t *Target) (string, error) {
 		return "", err
 	}
 	return build, nil
+}
+
+// ExtractVmlinux finds the XZ stream inside a compressed kernel image and writes the
+// uncompressed ELF (the kernel's own scripts/extract-vmlinux does the same). It needs
+// the xz tool (xz-utils).
+func ExtractVmlinux(ctx context.Context, image, dst string) error {
+	data, err := os.ReadFile(image)
+	if err != nil {
+		return err
+	}
+	magic := []byte{0xfd, '7', 'z', 'X', 'Z', 0}
+	for off := 0; ; {
+		i := bytes.Index(data[off:], magic)
+		if i < 0 {
+			return fmt.Errorf("%s: no XZ-compressed vmlinux inside", image)
+		}
+		off += i
+		cmd := exec.CommandContext(ctx, "xz", "-dc")
+		cmd.Stdin = bytes.NewReader(data[off:])
+		out, err := os.Create(dst)
+		if err != nil {
+			return err
+		}
+		cmd.Stdout = out
+		runErr := cmd.Run() // xz complains about the bytes after the stream: expected
+		out.Close()
+		if errors.Is(runErr, exec.ErrNotFound) {
+			return fmt.Errorf("xz not found: install xz-utils")
+		}
+		if f, err := elf.Open(dst); err == nil {
+			f.Close()
+			return nil
+		}
+		off++
+	}
 }
 
 // hostDebArch is the Debian name of the architecture kbuild's host tools run on.

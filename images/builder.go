@@ -27,6 +27,7 @@ import (
 
 	"github.com/cavaliergopher/cpio"
 	"github.com/kmodlab/kmodlab/images/debian"
+	"github.com/kmodlab/kmodlab/internal/fsutil"
 	"golang.org/x/crypto/ssh"
 )
 
@@ -181,7 +182,7 @@ func (b *Builder) build(ctx context.Context, t *Target, dir string, client ssh.P
 	kernelFile := "vmlinuz"
 	switch t.QEMU.KernelFormat {
 	case "", "bzimage", "zimage":
-		if err := copyFile(kernel, filepath.Join(out, kernelFile)); err != nil {
+		if err := fsutil.CopyFile(kernel, filepath.Join(out, kernelFile), 0o644); err != nil {
 			return fmt.Errorf("kernel: %w", err)
 		}
 	case "vmlinux":
@@ -422,23 +423,6 @@ func ModInfo(ko string) (map[string]string, error) {
 		}
 	}
 	return m, nil
-}
-
-func copyFile(src, dst string) error {
-	in, err := os.Open(src)
-	if err != nil {
-		return err
-	}
-	defer in.Close()
-	out, err := os.Create(dst)
-	if err != nil {
-		return err
-	}
-	if _, err := io.Copy(out, in); err != nil {
-		out.Close()
-		return err
-	}
-	return out.Close()
 }
 
 func hashFiles(files ...string) (string, error) {

@@ -10,13 +10,14 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"sort"
 	"strings"
+
+	"github.com/kmodlab/kmodlab/internal/fsutil"
 )
 
 // Kbuild says how to build modules for one kernel.
@@ -82,7 +83,7 @@ func Module(ctx context.Context, k Kbuild, src, cacheDir string, strict bool) (k
 	}
 	for _, b := range built {
 		dst := filepath.Join(out, filepath.Base(b))
-		if err := copyFile(b, dst, 0o644); err != nil {
+		if err := fsutil.CopyFile(b, dst, 0o644); err != nil {
 			return nil, "", err
 		}
 		kos = append(kos, dst)
@@ -178,25 +179,8 @@ func copyTree(src, dst string) error {
 		if !d.Type().IsRegular() || buildProduct(d.Name()) {
 			return nil
 		}
-		return copyFile(p, target, 0o644)
+		return fsutil.CopyFile(p, target, 0o644)
 	})
-}
-
-func copyFile(src, dst string, mode os.FileMode) error {
-	in, err := os.Open(src)
-	if err != nil {
-		return err
-	}
-	defer in.Close()
-	out, err := os.OpenFile(dst, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, mode)
-	if err != nil {
-		return err
-	}
-	if _, err := io.Copy(out, in); err != nil {
-		out.Close()
-		return err
-	}
-	return out.Close()
 }
 
 func tail(s string, n int) string {

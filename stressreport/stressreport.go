@@ -1,0 +1,99 @@
+// Package stressreport is the one definition of the stress-report JSON a stress step
+// writes and the lab reads (docs/formats.md describes it for tools in other languages).
+// cmd/blkstress and cmd/userblkfuzz write it; lab/run reads it. A foreign tool only has
+// to write the fields it knows; "details" may hold anything, and the lab shows a shape it
+// does not know as text.
+package stressreport
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+)
+
+// Report is one stress step's result.
+type Report struct {
+	// Tool names the writer ("blkstress", "userblkfuzz", …); the lab words its verdict
+	// evidence for the tools it knows and neutrally for the rest.
+	Tool string `json:"tool,omitempty"`
+	Mode string `json:"mode,omitempty"`
+	// Device or file the tool exercised.
+	Device string `json:"device,omitempty"`
+	Seed   int64  `json:"seed"`
+	// Seconds the tool ran.
+	Seconds float64 `json:"seconds"`
+	// Reads and Writes are operations whose data the tool verified (evidence for clean).
+	Reads  int64 `json:"reads"`
+	Writes int64 `json:"writes"`
+	// Ops counts other checked operations (a fuzzer's ioctl calls).
+	Ops          int64 `json:"ops,omitempty"`
+	BytesWritten int64 `json:"bytes_written,omitempty"`
+	BytesRead    int64 `json:"bytes_read,omitempty"`
+	// IOErrors counts operations the kernel failed (EIO on read/write, a failed fsync,
+	// sync or write-back). They are never counted as mismatches: a lost write is not the
+	// data-corruption bug.
+	IOErrors int64 `json:"io_errors"`
+	// Mismatches counts checks that failed: data read back wrong, or (fuzzers) violated
+	// invariants.
+	Mismatches int `json:"mismatches"`
+	// FirstMS is when the first mismatch was seen, ms after the tool started; -1: none.
+	FirstMS int64 `json:"first_mismatch_ms"`
+	// Details describe mismatches; blkstress writes []Mismatch, other tools anything.
+	Details json.RawMessage `json:"details,omitempty"`
+	// Errors are the tool's own problems (could not open the device, …).
+	Errors []string `json:"errors,omitempty"`
+}
+
+// Mismatch is one block that read back wrong (blkstress's details).
+type Mismatch struct {
+	Path      string `json:"path,omitempty"`
+	Block     int64  `json:"block"`
+	Offset    int64  `json:"offset"`
+	WantGen   uint64 `json:"want_gen"`
+	WantCRC   string `json:"want_crc"`
+	SeenCRC   string `json:"seen_crc"`
+	Holds     string `json:"holds"` // what the bytes look like: "block 12 gen 3", "zeros", "garbage"
+	Thread    int    `json:"thread"`
+	CPU       int    `json:"cpu"`
+	ElapsedMS int64  `json:"elapsed_ms"`
+}
+
+// Violation is one broken invariant (userblkfuzz's details).
+type Violation struct {
+	Invariant string `json:"invariant"` // e.g. "two disks from one fd"
+	Detail    string `json:"detail"`
+	Seed      int64  `json:"seed"`
+	ElapsedMS int64  `json:"elapsed_ms"`
+}
+
+// Parse reads a report; it needs only valid JSON with the numeric fields it has.
+func Parse(data []byte) (*Report, error) {
+	r := &Report{FirstMS: -1}
+	if err := json.Unmarshal(data, r); err != nil {
+		return nil, fmt.Errorf("stress report: %w", err)
+	}
+	return r, nil
+}
+
+// Mismatches returns blkstress-shaped details, or nil when details have another shape.
+func (r *Report) BlockMismatches() []Mismatch {
+	var m []Mismatch
+	if len(r.Details) == 0 || json.Unmarshal(r.Details, &m) != nil {
+		return nil
+	}
+	for _, x := range m {
+		if x.WantCRC == "" && x.SeenCRC == "" {
+			return nil
+		}
+	}
+	return m
+}
+
+// Write writes the report as indented JSON to file.
+func (r *Report) Write(file string) error {
+	data, err := json.MarshalIndent(r, "", "  ")
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(file, append(data, '\n'), 0o644)
+}

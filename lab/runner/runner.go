@@ -66,3 +66,13 @@ type CmdError struct {
 
 func (e *CmdError) Error() string { return e.Err.Error() + ": " + e.Stderr }
 func (e *CmdError) Unwrap() error { return e.Err }
+
+// Resetter is a machine the lab can recover in place (a board with a
+// hard_reset_command). The pipeline calls Reset instead of Close on a machine that a cell
+// left hung, crashed or unreachable. Reset power-cycles it while holding the machine's
+// slot lock, waits with backoff (bounded by ctx) until it answers again, and then
+// releases it as Close does. A machine without a way to reset is simply closed (a QEMU
+// guest: the next cell boots a fresh one).
+type Resetter interface {
+	Reset(ctx context.Context, reason string) error
+}

@@ -1,6 +1,6 @@
 module github.com/kmodlab/kmodlab
 
-go 1.26.8
+go 1.26.0
 
 require (
 	github.com/bramvdbogaerde/go-scp v1.6.1

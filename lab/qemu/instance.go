@@ -1,11 +1,9 @@
 package qemu
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"os"
@@ -18,7 +16,6 @@ import (
 
 	"github.com/digitalocean/go-qemu/qmp"
 	"github.com/kmodlab/kmodlab/images"
-	"github.com/kmodlab/kmodlab/lab/console"
 	"github.com/kmodlab/kmodlab/lab/remote"
 )
 
@@ -120,17 +117,19 @@ func start(ctx context.Context, cfg Config, bin, accel string, log *slog.Logger)
 		return nil, err
 	}
 	cmd.Stderr = cmd.Stdout
-	var logFile io.WriteCloser
-	if cfg.ConsoleLog != "" {
-		if logFile, err = os.Create(cfg.ConsoleLog); err != nil {
-			os.RemoveAll(dir)
-			return nil, err
-		}
+	// Without a console log of the caller's, the console spills into the private dir.
+	conPath := cfg.ConsoleLog
+	if conPath == "" {
+		conPath = filepath.Join(dir, "console.log")
 	}
-	inst.con = newConsole(logFile)
+	if inst.con, err = newConsole(conPath); err != nil {
+		os.RemoveAll(dir)
+		return nil, err
+	}
 	log.Debug("qemu", "cmd", bin+" "+strings.Join(args, " "))
 	inst.Started = time.Now()
 	if err := cmd.Start(); err != nil {
+		inst.con.close()
 		os.RemoveAll(dir)
 		return nil, fmt.Errorf("start %s: %w", bin, err)
 	}
@@ -305,106 +304,4 @@ func freePort() (int, error) {
 	}
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port, nil
-}
-
-// Console collects the serial console: all of it, a copy on disk, the ready marker and
-// the first crash report.
-type Console struct {
-	mu     sync.Mutex
-	buf    strings.Builder
-	lines  []string
-	file   io.WriteCloser
-	ready  bool
-	crash  *console.Report
-	last   time.Time
-	closed bool
-}
-
-func newConsole(f io.WriteCloser) *Console { return &Console{file: f, last: time.Now()} }
-
-func (c *Console) read(r io.Reader) {
-	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 64*1024), 1024*1024)
-	for sc.Scan() {
-		l := strings.TrimRight(sc.Text(), "\r")
-		c.mu.Lock()
-		c.buf.WriteString(l)
-		c.buf.WriteByte('\n')
-		c.lines = append(c.lines, l)
-		c.last = time.Now()
-		if c.file != nil && !c.closed {
-			io.WriteString(c.file, l+"\n")
-		}
-		if strings.Contains(l, images.ReadyMarker) {
-			c.ready = true
-		}
-		if strings.Contains(l, "Kernel panic - not syncing") && c.crash == nil {
-			c.crash = &console.Report{Title: "kernel panic: " + strings.TrimSpace(l[strings.Index(l, "Kernel panic - not syncing")+len("Kernel panic - not syncing:"):]), Kind: "panic"}
-		}
-		c.mu.Unlock()
-	}
-}
-
-// Ready reports whether the ready marker has been printed.
-func (c *Console) Ready() bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.ready
-}
-
-// Crash returns a kernel panic seen on the console, if any.
-func (c *Console) Crash() *console.Report {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.crash
-}
-
-// Text returns the console output so far.
-func (c *Console) Text() string {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.buf.String()
-}
-
-// Len is the number of bytes of output so far (an offset for Since).
-func (c *Console) Len() int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.buf.Len()
-}
-
-// Since returns the output after offset.
-func (c *Console) Since(offset int) string {
-	s := c.Text()
-	if offset > len(s) {
-		return ""
-	}
-	return s[offset:]
-}
-
-// Silent is how long the console has printed nothing.
-func (c *Console) Silent() time.Duration {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return time.Since(c.last)
-}
-
-// Tail returns the last n lines.
-func (c *Console) Tail(n int) string {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	l := c.lines
-	if len(l) > n {
-		l = l[len(l)-n:]
-	}
-	return strings.Join(l, "\n")
-}
-
-func (c *Console) close() {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.file != nil && !c.closed {
-		c.file.Close()
-	}
-	c.closed = true
 }

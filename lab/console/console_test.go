@@ -13,7 +13,7 @@ func TestRecordedCrashes(t *testing.T) {
 		// Recorded from real guests running userblk in the bug modes.
 		{"testdata/arm-oops.log", "BUG: unable to handle kernel paging request in crc32_body", "oops"},
 		{"testdata/i386-oops.log", "BUG: unable to handle page fault in memset", "oops"},
-		{"testdata/arm-softlockup.log", "BUG: soft lockup", "bug"},
+		{"testdata/arm-softlockup.log", "BUG: soft lockup", "lockup"},
 	} {
 		data, err := os.ReadFile(tc.file)
 		if err != nil {
@@ -91,5 +91,61 @@ func BenchmarkFind(b *testing.B) {
 	b.SetBytes(int64(len(text)))
 	for i := 0; i < b.N; i++ {
 		Find(text)
+	}
+}
+
+// Reports carry what the verdict needs to attribute them: frames with their modules,
+// the faulting address, and whether the report is a hang rather than a crash.
+func TestFramesFaultAndHang(t *testing.T) {
+	for _, tc := range []struct {
+		file      string
+		fault     uint64
+		modFrames []string
+		hang      bool
+	}{
+		{"testdata/arm-oops.log", 0xffeee000, []string{"userblk_trace+0x34/0xb0 [userblk]", "userblk_ioctl+0xdb8/0xdc4 [userblk]"}, false},
+		{"testdata/i386-oops.log", 0xfffbb000, []string{"userblk_ioctl+0x643/0xa93 [userblk]"}, false},
+		{"testdata/arm-softlockup.log", 0, nil, true},
+	} {
+		data, err := os.ReadFile(tc.file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r := First(Find(string(data)))
+		if r.FaultAddr != tc.fault || r.Hang() != tc.hang {
+			t.Errorf("%s: fault %x hang %v, want %x %v", tc.file, r.FaultAddr, r.Hang(), tc.fault, tc.hang)
+		}
+		var mods []string
+		for _, f := range r.Frames {
+			if f.Module != "" {
+				mods = append(mods, f.String())
+			}
+		}
+		if strings.Join(mods, ",") != strings.Join(tc.modFrames, ",") {
+			t.Errorf("%s: module frames %v, want %v", tc.file, mods, tc.modFrames)
+		}
+		if len(r.Frames) == 0 || r.Frames[0].Func == "" {
+			t.Errorf("%s: no frames", tc.file)
+		}
+	}
+	hung := Find("[  245.1] INFO: task blkstress:160 blocked for more than 120 seconds.\n[  245.2] Call Trace:\n[  245.3]  ? __schedule+0x1/0x2\n[  245.4]  io_schedule+0x12/0x40\n")
+	if len(hung) != 1 || hung[0].Kind != KindHung || hung[0].Blocked != "blkstress:160" || !hung[0].Hang() {
+		t.Fatalf("hung task: %+v", hung)
+	}
+	if len(hung[0].Frames) != 1 || hung[0].Frames[0].Func != "io_schedule" {
+		t.Errorf("unreliable '?' frames must be skipped: %+v", hung[0].Frames)
+	}
+}
+
+// The scanner sees the same reports line by line as Find does on the whole text.
+func TestScannerMatchesFind(t *testing.T) {
+	data, _ := os.ReadFile("testdata/arm-oops.log")
+	var s Scanner
+	for _, l := range strings.Split(string(data), "\n") {
+		s.Line(l)
+	}
+	a, b := s.Reports(), Find(string(data))
+	if len(a) != len(b) || a[0].Title != b[0].Title || a[0].Text != b[0].Text {
+		t.Errorf("scanner %+v, find %+v", titles(a), titles(b))
 	}
 }

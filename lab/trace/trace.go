@@ -2,18 +2,33 @@
 // report's own table) out of any kernel log text, groups them by transaction and says
 // where two threads saw different bytes at the same address.
 //
-// A line holds, in the report's order: op, transaction id, start position, length,
-// crc32, address (absent on the report's write lines), thread id; userblk adds cpu= and
-// mode=. Timestamps, syslog prefixes, other kernel noise, interleaving and truncated
-// lines are tolerated: a line that does not hold all mandatory columns is counted as
-// unparsed and otherwise ignored.
+// The line format is defined once, in kmod/userblk.c next to userblk_trace_line(); in
+// short, after an optional "userblkN:" prefix:
+//
+//	op xid pos len crc32 [address] tid [cpu=N] [mode=M] [dev=ID] [side=kernel|user]
+//
+// op is write, write1, read0, read1, read2, readx, read3, rfault or wfault; xid, pos,
+// len, crc32 and address are hex (either case), tid is decimal. dev= names the disk
+// instance (random per disk, so transactions of two disks, or of one disk created twice,
+// never merge); lines without it (the original report's table) are grouped by their
+// prefix. On rfault/wfault lines the crc32 column holds the bytes not copied and side=
+// says whose memory faulted.
+//
+// The oracle streams: memory is bounded by the transactions still open (a transaction
+// closes when its last event arrives, or when it has aged past MaxOpen newer ones), and
+// by Keep divergences kept in full; counts cover everything. It trusts nothing: a
+// transaction whose lines disagree on pos, len or a handed-over address, or that holds
+// two different lines for one event, is an integrity error, never a divergence; lines
+// that look like trace lines but do not parse, lines holding two records, and lines too
+// long to read are counted.
 package trace
 
 import (
 	"bufio"
+	"bytes"
+	"errors"
 	"fmt"
 	"io"
-	"regexp"
 	"sort"
 	"strconv"
 	"strings"
@@ -21,17 +36,20 @@ import (
 
 // Event is one trace line.
 type Event struct {
-	Disk string `json:"disk,omitempty"`
-	Op   string `json:"op"` // write, write1, read0, read1, read2, readx, read3, rfault, wfault
+	Disk string `json:"disk,omitempty"` // the line's prefix, e.g. userblk0
+	Dev  string `json:"dev,omitempty"`  // disk instance id (dev=)
+	Op   string `json:"op"`             // write, write1, read0, read1, read2, readx, read3, rfault, wfault
 	Xid  uint64 `json:"xid"`
 	Pos  uint64 `json:"pos"`
 	Len  uint64 `json:"len"`
-	CRC  uint32 `json:"crc"`
+	CRC  uint64 `json:"crc"` // crc32; on fault lines the bytes not copied
 	Addr string `json:"addr,omitempty"`
 	TID  int    `json:"tid"`
 	CPU  int    `json:"cpu"` // -1 when the line has none
 	Mode string `json:"mode,omitempty"`
-	Line int    `json:"line"` // 1-based line in the input
+	Side string `json:"side,omitempty"` // fault lines: kernel or user
+	TS   int64  `json:"ts_us"`          // kernel timestamp in µs, -1 when the line has none
+	Line int    `json:"line"`           // 1-based line in the input
 	Raw  string `json:"raw"`
 }
 
@@ -46,120 +64,352 @@ const (
 	// KindUnstable: one thread saw the bytes change under it with nobody writing.
 	KindUnstable = "unstable"
 	// KindShortCopy: the daemon's copy through the handed-over address faulted part-way
-	// (the mapping was already gone on its CPU).
+	// on the kernel side (the mapping was already gone on its CPU).
 	KindShortCopy = "short copy"
+)
+
+// Integrity problem kinds: the trace cannot be trusted for these transactions.
+const (
+	IntegrityDisagree  = "fields disagree"      // pos, len or handed-over address differ within a transaction
+	IntegrityDuplicate = "conflicting duplicate" // one event printed twice with different values
 )
 
 // Divergence is one transaction whose views disagree.
 type Divergence struct {
 	Disk   string  `json:"disk,omitempty"`
+	Dev    string  `json:"dev,omitempty"`
+	Xid    uint64  `json:"xid"`
+	Kind   string  `json:"kind"`
+	Detail string  `json:"detail"`
+	TS     int64   `json:"ts_us"` // first event's timestamp, -1 when unknown
+	Events []Event `json:"events"`
+}
+
+// Problem is one transaction the oracle refused to judge.
+type Problem struct {
+	Disk   string  `json:"disk,omitempty"`
+	Dev    string  `json:"dev,omitempty"`
 	Xid    uint64  `json:"xid"`
 	Kind   string  `json:"kind"`
 	Detail string  `json:"detail"`
 	Events []Event `json:"events"`
 }
 
-// Result is what Analyze found.
+// Result is what the oracle found.
 type Result struct {
-	Lines        int          `json:"lines"`
-	Events       int          `json:"events"`
-	Unparsed     int          `json:"unparsed"` // lines that look like trace lines but are cut short
-	Transactions int          `json:"transactions"`
-	Reads        int          `json:"reads"`  // read transactions with both views
-	Writes       int          `json:"writes"` // write transactions with both views
-	Divergences  []Divergence `json:"divergences"`
+	Lines        int `json:"lines"`
+	Events       int `json:"events"`
+	Unparsed     int `json:"unparsed"` // lines that look like trace lines but do not parse
+	Merged       int `json:"merged"`   // lines holding more than one record
+	Long         int `json:"long"`     // lines longer than MaxLine, skipped
+	Transactions int `json:"transactions"`
+	Reads        int `json:"reads"`       // read transactions with both views
+	Writes       int `json:"writes"`      // write transactions with both views
+	UserFaults   int `json:"user_faults"` // copies that faulted on the user buffer: not the bug
+	// DivergedTotal counts every diverging transaction; Divergences keeps the first Keep.
+	DivergedTotal int            `json:"diverged"`
+	Kinds         map[string]int `json:"kinds"`
+	Divergences   []Divergence   `json:"divergences"`
+	// DivergenceTS is each divergence's first timestamp (µs; -1 unknown), in order.
+	DivergenceTS []int64 `json:"divergence_ts_us,omitempty"`
+	// IntegrityTotal counts transactions with integrity problems; Problems keeps Keep.
+	IntegrityTotal int       `json:"integrity_errors"`
+	Problems       []Problem `json:"problems,omitempty"`
+	// FirstTS and LastTS bound the events' timestamps (µs; -1 unknown).
+	FirstTS int64 `json:"first_ts_us"`
+	LastTS  int64 `json:"last_ts_us"`
 }
 
 // Diverged is the number of transactions with a divergence.
-func (r *Result) Diverged() int { return len(r.Divergences) }
+func (r *Result) Diverged() int { return r.DivergedTotal }
 
-var (
-	lineRe = regexp.MustCompile(`(?:\b(\w*\d+):\s+)?\b(write1|write|read[0-3x]|rfault|wfault):?\s+([0-9a-f]{1,16})\s+([0-9a-f]{16})\s+([0-9a-f]{16})\s+([0-9a-f]{8,16})\s+(?:([0-9a-f]{8,16})\s+)?(\d{1,9})\b(?:\s+cpu=(\d+))?(?:\s+mode=(\w+))?`)
-	// looseRe finds lines that start like trace lines, to count truncated ones.
-	looseRe = regexp.MustCompile(`\b(write1|write|read[0-3x]|rfault|wfault):?\s+[0-9a-f]{8}\s`)
+// Limits of one Analyzer.
+const (
+	MaxLine = 1 << 20 // longer lines are counted in Long and skipped
+	MaxOpen = 1 << 16 // open transactions before the oldest is judged as it stands
+	Keep    = 50      // divergences and problems kept in full
 )
 
-// ParseLine parses one line; ok is false when it holds no complete trace event.
-func ParseLine(s string) (ev Event, ok bool) {
-	m := lineRe.FindStringSubmatch(s)
-	if m == nil {
-		return ev, false
-	}
-	var err error
-	ev.Disk, ev.Op, ev.Addr, ev.Mode = m[1], m[2], m[7], m[10]
-	if ev.Xid, err = strconv.ParseUint(m[3], 16, 64); err != nil {
-		return ev, false
-	}
-	if ev.Pos, err = strconv.ParseUint(m[4], 16, 64); err != nil {
-		return ev, false
-	}
-	if ev.Len, err = strconv.ParseUint(m[5], 16, 64); err != nil {
-		return ev, false
-	}
-	crc, err := strconv.ParseUint(m[6], 16, 64)
-	if err != nil || (crc > 0xffffffff && !strings.HasSuffix(ev.Op, "fault")) {
-		return ev, false
-	}
-	ev.CRC = uint32(crc)
-	if ev.TID, err = strconv.Atoi(m[8]); err != nil {
-		return ev, false
-	}
-	ev.CPU = -1
-	if m[9] != "" {
-		ev.CPU, _ = strconv.Atoi(m[9])
-	}
-	ev.Raw = strings.TrimSpace(s)
-	return ev, true
-}
-
 type key struct {
-	disk string
-	xid  uint64
+	disk, dev string
+	xid       uint64
 }
 
-// Analyze reads log text and checks every transaction.
-func Analyze(r io.Reader) (*Result, error) {
-	res := &Result{Divergences: []Divergence{}}
-	txs := map[key][]Event{}
-	var order []key
-	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 64*1024), 4*1024*1024)
-	for sc.Scan() {
-		res.Lines++
-		l := sc.Text()
-		ev, ok := ParseLine(l)
+type tx struct {
+	key  key
+	evs  []Event
+	seq  uint64 // arrival order, for ageing
+	prev *tx
+	next *tx
+}
+
+// Analyzer is the streaming oracle. Feed it lines (Line) or kernel-log records
+// (Record), then call Finish. OnDivergence, if set, is called as each diverging
+// transaction is judged (the lab's stop rule listens here).
+type Analyzer struct {
+	OnDivergence func(Divergence)
+	Keep         int // divergences kept in full (default Keep)
+	MaxOpen      int // open transactions (default MaxOpen)
+
+	res        Result
+	open       map[key]*tx
+	head, tail *tx // open transactions, oldest first
+	seq        uint64
+}
+
+// NewAnalyzer returns an empty oracle.
+func NewAnalyzer() *Analyzer {
+	return &Analyzer{Keep: Keep, MaxOpen: MaxOpen, open: map[key]*tx{},
+		res: Result{Kinds: map[string]int{}, Divergences: []Divergence{}, FirstTS: -1, LastTS: -1}}
+}
+
+// Line feeds one line of log text (a "[ ts]" prefix gives the timestamp).
+func (a *Analyzer) Line(s string) {
+	a.res.Lines++
+	a.feed(s, -1)
+}
+
+// Record feeds one kernel-log record whose timestamp is known (µs).
+func (a *Analyzer) Record(tsUS int64, msg string) {
+	a.res.Lines++
+	a.feed(msg, tsUS)
+}
+
+// LongLine counts a line that was too long to read.
+func (a *Analyzer) LongLine() {
+	a.res.Lines++
+	a.res.Long++
+}
+
+func (a *Analyzer) feed(s string, ts int64) {
+	starts := opStarts(s)
+	if len(starts) == 0 {
+		return
+	}
+	if len(starts) > 1 {
+		a.res.Merged++
+	}
+	if ts < 0 {
+		ts = stamp(s)
+	}
+	for i, st := range starts {
+		end := len(s)
+		if i+1 < len(starts) {
+			end = starts[i+1].prefix
+		}
+		ev, ok := parseAt(s[st.prefix:end], st.op-st.prefix)
 		if !ok {
-			if looseRe.MatchString(l) {
-				res.Unparsed++
-			}
+			a.res.Unparsed++
 			continue
 		}
-		ev.Line = res.Lines
-		res.Events++
-		k := key{ev.Disk, ev.Xid}
-		if _, seen := txs[k]; !seen {
-			order = append(order, k)
+		ev.Line, ev.TS = a.res.Lines, ts
+		ev.Raw = strings.TrimSpace(s)
+		a.add(ev)
+	}
+}
+
+func (a *Analyzer) add(ev Event) {
+	r := &a.res
+	r.Events++
+	if ev.TS >= 0 {
+		if r.FirstTS < 0 {
+			r.FirstTS = ev.TS
 		}
-		txs[k] = append(txs[k], ev)
+		r.LastTS = ev.TS
 	}
-	if err := sc.Err(); err != nil {
-		return res, err
+	k := key{ev.Disk, ev.Dev, ev.Xid}
+	if ev.Dev != "" {
+		k.disk = "" // the instance id names the disk on its own
 	}
-	res.Transactions = len(order)
-	for _, k := range order {
-		evs := txs[k]
-		if d := check(evs, res); d != nil {
-			d.Disk, d.Xid, d.Events = k.disk, k.xid, evs
-			res.Divergences = append(res.Divergences, *d)
+	t := a.open[k]
+	if t == nil {
+		r.Transactions++
+		t = &tx{key: k}
+		a.open[k] = t
+		a.push(t)
+	}
+	t.evs = append(t.evs, ev)
+	if complete(t.evs) {
+		a.close(t)
+	}
+	for len(a.open) > a.MaxOpen {
+		a.close(a.head)
+	}
+}
+
+func (a *Analyzer) push(t *tx) {
+	a.seq++
+	t.seq = a.seq
+	t.prev = a.tail
+	if a.tail != nil {
+		a.tail.next = t
+	} else {
+		a.head = t
+	}
+	a.tail = t
+}
+
+func (a *Analyzer) close(t *tx) {
+	if t.prev != nil {
+		t.prev.next = t.next
+	} else {
+		a.head = t.next
+	}
+	if t.next != nil {
+		t.next.prev = t.prev
+	} else {
+		a.tail = t.prev
+	}
+	delete(a.open, t.key)
+	a.judge(t)
+}
+
+// complete says whether a transaction has its last event: write1 or wfault for a
+// write, read3 (or a fault) for a read.
+func complete(evs []Event) bool {
+	last := evs[len(evs)-1].Op
+	return last == "write1" || last == "wfault" || last == "read3"
+}
+
+func (a *Analyzer) judge(t *tx) {
+	r := &a.res
+	if p := integrity(t.evs); p != nil {
+		r.IntegrityTotal++
+		if len(r.Problems) < a.Keep {
+			p.Disk, p.Dev, p.Xid, p.Events = t.evs[0].Disk, t.key.dev, t.key.xid, t.evs
+			r.Problems = append(r.Problems, *p)
+		}
+		return
+	}
+	d := check(t.evs, r)
+	if d == nil {
+		return
+	}
+	d.Disk, d.Dev, d.Xid, d.TS = t.evs[0].Disk, t.key.dev, t.key.xid, t.evs[0].TS
+	d.Events = t.evs
+	r.DivergedTotal++
+	r.Kinds[d.Kind]++
+	r.DivergenceTS = append(r.DivergenceTS, d.TS)
+	if len(r.Divergences) < a.Keep {
+		r.Divergences = append(r.Divergences, *d)
+	}
+	if a.OnDivergence != nil {
+		a.OnDivergence(*d)
+	}
+}
+
+// Finish judges the transactions still open and returns the result.
+func (a *Analyzer) Finish() *Result {
+	for a.head != nil {
+		a.close(a.head)
+	}
+	return &a.res
+}
+
+// Snapshot returns the counts so far without judging open transactions.
+func (a *Analyzer) Snapshot() Result {
+	r := a.res
+	r.Kinds = map[string]int{}
+	for k, v := range a.res.Kinds {
+		r.Kinds[k] = v
+	}
+	return r
+}
+
+// ErrNoEvents is returned by Analyze for input without a single trace event.
+var ErrNoEvents = errors.New("no trace events")
+
+// Analyze reads log text and checks every transaction. Read errors are returned with
+// what was found so far; lines over MaxLine are counted and skipped.
+func Analyze(r io.Reader) (*Result, error) {
+	a := NewAnalyzer()
+	err := ReadLines(r, a.Line, a.LongLine)
+	return a.Finish(), err
+}
+
+// ReadLines calls line for each line of r and long for each line over MaxLine.
+func ReadLines(r io.Reader, line func(string), long func()) error {
+	br := bufio.NewReaderSize(r, 256*1024)
+	var acc []byte
+	tooLong := false
+	for {
+		frag, err := br.ReadSlice('\n')
+		switch {
+		case err == bufio.ErrBufferFull:
+			if !tooLong {
+				acc = append(acc, frag...)
+				if len(acc) > MaxLine {
+					tooLong, acc = true, acc[:0]
+				}
+			}
+			continue
+		case err != nil && err != io.EOF:
+			return err
+		}
+		if len(frag) > 0 || len(acc) > 0 {
+			switch {
+			case tooLong:
+				long()
+			case len(acc) > 0:
+				acc = append(acc, frag...)
+				if len(acc) > MaxLine {
+					long()
+				} else {
+					line(string(bytes.TrimRight(acc, "\r\n")))
+				}
+			default:
+				line(string(bytes.TrimRight(frag, "\r\n")))
+			}
+		}
+		acc, tooLong = acc[:0], false
+		if err == io.EOF {
+			return nil
 		}
 	}
-	return res, nil
 }
 
 // AnalyzeString is Analyze on a string.
 func AnalyzeString(s string) *Result {
 	r, _ := Analyze(strings.NewReader(s))
 	return r
+}
+
+// integrity checks that a transaction's lines agree: the same pos and len everywhere,
+// the same handed-over address where the mode hands one over, and no event twice with
+// different values.
+func integrity(evs []Event) *Problem {
+	first := evs[0]
+	addr := ""
+	seen := map[string]Event{}
+	for _, e := range evs {
+		if e.Pos != first.Pos || e.Len != first.Len {
+			return &Problem{Kind: IntegrityDisagree, Detail: fmt.Sprintf(
+				"line %d says pos %x len %x, line %d says pos %x len %x", first.Line, first.Pos, first.Len, e.Line, e.Pos, e.Len)}
+		}
+		if handsOver(e.Mode) && e.Addr != "" && !strings.HasSuffix(e.Op, "fault") {
+			if addr == "" {
+				addr = e.Addr
+			} else if !strings.EqualFold(addr, e.Addr) {
+				return &Problem{Kind: IntegrityDisagree, Detail: fmt.Sprintf(
+					"the handed-over address is %s on one line and %s on line %d", addr, e.Addr, e.Line)}
+			}
+		}
+		if p, dup := seen[e.Op]; dup {
+			if p.CRC != e.CRC || p.TID != e.TID || !strings.EqualFold(p.Addr, e.Addr) {
+				return &Problem{Kind: IntegrityDuplicate, Detail: fmt.Sprintf(
+					"%s printed twice: crc %08x tid %d on line %d, crc %08x tid %d on line %d", e.Op, p.CRC, p.TID, p.Line, e.CRC, e.TID, e.Line)}
+			}
+			continue
+		}
+		seen[e.Op] = e
+	}
+	return nil
+}
+
+// handsOver says whether one address is shared by both threads in mode ("" is the
+// original report's table, which did).
+func handsOver(mode string) bool {
+	return mode == "" || mode == "atomic" || mode == "local" || mode == "kmap"
 }
 
 func check(evs []Event, res *Result) *Divergence {
@@ -169,18 +419,25 @@ func check(evs []Event, res *Result) *Divergence {
 			v[e.Op] = e
 		}
 	}
-	for _, op := range []string{"rfault", "wfault"} {
-		if f, ok := v[op]; ok {
-			who := "submitter's segment"
-			if op == "wfault" {
-				res.Writes++
-			} else {
-				res.Reads++
-			}
-			return &Divergence{Kind: KindShortCopy, Detail: fmt.Sprintf(
-				"daemon (tid %d, cpu %d) could not copy %d of %d bytes through the %s address %s: the mapping was gone on its CPU",
-				f.TID, f.CPU, f.CRC, f.Len, who, f.Addr)}
+	for _, op := range []string{"wfault", "rfault"} {
+		f, ok := v[op]
+		if !ok {
+			continue
 		}
+		if op == "wfault" {
+			res.Writes++
+		} else {
+			res.Reads++
+		}
+		if f.Side != "kernel" {
+			// The user buffer faulted (or the line does not say): the daemon's
+			// problem, not a stale mapping.
+			res.UserFaults++
+			return nil
+		}
+		return &Divergence{Kind: KindShortCopy, Detail: fmt.Sprintf(
+			"daemon (tid %d, cpu %d) could not copy %d of %d bytes through the submitter's address %s: the mapping was gone on its CPU",
+			f.TID, f.CPU, f.CRC, f.Len, f.Addr)}
 	}
 	if w, ok := v["write"]; ok {
 		w1, ok := v["write1"]

@@ -1,0 +1,177 @@
+package trace
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+)
+
+// line builds one userblk trace line.
+func line(op string, xid, pos uint64, crc uint32, addr string, tid, cpu int, mode, dev string) string {
+	s := fmt.Sprintf("[   12.%06d] userblk0: %-6s %08x %016x %016x %016x %s %d cpu=%d mode=%s", tid, op, xid, pos, 4096, crc, addr, tid, cpu, mode)
+	if dev != "" {
+		s += " dev=" + dev
+	}
+	return s
+}
+
+func read(xid uint64, c1, c2 uint32, mode, dev string) []string {
+	return []string{
+		line("read0", xid, 0x1000, 0xaaaaaaaa, "ffeee000", 10, 0, mode, dev),
+		line("read1", xid, 0x1000, c1, "ffeee000", 20, 3, mode, dev),
+		line("read2", xid, 0x1000, c2, "ffeee000", 10, 0, mode, dev),
+		line("readx", xid, 0x1000, c1, "ffeee000", 20, 3, mode, dev),
+		line("read3", xid, 0x1000, c2, "ffeee000", 10, 0, mode, dev),
+	}
+}
+
+func join(parts ...[]string) string {
+	var all []string
+	for _, p := range parts {
+		all = append(all, p...)
+	}
+	return strings.Join(all, "\n")
+}
+
+// Every disk's xids restart at 1: with dev= ids, one disk's diverging xid 1 is never
+// merged with another disk's clean xid 1, even when both print as userblk0.
+func TestXidReuseAcrossInstances(t *testing.T) {
+	log := join(read(1, 0x11111111, 0x22222222, "atomic", "0badcafe"), read(1, 0x33333333, 0x33333333, "kmap", "feedf00d"))
+	res := AnalyzeString(log)
+	if res.Transactions != 2 || res.Diverged() != 1 || res.IntegrityTotal != 0 {
+		t.Fatalf("transactions=%d diverged=%d integrity=%d, want 2, 1, 0", res.Transactions, res.Diverged(), res.IntegrityTotal)
+	}
+	if d := res.Divergences[0]; d.Dev != "0badcafe" || d.Events[0].Mode != "atomic" {
+		t.Errorf("the divergence belongs to the atomic disk: %+v", d)
+	}
+	// Without dev= (old lines) the two would be one transaction with conflicting lines:
+	// an integrity error, never a divergence of the kmap disk.
+	a, b := read(1, 0x11111111, 0x22222222, "atomic", ""), read(1, 0x33333333, 0x33333333, "atomic", "")
+	res = AnalyzeString(join(a[:3], b, a[3:]))
+	if res.Diverged() != 0 || res.IntegrityTotal != 1 || res.Problems[0].Kind != IntegrityDuplicate {
+		t.Errorf("merged instances: diverged=%d integrity=%d %+v", res.Diverged(), res.IntegrityTotal, res.Problems)
+	}
+}
+
+func TestFieldsMustAgree(t *testing.T) {
+	r := read(7, 1, 2, "atomic", "01")
+	r[2] = line("read2", 7, 0x2000, 2, "ffeee000", 10, 0, "atomic", "01") // other pos
+	res := AnalyzeString(join(r))
+	if res.Diverged() != 0 || res.IntegrityTotal != 1 || res.Problems[0].Kind != IntegrityDisagree {
+		t.Fatalf("pos disagreement: diverged=%d problems=%+v", res.Diverged(), res.Problems)
+	}
+	r = read(7, 1, 2, "atomic", "01")
+	r[2] = line("read2", 7, 0x1000, 2, "ffefd000", 10, 0, "atomic", "01") // other address
+	res = AnalyzeString(join(r))
+	if res.Diverged() != 0 || res.IntegrityTotal != 1 || !strings.Contains(res.Problems[0].Detail, "ffefd000") {
+		t.Fatalf("address disagreement: diverged=%d problems=%+v", res.Diverged(), res.Problems)
+	}
+	// copier maps on each side itself: addresses may differ, and that is no problem.
+	r = read(7, 5, 5, "copier", "01")
+	r[1] = line("read1", 7, 0x1000, 5, "ffefd000", 20, 3, "copier", "01")
+	res = AnalyzeString(join(r))
+	if res.IntegrityTotal != 0 || res.Reads != 1 || res.Diverged() != 0 {
+		t.Fatalf("copier: integrity=%d reads=%d diverged=%d", res.IntegrityTotal, res.Reads, res.Diverged())
+	}
+}
+
+func TestConflictingAndIdenticalDuplicates(t *testing.T) {
+	r := read(3, 1, 1, "kmap", "02")
+	same := append(append([]string{}, r[:2]...), r[1]) // read1 printed twice, identically
+	same = append(same, r[2:]...)
+	res := AnalyzeString(join(same))
+	if res.IntegrityTotal != 0 || res.Reads != 1 {
+		t.Errorf("identical duplicate: integrity=%d reads=%d", res.IntegrityTotal, res.Reads)
+	}
+	conflict := append(append([]string{}, r[:2]...), line("read1", 3, 0x1000, 9, "ffeee000", 20, 3, "kmap", "02"))
+	conflict = append(conflict, r[2:]...)
+	res = AnalyzeString(join(conflict))
+	if res.IntegrityTotal != 1 || res.Diverged() != 0 || res.Problems[0].Kind != IntegrityDuplicate {
+		t.Errorf("conflicting duplicate: integrity=%d diverged=%d %+v", res.IntegrityTotal, res.Diverged(), res.Problems)
+	}
+}
+
+func TestMergedLongAndUppercase(t *testing.T) {
+	r := read(4, 0xABCDEF01, 0x12345678, "atomic", "03")
+	merged := r[1] + " " + strings.TrimPrefix(r[2], "[   12.000010] ") // two records, one line
+	up := "[   12.000010] userblk0: read0  00000004 0000000000001000 0000000000001000 00000000AAAAAAAA FFEEE000 10 cpu=0 mode=atomic dev=03"
+	long := "[   13.000000] " + strings.Repeat("x", MaxLine+10)
+	log := join([]string{up, merged, long}, r[3:])
+	res, err := Analyze(strings.NewReader(log))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Merged != 1 || res.Long != 1 {
+		t.Errorf("merged=%d long=%d, want 1 and 1", res.Merged, res.Long)
+	}
+	if res.Events != 5 || res.Diverged() != 1 {
+		t.Fatalf("events=%d diverged=%d, want 5 (upper-case and merged records read) and 1", res.Events, res.Diverged())
+	}
+	if e := res.Divergences[0].Events[0]; e.Op != "read0" || e.CRC != 0xaaaaaaaa || e.Dev != "03" {
+		t.Errorf("upper-case line: %+v", e)
+	}
+}
+
+func TestFaultSides(t *testing.T) {
+	fault := func(side string) string {
+		return line("write", 9, 0x1000, 1, "ffeee000", 10, 0, "local", "04") + "\n" +
+			strings.Replace(line("wfault", 9, 0x1000, 0x800, "ffeee000", 20, 3, "local", "04"), " dev=04", " dev=04 side="+side, 1)
+	}
+	res := AnalyzeString(fault("kernel"))
+	if res.Diverged() != 1 || res.Divergences[0].Kind != KindShortCopy || res.UserFaults != 0 {
+		t.Errorf("kernel-side fault: diverged=%d user=%d", res.Diverged(), res.UserFaults)
+	}
+	res = AnalyzeString(fault("user"))
+	if res.Diverged() != 0 || res.UserFaults != 1 || res.Writes != 1 {
+		t.Errorf("user-side fault: diverged=%d user=%d writes=%d", res.Diverged(), res.UserFaults, res.Writes)
+	}
+}
+
+func TestNoEventsAndStamps(t *testing.T) {
+	res := AnalyzeString("\x00\x01binary\xff\nnothing here\n")
+	if res.Events != 0 || res.Lines != 2 {
+		t.Errorf("binary input: %+v", res)
+	}
+	if got := stamp("[  224.968247] userblk0: x"); got != 224968247 {
+		t.Errorf("stamp = %d", got)
+	}
+	if got := stamp("no stamp"); got != -1 {
+		t.Errorf("stamp = %d", got)
+	}
+	ev, ok := ParseLine(read(1, 1, 1, "kmap", "05")[0])
+	if !ok || ev.TS != 12000010 || ev.Disk != "userblk0" || ev.CPU != 0 {
+		t.Errorf("ParseLine = %+v %v", ev, ok)
+	}
+}
+
+// Memory is bounded: transactions close when their last line arrives, old open ones
+// are judged when MaxOpen is passed, and only Keep divergences are kept in full.
+func TestStreamingBounds(t *testing.T) {
+	a := NewAnalyzer()
+	a.MaxOpen = 4
+	var seen []uint64
+	a.OnDivergence = func(d Divergence) { seen = append(seen, d.Xid) }
+	for x := uint64(1); x <= 200; x++ {
+		for _, l := range read(x, 1, 2, "atomic", "06") {
+			a.Line(l)
+		}
+		if len(a.open) != 0 {
+			t.Fatalf("xid %d: %d transactions still open after read3", x, len(a.open))
+		}
+	}
+	for x := uint64(1000); x < 1010; x++ { // reads that never get read3
+		for _, l := range read(x, 1, 2, "atomic", "06")[:3] {
+			a.Line(l)
+		}
+	}
+	if len(a.open) != 4 {
+		t.Errorf("open = %d, want MaxOpen 4", len(a.open))
+	}
+	res := a.Finish()
+	if res.Diverged() != 210 || len(res.Divergences) != Keep || len(seen) != 210 || len(res.DivergenceTS) != 210 {
+		t.Fatalf("diverged=%d kept=%d callbacks=%d ts=%d", res.Diverged(), len(res.Divergences), len(seen), len(res.DivergenceTS))
+	}
+	if seen[0] != 1 || seen[199] != 200 || seen[200] != 1000 {
+		t.Errorf("judged out of order: %v", seen[:3])
+	}
+}

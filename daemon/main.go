@@ -4,6 +4,7 @@
 package main
 
 import (
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -16,6 +17,7 @@ import (
 	"syscall"
 
 	"github.com/kmodlab/kmodlab/daemon/uapi"
+	"github.com/kmodlab/kmodlab/internal/daemoncpu"
 	"golang.org/x/sys/unix"
 )
 
@@ -29,6 +31,7 @@ func main() {
 		logFile = flag.String("log", "", "write one line per request (the daemon's crc view) to this file")
 		poll    = flag.Bool("poll", false, "busy-poll for requests instead of sleeping in the kernel (keeps the serving CPU awake)")
 		cpu     = flag.Int("cpu", -1, "pin workers to this CPU (default -1: the last CPU, which blkstress leaves free; -2: no pinning)")
+		timeout = flag.Uint("io-timeout", 0, "seconds a segment may wait for this daemon before the kernel fails it with EIO (0: the module's io_timeout)")
 	)
 	flag.Parse()
 	if *cpu != -2 && os.Getenv("USERBLKD_PINNED") == "" {
@@ -40,13 +43,14 @@ func main() {
 			os.Exit(1)
 		}
 	}
-	if err := run(*ctl, *size, *mode, *backing, *workers, *logFile, *poll, *cpu); err != nil {
+	harden()
+	if err := run(*ctl, *size, *mode, *backing, *workers, *logFile, *poll, *cpu, uint32(*timeout)); err != nil {
 		fmt.Fprintln(os.Stderr, "userblkd:", err)
 		os.Exit(1)
 	}
 }
 
-func run(ctl, sizeArg, mode, backing string, workers int, logFile string, poll bool, cpu int) error {
+func run(ctl, sizeArg, mode, backing string, workers int, logFile string, poll bool, cpu int, ioTimeout uint32) error {
 	size, err := parseSize(sizeArg)
 	if err != nil {
 		return fmt.Errorf("-size: %w", err)
@@ -55,6 +59,9 @@ func run(ctl, sizeArg, mode, backing string, workers int, logFile string, poll b
 	if !ok {
 		return fmt.Errorf("-mode %q: want default, atomic, local, kmap or copier", mode)
 	}
+	if ioTimeout > uapi.MaxIOTimeout {
+		return fmt.Errorf("-io-timeout %d: at most %d seconds", ioTimeout, uapi.MaxIOTimeout)
+	}
 	if workers < 1 {
 		return fmt.Errorf("-workers %d: want at least 1", workers)
 	}
@@ -62,14 +69,11 @@ func run(ctl, sizeArg, mode, backing string, workers int, logFile string, poll b
 	if backing == "mem" {
 		store = newMemStore(size)
 	} else {
-		f, err := os.OpenFile(backing, os.O_RDWR|os.O_CREATE, 0o644)
+		f, err := openBacking(backing, size)
 		if err != nil {
 			return err
 		}
 		defer f.Close()
-		if err := f.Truncate(size); err != nil {
-			return err
-		}
 		store = f
 	}
 	var log io.Writer
@@ -86,22 +90,20 @@ func run(ctl, sizeArg, mode, backing string, workers int, logFile string, poll b
 		return fmt.Errorf("open %s: %w (is userblk.ko loaded?)", ctl, err)
 	}
 	dev := &ctlDevice{fd: fd}
-	idx, err := dev.create(uint64(size), m)
+	idx, err := dev.create(uint64(size), m, ioTimeout)
 	if err != nil {
 		syscall.Close(fd)
+		if errors.Is(err, unix.EPERM) && uapi.UnsafeMode(m) {
+			return fmt.Errorf("%w (mode %s is one of the bug modes: load userblk.ko with unsafe_modes=1 to allow it)", err, mode)
+		}
 		return err
 	}
 	fmt.Printf("userblkd: serving /dev/userblk%d (%d bytes, mode %s, %d worker(s))\n", idx, size, mode, workers)
 
 	srv := &Server{Dev: dev, Store: store, Log: log, Poll: poll}
-	sigs := make(chan os.Signal, 1)
+	sigs := make(chan os.Signal, 2)
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
-	go func() {
-		s := <-sigs
-		fmt.Printf("userblkd: %s: shutting down\n", s)
-		// Wakes every worker's GET_REQUEST with ESHUTDOWN and fails pending requests.
-		dev.shutdown()
-	}()
+	go handleSignals(sigs, func() { dev.shutdown() }, os.Exit)
 	var wg sync.WaitGroup
 	errs := make(chan error, workers)
 	for i := 0; i < workers; i++ {
@@ -148,6 +150,47 @@ func parseSize(s string) (int64, error) {
 	return n, nil
 }
 
+// handleSignals: the first signal shuts the disk down cleanly (wakes every worker's
+// GET_REQUEST with ESHUTDOWN and fails pending requests); a second one exits at once
+// (closing the fd makes the kernel fail what is pending and remove the disk).
+func handleSignals(sigs <-chan os.Signal, shutdown func(), exit func(int)) {
+	s := <-sigs
+	fmt.Printf("userblkd: %s: shutting down (again to exit at once)\n", s)
+	shutdown()
+	s = <-sigs
+	fmt.Printf("userblkd: %s: exiting now\n", s)
+	exit(130)
+}
+
+// openBacking opens (or creates, 0600, sparse) the backing file and locks it against a
+// second daemon. An existing file keeps its contents and size: it is only extended when
+// shorter than the disk, never truncated.
+func openBacking(path string, size int64) (*os.File, error) {
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|syscall.O_CLOEXEC, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		f.Close()
+		if errors.Is(err, unix.EWOULDBLOCK) {
+			return nil, fmt.Errorf("%s: another daemon serves it (locked)", path)
+		}
+		return nil, fmt.Errorf("lock %s: %w", path, err)
+	}
+	st, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	if st.Size() < size {
+		if err := f.Truncate(size); err != nil {
+			f.Close()
+			return nil, err
+		}
+	}
+	return f, nil
+}
+
 // reexecPinned restarts this program with the affinity set: children inherit it, so
 // every thread of the new process runs on that CPU only.
 func reexecPinned(cpu int) error {
@@ -160,38 +203,16 @@ func reexecPinned(cpu int) error {
 	return syscall.Exec(exe, os.Args, append(os.Environ(), "USERBLKD_PINNED=1"))
 }
 
-// pinTo keeps the calling thread on one CPU: by default the last one, which blkstress
-// leaves free, so the serving CPU runs nothing but the daemon (a switch between two
-// processes flushes an emulated CPU's whole TLB and would hide stale mappings).
+// pinTo keeps the calling thread on one CPU: by default the daemon's (see
+// internal/daemoncpu), which blkstress leaves free.
 func pinTo(cpu int) {
 	if cpu == -2 {
 		return
 	}
 	if cpu == -1 {
-		cpu = lastOnlineCPU()
+		cpu = daemoncpu.Daemon()
 	}
-	var set unix.CPUSet
-	set.Set(cpu)
-	if err := unix.SchedSetaffinity(0, &set); err != nil {
+	if err := daemoncpu.Pin(cpu); err != nil {
 		fmt.Fprintf(os.Stderr, "userblkd: pin to CPU %d: %v\n", cpu, err)
 	}
-}
-
-// lastOnlineCPU reads /sys/devices/system/cpu/online ("0-3"): runtime.NumCPU counts only
-// the CPUs of our affinity mask, which leaves out isolcpus= CPUs, the very ones meant
-// for the daemon.
-func lastOnlineCPU() int {
-	data, err := os.ReadFile("/sys/devices/system/cpu/online")
-	if err != nil {
-		return runtime.NumCPU() - 1
-	}
-	s := strings.TrimSpace(string(data))
-	if i := strings.LastIndexAny(s, ",-"); i >= 0 {
-		s = s[i+1:]
-	}
-	n, err := strconv.Atoi(s)
-	if err != nil {
-		return runtime.NumCPU() - 1
-	}
-	return n
 }

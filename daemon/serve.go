@@ -91,8 +91,11 @@ func (s *Server) handle(req *uapi.Request, buf []byte) error {
 		_, err = s.Store.WriteAt(data, int64(req.Pos))
 		s.Stats.Writes.Add(1)
 	case uapi.OpRead:
-		_, err = s.Store.ReadAt(data, int64(req.Pos))
+		var n int
+		n, err = s.Store.ReadAt(data, int64(req.Pos))
 		if errors.Is(err, io.EOF) {
+			// Beyond the backing file's end: zeros, not the previous request's bytes.
+			clear(data[n:])
 			err = nil
 		}
 		c.Buf = uint64(uintptr(unsafe.Pointer(&buf[0])))
@@ -155,8 +158,8 @@ func ioctl(fd int, req uintptr, arg unsafe.Pointer) error {
 	return nil
 }
 
-func (d *ctlDevice) create(size uint64, mode uint32) (int, error) {
-	c := uapi.Create{Size: size, MapMode: mode}
+func (d *ctlDevice) create(size uint64, mode, ioTimeout uint32) (int, error) {
+	c := uapi.Create{Size: size, MapMode: mode, IOTimeout: ioTimeout}
 	if err := ioctl(d.fd, uapi.IocCreate, unsafe.Pointer(&c)); err != nil {
 		return 0, fmt.Errorf("CREATE: %w", err)
 	}
@@ -192,8 +195,13 @@ const pageSize = 4096
 
 func newMemStore(size int64) *memStore { return &memStore{size: size, pages: map[int64][]byte{}} }
 
+// inRange reports whether len bytes at off lie inside the disk, without overflowing.
+func (m *memStore) inRange(off int64, n int) bool {
+	return off >= 0 && int64(n) <= m.size && off <= m.size-int64(n)
+}
+
 func (m *memStore) ReadAt(p []byte, off int64) (int, error) {
-	if off < 0 || off+int64(len(p)) > m.size {
+	if !m.inRange(off, len(p)) {
 		return 0, fmt.Errorf("read %d@%d beyond %d", len(p), off, m.size)
 	}
 	m.mu.RLock()
@@ -216,7 +224,7 @@ func zeroOr(b []byte) []byte {
 }
 
 func (m *memStore) WriteAt(p []byte, off int64) (int, error) {
-	if off < 0 || off+int64(len(p)) > m.size {
+	if !m.inRange(off, len(p)) {
 		return 0, fmt.Errorf("write %d@%d beyond %d", len(p), off, m.size)
 	}
 	m.mu.Lock()

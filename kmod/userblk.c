@@ -4,18 +4,69 @@
  *
  * A bio's segments are handed one at a time to a daemon that loops on ioctls on
  * /dev/userblk-ctl: GET_REQUEST blocks until a segment is pending, COMPLETE hands back
- * the status and a read's data. The submitting thread waits until its segment is done.
+ * the status and a read's data. The submitting thread waits until its segment is done,
+ * at most io_timeout seconds: then the segment fails with -EIO, as nbd's timeout does.
  *
  * The module exists to show one bug class on real kernels: a kmap_atomic() or
  * kmap_local_page() address is valid only on the CPU (and in the task) that made it.
  * Handing such an address to another thread, as the original report's driver did,
  * makes that thread read and write through whatever its own TLB still holds for the
  * address: on HIGHMEM machines two threads see different bytes "at the same address".
- * map_mode chooses between that bug (atomic, local) and its fixes (kmap, copier).
+ * map_mode chooses between that bug (atomic, local) and its fixes (kmap, copier). The
+ * bug modes are refused unless the module was loaded with unsafe_modes=1, and a disk
+ * that uses one taints the kernel.
  *
- * Every event of a traced transaction is printed as one line with the columns of the
- * original report (op, transaction id, start position, length, crc32, address, thread)
- * plus the cpu, for kmodlab's trace oracle.
+ * Every event of a traced transaction is printed as one line (userblk_trace_line(),
+ * which defines the format) for kmodlab's trace oracle.
+ *
+ * Locking and lifetime
+ * ====================
+ *
+ * One control fd (struct userblk_ctl) serves at most one disk (struct userblk_dev).
+ * ctl->lock serialises CREATE; the disk pointer is published with release ordering and
+ * read with acquire ordering, so an ioctl sees either no disk or a fully built one. The
+ * disk lives until the fd's release, which fails what is pending, waits in
+ * del_gendisk() for every submitter to leave and frees it. Each disk holds a module
+ * reference, so rmmod cannot succeed while one exists.
+ *
+ * A request (struct userblk_req, one bio segment) is in one of four states:
+ *
+ *   QUEUED   on dev->queued: waiting for GET_REQUEST.
+ *   SENT     on dev->sent: described to the daemon, waiting for its COMPLETE.
+ *   BUSY     on no list: exactly one thread owns it and is copying through its page or
+ *            mapping (GET_REQUEST copying a write's data out, COMPLETE copying a read's
+ *            data in), or is about to end it. No other path may touch it: not COMPLETE
+ *            (it only looks at SENT requests), not SHUTDOWN/fail_all, not the
+ *            submitter's timeout. Copies in BUSY run with page faults disabled, so BUSY
+ *            never sleeps on user memory and lasts a bounded time; a copy that would
+ *            fault on the daemon's buffer gives the request back, faults the buffer in
+ *            while owning nothing, and tries again.
+ *   DONE     status final, submitter woken. Nothing but the submitter (and, for a
+ *            traced read, the COMPLETE that is logging its "readx") touches it again.
+ *
+ * Transitions, each made by one helper, all under dev->lock except req_end():
+ *
+ *   (new) -> QUEUED    req_queue()     the submitter (refused once the disk is dead)
+ *   QUEUED -> BUSY     req_take()      GET_REQUEST; fail_all; the submitter's timeout
+ *   SENT -> BUSY       req_take()      COMPLETE (by xid); fail_all; the submitter's timeout
+ *   BUSY -> SENT       req_give_back() GET_REQUEST after the copy out
+ *   BUSY -> QUEUED     req_give_back() GET_REQUEST whose copy hit the daemon's buffer
+ *   BUSY -> SENT       req_give_back() COMPLETE whose copy failed (the daemon may retry)
+ *   BUSY -> DONE       req_end()       the owner: success, error, dead disk, timeout
+ *
+ * req_give_back() ends the request with -EIO instead when the disk died meanwhile
+ * (fail_all could not take a BUSY request), so nothing is left on a dead disk's lists.
+ *
+ * References (req->ref): the submitter holds one from creation until it returns; the
+ * other belongs to whoever owns the request (the lists while QUEUED/SENT, the BUSY
+ * owner) and is dropped by req_end(), after the last use. The submitter always waits
+ * for DONE before it unmaps and frees, so the page and mapping outlive every copy.
+ *
+ * Waits: the submitter's wait for DONE is bounded by the disk's io_timeout and slept
+ * in slices of USERBLK_WAIT_SLICE, so no hung-task warning is possible even when the
+ * daemon is stopped for ever. On timeout it takes a QUEUED or SENT request itself and
+ * ends it with -EIO; a BUSY one it waits for (bounded, see above). Atomic mode
+ * busy-waits instead (a kmap_atomic mapping is held) for at most spin_timeout_ms.
  */
 
 #include <linux/blkdev.h>
@@ -26,6 +77,9 @@
 #include <linux/idr.h>
 #include <linux/miscdevice.h>
 #include <linux/module.h>
+#include <linux/mutex.h>
+#include <linux/pagemap.h>
+#include <linux/random.h>
 #include <linux/refcount.h>
 #include <linux/sched.h>
 #include <linux/sched/clock.h>
@@ -36,32 +90,46 @@
 #include "compat.h"
 #include "uapi/userblk.h"
 
-static const char * const mode_names[] = {
-	[USERBLK_MAP_DEFAULT]	= "default",
-	[USERBLK_MAP_ATOMIC]	= "atomic",
-	[USERBLK_MAP_LOCAL]	= "local",
-	[USERBLK_MAP_KMAP]	= "kmap",
-	[USERBLK_MAP_COPIER]	= "copier",
-};
+static const char * const mode_names[] = USERBLK_MODE_NAMES;
+
+/* Read-only after load: the administrator's consent to the bug modes. */
+static bool unsafe_modes;
+module_param(unsafe_modes, bool, 0444);
+MODULE_PARM_DESC(unsafe_modes,
+		 "Allow map_mode atomic|local, which hand a CPU-local mapping to another thread (a deliberate bug, for testing; taints the kernel)");
 
 static int map_mode = USERBLK_MAP_COPIER;
+static bool userblk_loaded;	/* set at the end of init: map_mode is then checked at once */
 
+static bool mode_is_unsafe(int mode)
+{
+	return mode == USERBLK_MAP_ATOMIC || mode == USERBLK_MAP_LOCAL;
+}
+
+/* map_mode_set - parse map_mode=. Does not sleep. */
 static int map_mode_set(const char *val, const struct kernel_param *kp)
 {
 	int i;
 
 	for (i = USERBLK_MAP_ATOMIC; i < ARRAY_SIZE(mode_names); i++) {
-		if (sysfs_streq(val, mode_names[i])) {
-			map_mode = i;
-			return 0;
+		if (!sysfs_streq(val, mode_names[i]))
+			continue;
+		/* At load time unsafe_modes may come later on the line: init checks then. */
+		if (READ_ONCE(userblk_loaded) && mode_is_unsafe(i) && !unsafe_modes) {
+			pr_warn("userblk: map_mode=%s refused: load the module with unsafe_modes=1 to allow the bug modes\n",
+				mode_names[i]);
+			return -EPERM;
 		}
+		WRITE_ONCE(map_mode, i);
+		return 0;
 	}
 	return -EINVAL;
 }
 
+/* map_mode_get - show map_mode. Does not sleep. */
 static int map_mode_get(char *buf, const struct kernel_param *kp)
 {
-	return sysfs_emit(buf, "%s\n", mode_names[map_mode]);
+	return sysfs_emit(buf, "%s\n", mode_names[READ_ONCE(map_mode)]);
 }
 
 static const struct kernel_param_ops map_mode_ops = {
@@ -70,29 +138,54 @@ static const struct kernel_param_ops map_mode_ops = {
 };
 module_param_cb(map_mode, &map_mode_ops, NULL, 0644);
 MODULE_PARM_DESC(map_mode,
-		 "How a segment's page reaches the daemon: atomic|local (the bug: submitter's CPU-local mapping handed over), kmap|copier (fixes). Default copier; a disk may choose its own at creation.");
+		 "How a segment's page reaches the daemon: kmap|copier (correct), atomic|local (the bug; need unsafe_modes=1). Default copier; a disk may choose its own at creation.");
+
+static unsigned int io_timeout = 30;
+module_param(io_timeout, uint, 0644);
+MODULE_PARM_DESC(io_timeout, "Seconds a segment waits for the daemon before failing with -EIO (1-3600; a disk may set its own at creation)");
 
 static unsigned int trace;
 module_param(trace, uint, 0644);
 MODULE_PARM_DESC(trace, "Trace lines: 0 off, 1 every transaction, N every Nth transaction");
 
+#define USERBLK_MAX_SPIN_MS	10000	/* below the soft-lockup detector's 20 s */
 static unsigned int spin_timeout_ms = 3000;
 module_param(spin_timeout_ms, uint, 0644);
-MODULE_PARM_DESC(spin_timeout_ms, "atomic mode: how long a submitter busy-waits for the daemon before failing the segment");
+MODULE_PARM_DESC(spin_timeout_ms, "atomic mode: how long a submitter busy-waits for the daemon before failing the segment (at most 10000)");
 
 static unsigned int max_spinners = 1;
 module_param(max_spinners, uint, 0444);
 MODULE_PARM_DESC(max_spinners, "atomic mode: submitters busy-waiting at once (more starve the daemon of CPU)");
 
+#define USERBLK_MAX_PAUSE_MS	100
 static unsigned int pause_ms = 2;
 module_param(pause_ms, uint, 0644);
-MODULE_PARM_DESC(pause_ms, "Pause before the submitter's last look (read3) at a traced read");
+MODULE_PARM_DESC(pause_ms, "Pause before the submitter's last look (read3) at a traced read (at most 100)");
+
+/* How long one sleep of a bounded wait lasts: far below the hung-task timeout. */
+#define USERBLK_WAIT_SLICE	(5 * HZ)
+/* How often a copy that hit the daemon's buffer is retried after faulting it in. */
+#define USERBLK_COPY_TRIES	4
+/* A request whose handed-over mapping faulted this often is failed. */
+#define USERBLK_MAX_FAULTS	3
+
+/*
+ * kmap() slots a disk in kmap mode may hold while the daemon serves: each is held for
+ * a whole service time, and the pkmap area is small (LAST_PKMAP entries, shared with
+ * every other kmap() user).
+ */
+#ifdef CONFIG_HIGHMEM
+#define USERBLK_KMAP_SLOTS	(LAST_PKMAP / 8)
+#else
+#define USERBLK_KMAP_SLOTS	64
+#endif
+static struct semaphore kmap_slots;
 
 enum req_state {
-	REQ_QUEUED,	/* waiting for GET_REQUEST */
-	REQ_SENT,	/* described to the daemon, not yet completed */
-	REQ_COPYING,	/* COMPLETE owns it */
-	REQ_DONE,	/* status is final */
+	REQ_QUEUED,
+	REQ_SENT,
+	REQ_BUSY,
+	REQ_DONE,
 };
 
 struct userblk_req {
@@ -106,7 +199,7 @@ struct userblk_req {
 	unsigned int offset;
 	void *addr;		/* submitter's mapping; NULL in copier mode */
 	int mode;
-	enum req_state state;	/* under dev->lock */
+	enum req_state state;	/* changed under dev->lock, except BUSY -> DONE */
 	int status;
 	bool traced;
 	int faults;		/* failed copies through the handed-over address */
@@ -121,14 +214,23 @@ struct userblk_dev {
 	struct gendisk *disk;
 	int index;
 	int mode;
+	u32 dev_id;			/* random; dev= in trace lines */
+	unsigned long timeout;		/* io_timeout, in jiffies */
 	spinlock_t lock;		/* protects the lists, dead and req->state */
 	struct list_head queued;
 	struct list_head sent;
 	wait_queue_head_t wq;		/* GET_REQUEST waits here */
 	bool dead;
 	atomic64_t next_xid;
+	atomic_t timeouts;		/* segments failed by io_timeout */
 	struct semaphore spinners;	/* atomic mode: leave one CPU for the daemon */
 	int daemon_cpu;			/* where GET_REQUEST last ran; -1 unknown */
+};
+
+/* One per open of the control device. */
+struct userblk_ctl {
+	struct mutex lock;		/* serialises CREATE */
+	struct userblk_dev *ub;		/* published with smp_store_release() */
 };
 
 static DEFINE_IDA(userblk_ida);
@@ -144,46 +246,85 @@ static u32 userblk_crc(const void *p, u32 len)
 }
 
 /*
- * userblk_trace - print one trace line with the original report's columns.
- * Does not sleep; callable with a kmap_atomic mapping held.
+ * userblk_trace_line - print one trace line. Does not sleep; callable with a
+ * kmap_atomic mapping held. This is the only function that prints trace lines; the
+ * format below is the contract kmodlab's trace parser (lab/trace) implements:
+ *
+ *   userblk<N>: <op> <xid> <pos> <len> <crc> <addr> <tid> cpu=<cpu> mode=<mode> dev=<dev>[ side=<side>]
+ *
+ *   N     the disk's index (/dev/userblkN), decimal
+ *   op    write, write1, read0, read1, read2, readx, read3, rfault, wfault; padded with
+ *         spaces to 6 columns (columns are separated by one or more spaces)
+ *   xid   the transaction id, %08llx (sequential per disk, from 1)
+ *   pos   byte offset on the disk, %016llx
+ *   len   bytes, %016llx
+ *   crc   crc32 (IEEE, as Go's crc32.ChecksumIEEE) of the len bytes seen at addr,
+ *         %016x; for rfault/wfault the number of bytes NOT copied instead
+ *   addr  the kernel address read through: raw (%px) only when unsafe_modes=1, else
+ *         the kernel's hashed %p
+ *   tid   the printing thread, %d
+ *   cpu   the CPU it ran on, decimal
+ *   mode  the request's map mode name (atomic, local, kmap, copier)
+ *   dev   the disk instance's random id, %08x (also in the "created" line), so two
+ *         disks, also across module reloads, never share an xid space
+ *   side  rfault/wfault only: "kernel" when the handed-over mapping faulted, "user"
+ *         when the daemon's buffer did
+ *
+ * Events: write (submitter, before queueing), write1 (daemon, after copying it out);
+ * read0 (submitter, before queueing), read1 (daemon, after copying data in), read2
+ * (submitter, after waking), readx (daemon, after read2), read3 (submitter, after
+ * pause_ms, before unmapping).
  */
-static void userblk_trace(struct userblk_dev *ub, struct userblk_req *req,
-			  const char *op, const void *addr)
+static void userblk_trace_line(struct userblk_dev *ub, struct userblk_req *req,
+			       const char *op, const void *addr, u64 crc, const char *side)
 {
-	pr_info("userblk%d: %-6s %08llx %016llx %016llx %016x %px %d cpu=%d mode=%s\n",
-		ub->index, op, req->xid, req->pos, (u64)req->len,
-		userblk_crc(addr, req->len), addr, task_pid_nr(current),
-		raw_smp_processor_id(), mode_name(req->mode));
+	const char *sp = side ? " side=" : "";
+
+	if (!side)
+		side = "";
+	if (unsafe_modes)
+		pr_info("userblk%d: %-6s %08llx %016llx %016llx %016llx %px %d cpu=%d mode=%s dev=%08x%s%s\n",
+			ub->index, op, req->xid, req->pos, (u64)req->len, crc, addr,
+			task_pid_nr(current), raw_smp_processor_id(), mode_name(req->mode),
+			ub->dev_id, sp, side);
+	else
+		pr_info("userblk%d: %-6s %08llx %016llx %016llx %016llx %p %d cpu=%d mode=%s dev=%08x%s%s\n",
+			ub->index, op, req->xid, req->pos, (u64)req->len, crc, addr,
+			task_pid_nr(current), raw_smp_processor_id(), mode_name(req->mode),
+			ub->dev_id, sp, side);
 }
 
 /*
- * userblk_trace_page - trace through a short-lived mapping of our own (copier mode,
- * where no mapping is handed over). May sleep only as kmap_local_page() allows.
+ * userblk_trace - trace an event with the crc of the segment's bytes: through the
+ * handed-over mapping if there is one, else through a short-lived mapping of our own
+ * (copier mode). Does not sleep.
  */
-static void userblk_trace_page(struct userblk_dev *ub, struct userblk_req *req,
-			       const char *op)
+static void userblk_trace(struct userblk_dev *ub, struct userblk_req *req, const char *op)
 {
-	void *p = kmap_local_page(req->page);
+	void *p;
 
-	userblk_trace(ub, req, op, p + req->offset);
+	if (req->addr) {
+		userblk_trace_line(ub, req, op, req->addr, userblk_crc(req->addr, req->len), NULL);
+		return;
+	}
+	p = kmap_local_page(req->page) + req->offset;
+	userblk_trace_line(ub, req, op, p, userblk_crc(p, req->len), NULL);
 	kunmap_local(p);
 }
 
 /*
- * userblk_trace_fault - a copy through a segment's mapping faulted part-way: the
- * "short copy" evidence. The crc column holds the bytes left uncopied. Does not sleep.
+ * userblk_trace_fault - a copy came up @left bytes short and could not be healed: the
+ * "short copy" evidence. @side says which side faulted. Does not sleep.
  */
 static void userblk_trace_fault(struct userblk_dev *ub, struct userblk_req *req,
-				const char *op, const void *addr, unsigned long left)
+				const char *op, const void *addr, unsigned long left,
+				const char *side)
 {
-	req->faults++;
 	if (req->traced)
-		pr_info("userblk%d: %-6s %08llx %016llx %016llx %016lx %px %d cpu=%d mode=%s\n",
-			ub->index, op, req->xid, req->pos, (u64)req->len, left, addr,
-			task_pid_nr(current), raw_smp_processor_id(), mode_name(req->mode));
+		userblk_trace_line(ub, req, op, addr, left, side);
 	else
-		pr_warn_ratelimited("userblk%d: %s: %lu of %u bytes not copied through %px (mode %s)\n",
-				    ub->index, op, left, req->len, addr, mode_name(req->mode));
+		pr_warn_ratelimited("userblk%d: %s: %lu of %u bytes not copied (%s side faulted, mode %s)\n",
+				    ub->index, op, left, req->len, side, mode_name(req->mode));
 }
 
 static void req_put(struct userblk_req *req)
@@ -193,70 +334,258 @@ static void req_put(struct userblk_req *req)
 }
 
 /*
- * req_finish - make a request's status final and wake its submitter.
- * Called with dev->lock held or with the request owned (REQ_COPYING). Does not sleep.
+ * req_queue - (new) -> QUEUED. Returns false if the disk is dead (the request was not
+ * queued and the owner's reference is dropped). Does not sleep.
+ */
+static bool req_queue(struct userblk_dev *ub, struct userblk_req *req)
+{
+	spin_lock(&ub->lock);
+	if (ub->dead) {
+		spin_unlock(&ub->lock);
+		refcount_dec(&req->ref);	/* the lists' reference; ours remains */
+		return false;
+	}
+	req->state = REQ_QUEUED;
+	list_add_tail(&req->node, &ub->queued);
+	spin_unlock(&ub->lock);
+	wake_up(&ub->wq);
+	return true;
+}
+
+/*
+ * req_take - QUEUED or SENT -> BUSY: the caller becomes the only owner, with the
+ * owner's reference. Called with dev->lock held. Does not sleep.
+ */
+static void req_take(struct userblk_dev *ub, struct userblk_req *req)
+{
+	lockdep_assert_held(&ub->lock);
+	list_del_init(&req->node);
+	req->state = REQ_BUSY;
+}
+
+/*
+ * req_finish - BUSY -> DONE: make the status final and wake the submitter. The caller
+ * keeps the owner's reference (a traced read still logs readx); req_release() drops
+ * it. Does not sleep.
  */
 static void req_finish(struct userblk_req *req, int status)
 {
 	req->status = status;
-	req->state = REQ_DONE;
+	WRITE_ONCE(req->state, REQ_DONE);
 	smp_store_release(&req->done_flag, 1);
 	complete(&req->done);
 }
 
+/* req_release - the owner is done with a DONE request: let the submitter unmap. Does not sleep. */
+static void req_release(struct userblk_req *req)
+{
+	smp_store_release(&req->xdone_flag, 1);
+	complete(&req->xdone);
+	req_put(req);
+}
+
+/* req_end - BUSY -> DONE, owner's last word. Does not sleep. */
+static void req_end(struct userblk_req *req, int status)
+{
+	req_finish(req, status);
+	req_release(req);
+}
+
 /*
- * req_wait_done - the submitter's wait for its segment. Sleeps, except in atomic mode,
- * where a kmap_atomic mapping is held and the submitter busy-waits (the original
- * driver slept here; on 6.x that would tear the mapping down under the daemon), for at
- * most spin_timeout_ms.
+ * req_give_back - BUSY -> @to (QUEUED at the head, or SENT), or DONE with -EIO if the
+ * disk died while we owned it. Returns false in that case. Does not sleep.
+ */
+static bool req_give_back(struct userblk_dev *ub, struct userblk_req *req, enum req_state to)
+{
+	spin_lock(&ub->lock);
+	if (ub->dead) {
+		spin_unlock(&ub->lock);
+		req_end(req, -EIO);
+		return false;
+	}
+	req->state = to;
+	if (to == REQ_QUEUED)
+		list_add(&req->node, &ub->queued);
+	else
+		list_add_tail(&req->node, &ub->sent);
+	spin_unlock(&ub->lock);
+	if (to == REQ_QUEUED)
+		wake_up(&ub->wq);
+	return true;
+}
+
+/*
+ * req_timeout - the submitter gave up waiting: take the request if nobody owns it and
+ * end it with @status. Returns false if it is BUSY or DONE (its owner ends it soon).
+ * Does not sleep.
+ */
+static bool req_timeout(struct userblk_dev *ub, struct userblk_req *req, int status)
+{
+	spin_lock(&ub->lock);
+	if (req->state != REQ_QUEUED && req->state != REQ_SENT) {
+		spin_unlock(&ub->lock);
+		return false;
+	}
+	req_take(ub, req);
+	spin_unlock(&ub->lock);
+	req_end(req, status);
+	if (atomic_inc_return(&ub->timeouts) == 1)
+		pr_warn("userblk%d: segment %08llx waited %s for the daemon: failing it (%d); further timeouts are only counted\n",
+			ub->index, req->xid,
+			req->mode == USERBLK_MAP_ATOMIC ? "spin_timeout_ms" : "io_timeout", status);
+	return true;
+}
+
+/*
+ * userblk_wait_slices - wait for @c at most @timeout jiffies, in slices short enough
+ * that the hung-task detector sees the task wake. Returns true once @c completed.
+ * Sleeps (uninterruptibly: the bio may be shared, a signal must not fail it).
+ */
+static bool userblk_wait_slices(struct completion *c, unsigned long timeout)
+{
+	unsigned long end = jiffies + timeout;
+
+	for (;;) {
+		long left = (long)(end - jiffies);
+
+		if (left <= 0)
+			return false;
+		if (wait_for_completion_timeout(c, min_t(long, left, USERBLK_WAIT_SLICE)))
+			return true;
+	}
+}
+
+/* userblk_down - down(@sem) within @timeout jiffies, in slices. Sleeps. */
+static int userblk_down(struct semaphore *sem, unsigned long timeout)
+{
+	unsigned long end = jiffies + timeout;
+
+	for (;;) {
+		long left = (long)(end - jiffies);
+
+		if (left <= 0)
+			return -EIO;
+		if (!down_timeout(sem, min_t(long, left, USERBLK_WAIT_SLICE)))
+			return 0;
+	}
+}
+
+/*
+ * req_wait_done - the submitter's wait for its segment, bounded by io_timeout. Sleeps,
+ * except in atomic mode, where a kmap_atomic mapping is held and the submitter
+ * busy-waits (the original driver slept here; on 6.x that would tear the mapping down
+ * under the daemon), for at most spin_timeout_ms.
  */
 static int req_wait_done(struct userblk_dev *ub, struct userblk_req *req)
 {
 	u64 deadline;
 
 	if (req->mode != USERBLK_MAP_ATOMIC) {
-		wait_for_completion(&req->done);
+		if (userblk_wait_slices(&req->done, ub->timeout))
+			return req->status;
+		if (req_timeout(ub, req, -EIO))
+			return -EIO;
+		/* BUSY: the owner copies without sleeping on user memory and ends it soon. */
+		while (!userblk_wait_slices(&req->done, USERBLK_WAIT_SLICE))
+			;
 		return req->status;
 	}
 	/*
 	 * local_clock(), not jiffies: while we spin, another CPU may sit in stop_machine()
 	 * with interrupts off waiting for us, and jiffies would never reach the deadline.
 	 */
-	deadline = local_clock() + (u64)spin_timeout_ms * NSEC_PER_MSEC;
+	deadline = local_clock() +
+		   (u64)clamp_t(unsigned int, READ_ONCE(spin_timeout_ms), 1, USERBLK_MAX_SPIN_MS) * NSEC_PER_MSEC;
 	while (!smp_load_acquire(&req->done_flag)) {
-		if (local_clock() > deadline) {
-			spin_lock(&ub->lock);
-			if (req->state == REQ_QUEUED || req->state == REQ_SENT) {
-				list_del_init(&req->node);
-				req->state = REQ_DONE;
-				req->status = -ETIMEDOUT;
-				spin_unlock(&ub->lock);
-				req_put(req);	/* the list's reference */
-				return -ETIMEDOUT;
-			}
-			spin_unlock(&ub->lock);
-			/* COMPLETE owns it and is copying: it will finish soon. */
-		}
+		if (local_clock() > deadline && req_timeout(ub, req, -ETIMEDOUT))
+			return -ETIMEDOUT;
+		/* else BUSY: its owner ends it within a bounded copy. */
 		cpu_relax();
 	}
 	return req->status;
 }
 
 /*
- * userblk_segment - hand one segment to the daemon and wait for it.
- * May sleep (all modes but atomic, which busy-waits while holding kmap_atomic).
+ * userblk_map - make the mapping the request's mode hands over (none in copier mode).
+ * May sleep (all modes but atomic, which returns with preemption disabled).
+ */
+static int userblk_map(struct userblk_dev *ub, struct userblk_req *req)
+{
+	void *base = NULL;
+	int err;
+
+	/*
+	 * Busy-waiting on the CPU the daemon is pinned to would wait for ever: such a
+	 * submitter (a kworker doing writeback, say) takes the global mapping instead.
+	 */
+	if (req->mode == USERBLK_MAP_ATOMIC &&
+	    (READ_ONCE(ub->daemon_cpu) < 0 || raw_smp_processor_id() == READ_ONCE(ub->daemon_cpu)))
+		req->mode = USERBLK_MAP_KMAP;	/* also while we do not know where it runs */
+	if (req->mode == USERBLK_MAP_ATOMIC) {
+		err = userblk_down(&ub->spinners, ub->timeout);
+		if (err)
+			return err;
+		base = kmap_atomic(req->page);	/* CPU-local; preemption off */
+		if (smp_processor_id() != READ_ONCE(ub->daemon_cpu))
+			goto out;
+		/* migrated onto the daemon's CPU meanwhile */
+		kunmap_atomic(base);
+		up(&ub->spinners);
+		req->mode = USERBLK_MAP_KMAP;
+	}
+	switch (req->mode) {
+	case USERBLK_MAP_LOCAL:
+		base = kmap_local_page(req->page);	/* CPU- and task-local */
+		break;
+	case USERBLK_MAP_KMAP:
+		err = userblk_down(&kmap_slots, ub->timeout);
+		if (err)
+			return err;
+		base = kmap(req->page);		/* global: valid on every CPU */
+		break;
+	}
+out:
+	if (base)
+		req->addr = base + req->offset;
+	return 0;
+}
+
+/* userblk_unmap - undo userblk_map(). Does not sleep. */
+static void userblk_unmap(struct userblk_dev *ub, struct userblk_req *req)
+{
+	if (!req->addr)
+		return;
+	switch (req->mode) {
+	case USERBLK_MAP_ATOMIC:
+		kunmap_atomic(req->addr - req->offset);
+		up(&ub->spinners);
+		break;
+	case USERBLK_MAP_LOCAL:
+		kunmap_local(req->addr - req->offset);
+		break;
+	case USERBLK_MAP_KMAP:
+		kunmap(req->page);
+		up(&kmap_slots);
+		break;
+	}
+}
+
+/*
+ * userblk_segment - hand one segment to the daemon and wait for it, at most the disk's
+ * io_timeout. May sleep (all modes but atomic, which busy-waits while holding
+ * kmap_atomic).
  */
 static int userblk_segment(struct userblk_dev *ub, int op, u64 pos, struct bio_vec *bv)
 {
+	unsigned int every = READ_ONCE(trace);
 	struct userblk_req *req;
 	bool write = op == USERBLK_OP_WRITE;
-	void *base = NULL;
 	int ret;
 
 	req = kzalloc(sizeof(*req), GFP_NOIO);
 	if (!req)
 		return -ENOMEM;
-	refcount_set(&req->ref, 2);	/* submitter + the lists / the daemon */
+	refcount_set(&req->ref, 2);	/* the submitter + the owner (lists, then BUSY owner) */
 	INIT_LIST_HEAD(&req->node);
 	init_completion(&req->done);
 	init_completion(&req->seen);
@@ -268,96 +597,46 @@ static int userblk_segment(struct userblk_dev *ub, int op, u64 pos, struct bio_v
 	req->page = bv->bv_page;
 	req->offset = bv->bv_offset;
 	req->mode = ub->mode;
-	req->traced = trace && ((u32)req->xid % trace) == 0;
+	req->traced = every && ((u32)req->xid % every) == 0;
 
-	/*
-	 * Busy-waiting on the CPU the daemon is pinned to would wait for ever: such a
-	 * submitter (a kworker doing writeback, say) takes the global mapping instead.
-	 */
-	if (req->mode == USERBLK_MAP_ATOMIC &&
-	    (READ_ONCE(ub->daemon_cpu) < 0 || raw_smp_processor_id() == READ_ONCE(ub->daemon_cpu)))
-		req->mode = USERBLK_MAP_KMAP;	/* also while we do not know where it runs */
-	switch (req->mode) {
-	case USERBLK_MAP_ATOMIC:
-		down(&ub->spinners);
-		base = kmap_atomic(req->page);	/* CPU-local; preemption off */
-		if (smp_processor_id() == READ_ONCE(ub->daemon_cpu)) {
-			/* migrated onto the daemon's CPU meanwhile */
-			kunmap_atomic(base);
-			up(&ub->spinners);
-			req->mode = USERBLK_MAP_KMAP;
-			base = kmap(req->page);
-		}
-		break;
-	case USERBLK_MAP_LOCAL:
-		base = kmap_local_page(req->page);	/* CPU- and task-local */
-		break;
-	case USERBLK_MAP_KMAP:
-		base = kmap(req->page);		/* global: valid on every CPU */
-		break;
+	ret = userblk_map(ub, req);
+	if (ret) {
+		req_put(req);
+		req_put(req);
+		return ret;
 	}
-	if (base)
-		req->addr = base + req->offset;
+	if (req->traced)
+		userblk_trace(ub, req, write ? "write" : "read0");
 
-	if (req->traced) {
-		if (req->addr)
-			userblk_trace(ub, req, write ? "write" : "read0", req->addr);
-		else
-			userblk_trace_page(ub, req, write ? "write" : "read0");
-	}
-
-	spin_lock(&ub->lock);
-	if (ub->dead) {
-		spin_unlock(&ub->lock);
-		refcount_dec(&req->ref);
+	if (!req_queue(ub, req)) {
 		ret = -EIO;
 		goto out_unmap;
 	}
-	req->state = REQ_QUEUED;
-	list_add_tail(&req->node, &ub->queued);
-	spin_unlock(&ub->lock);
-	wake_up(&ub->wq);
-
 	ret = req_wait_done(ub, req);
 
 	if (req->traced && !write && ret == 0) {
-		if (req->addr)
-			userblk_trace(ub, req, "read2", req->addr);
-		else
-			userblk_trace_page(ub, req, "read2");
+		unsigned int pause = min_t(unsigned int, READ_ONCE(pause_ms), USERBLK_MAX_PAUSE_MS);
+
+		userblk_trace(ub, req, "read2");
 		complete(&req->seen);
 		/*
 		 * Wait for the daemon's second look, which reads through our mapping: we must
-		 * not unmap before it is done. It always signals xdone (its own wait for
-		 * "seen" is bounded, and a dying daemon's requests are failed with xdone set).
+		 * not unmap before it is done. COMPLETE always releases it, after waiting at
+		 * most a second for "seen".
 		 */
 		if (req->mode == USERBLK_MAP_ATOMIC) {
 			while (!smp_load_acquire(&req->xdone_flag))
 				cpu_relax();
-			mdelay(pause_ms);
+			mdelay(pause);
 		} else {
 			wait_for_completion(&req->xdone);
-			msleep(pause_ms);
+			msleep(pause);
 		}
-		if (req->addr)
-			userblk_trace(ub, req, "read3", req->addr);
-		else
-			userblk_trace_page(ub, req, "read3");
+		userblk_trace(ub, req, "read3");
 	}
 
 out_unmap:
-	switch (req->mode) {
-	case USERBLK_MAP_ATOMIC:
-		kunmap_atomic(base);
-		up(&ub->spinners);
-		break;
-	case USERBLK_MAP_LOCAL:
-		kunmap_local(base);
-		break;
-	case USERBLK_MAP_KMAP:
-		kunmap(req->page);
-		break;
-	}
+	userblk_unmap(ub, req);
 	req_put(req);
 	return ret;
 }
@@ -406,8 +685,9 @@ static const struct block_device_operations userblk_fops = {
 };
 
 /*
- * userblk_fail_all - fail every pending request and wake everyone: the daemon is
- * gone or shutting down. Does not sleep.
+ * userblk_fail_all - fail every QUEUED and SENT request and wake everyone: the daemon
+ * is gone or shutting down. A BUSY request's owner sees dead and ends it itself.
+ * Does not sleep.
  */
 static void userblk_fail_all(struct userblk_dev *ub)
 {
@@ -416,41 +696,64 @@ static void userblk_fail_all(struct userblk_dev *ub)
 
 	spin_lock(&ub->lock);
 	ub->dead = true;
-	list_splice_init(&ub->queued, &victims);
-	list_splice_init(&ub->sent, &victims);
-	list_for_each_entry_safe(req, tmp, &victims, node) {
-		list_del_init(&req->node);
-		req_finish(req, -EIO);
-		complete(&req->xdone);
-		smp_store_release(&req->xdone_flag, 1);
-		req_put(req);
+	list_for_each_entry_safe(req, tmp, &ub->queued, node) {
+		req_take(ub, req);
+		list_add_tail(&req->node, &victims);
+	}
+	list_for_each_entry_safe(req, tmp, &ub->sent, node) {
+		req_take(ub, req);
+		list_add_tail(&req->node, &victims);
 	}
 	spin_unlock(&ub->lock);
+	list_for_each_entry_safe(req, tmp, &victims, node) {
+		list_del_init(&req->node);
+		req_end(req, -EIO);
+	}
 	wake_up_all(&ub->wq);
 }
 
-/* userblk_create - make /dev/userblkN for this control fd. May sleep. */
-static long userblk_create(struct file *file, struct userblk_create __user *uarg)
+/* userblk_create - make /dev/userblkN for this control fd (at most one). May sleep. */
+static long userblk_create(struct userblk_ctl *ctl, struct userblk_create __user *uarg)
 {
 	struct userblk_create c;
 	struct userblk_dev *ub;
-	int err;
+	unsigned int tmo;
+	int mode, err;
 
 	if (copy_from_user(&c, uarg, sizeof(c)))
 		return -EFAULT;
-	if (!c.size || c.size % 4096 || c.map_mode >= ARRAY_SIZE(mode_names))
+	if (!c.size || c.size % 4096 || c.size > USERBLK_MAX_SIZE ||
+	    c.map_mode >= ARRAY_SIZE(mode_names) || c.io_timeout > USERBLK_MAX_IO_TIMEOUT)
 		return -EINVAL;
-	if (file->private_data)
-		return -EBUSY;
+	mode = c.map_mode ? c.map_mode : READ_ONCE(map_mode);
+	if (mode_is_unsafe(mode) && !unsafe_modes) {
+		pr_warn_ratelimited("userblk: map_mode=%s refused: it hands a CPU-local mapping to another thread; load the module with unsafe_modes=1 to allow it\n",
+				    mode_name(mode));
+		return -EPERM;
+	}
+	tmo = c.io_timeout ? c.io_timeout : clamp_t(unsigned int, READ_ONCE(io_timeout), 1, USERBLK_MAX_IO_TIMEOUT);
+
+	err = mutex_lock_killable(&ctl->lock);
+	if (err)
+		return err;
+	if (ctl->ub) {
+		err = -EBUSY;
+		goto out_unlock;
+	}
 	ub = kzalloc(sizeof(*ub), GFP_KERNEL);
-	if (!ub)
-		return -ENOMEM;
+	if (!ub) {
+		err = -ENOMEM;
+		goto out_unlock;
+	}
 	spin_lock_init(&ub->lock);
 	INIT_LIST_HEAD(&ub->queued);
 	INIT_LIST_HEAD(&ub->sent);
 	init_waitqueue_head(&ub->wq);
 	atomic64_set(&ub->next_xid, 0);
-	ub->mode = c.map_mode ? c.map_mode : map_mode;
+	atomic_set(&ub->timeouts, 0);
+	ub->mode = mode;
+	ub->timeout = (unsigned long)tmo * HZ;
+	ub->dev_id = get_random_u32();
 	sema_init(&ub->spinners, clamp_t(int, max_spinners, 1, max(1, (int)num_online_cpus() - 1)));
 	ub->daemon_cpu = -1;
 
@@ -472,12 +775,24 @@ static long userblk_create(struct file *file, struct userblk_create __user *uarg
 	err = add_disk(ub->disk);
 	if (err)
 		goto out_put_disk;
+	__module_get(THIS_MODULE);	/* the disk's: dropped in userblk_release() */
+
+	if (mode_is_unsafe(mode)) {
+		pr_warn("userblk%d: map_mode=%s hands a CPU-local mapping to another thread (a deliberate bug, allowed by unsafe_modes=1): tainting the kernel\n",
+			ub->index, mode_name(mode));
+		add_taint(TAINT_USER, LOCKDEP_STILL_OK);
+	}
+	pr_info("userblk%d: created, %llu bytes, map_mode=%s dev=%08x\n", ub->index, c.size,
+		mode_name(mode), ub->dev_id);
+	/* The disk is complete: publish it to the other ioctls of this fd. */
+	smp_store_release(&ctl->ub, ub);
+	mutex_unlock(&ctl->lock);
 
 	c.index = ub->index;
-	file->private_data = ub;
+	c.io_timeout = tmo;
+	c.dev_id = ub->dev_id;
 	if (copy_to_user(uarg, &c, sizeof(c)))
 		return -EFAULT;	/* the disk exists; the fd still serves it */
-	pr_info("userblk%d: created, %llu bytes, map_mode=%s\n", ub->index, c.size, mode_name(ub->mode));
 	return 0;
 
 out_put_disk:
@@ -486,46 +801,100 @@ out_free_index:
 	ida_free(&userblk_ida, ub->index);
 out_free_dev:
 	kfree(ub);
+out_unlock:
+	mutex_unlock(&ctl->lock);
 	return err;
 }
 
 /*
  * userblk_copy_out - give a write's data to the daemon: through the submitter's mapping
- * (atomic, local, kmap) or through our own (copier). Runs in the daemon's thread.
- * May sleep (copy_to_user).
+ * (atomic, local, kmap) or through our own (copier). Runs in the daemon's thread, with
+ * the request BUSY, with page faults disabled: returns the bytes not copied. Does not
+ * sleep.
  */
-static int userblk_copy_out(struct userblk_dev *ub, struct userblk_req *req, void __user *ubuf)
+static unsigned long userblk_copy_out(struct userblk_req *req, void __user *ubuf)
 {
 	unsigned long left;
 	void *p;
 
+	pagefault_disable();
 	if (req->addr) {
-		left = copy_to_user(ubuf, req->addr, req->len);
-		if (left)
-			userblk_trace_fault(ub, req, "wfault", req->addr, left);
-		else if (req->traced)
-			userblk_trace(ub, req, "write1", req->addr);
-		return left ? -EFAULT : 0;
+		left = __copy_to_user_inatomic(ubuf, req->addr, req->len);
+	} else {
+		p = kmap_local_page(req->page);
+		left = __copy_to_user_inatomic(ubuf, p + req->offset, req->len);
+		kunmap_local(p);
 	}
-	p = kmap_local_page(req->page);
-	left = copy_to_user(ubuf, p + req->offset, req->len);
-	if (req->traced && !left)
-		userblk_trace(ub, req, "write1", p + req->offset);
-	kunmap_local(p);
-	return left ? -EFAULT : 0;
+	pagefault_enable();
+	return left;
 }
 
-/* userblk_get_request - block until a segment is pending and describe it. May sleep. */
+/*
+ * userblk_copy_in - put a read's data into the segment, from the daemon's thread:
+ * through the submitter's mapping (the bug when that mapping is CPU-local) or our own.
+ * Page faults disabled, as userblk_copy_out(). Does not sleep.
+ */
+static unsigned long userblk_copy_in(struct userblk_req *req, const void __user *ubuf)
+{
+	unsigned long left;
+	void *p;
+
+	pagefault_disable();
+	if (req->addr) {
+		left = __copy_from_user_inatomic(req->addr, ubuf, req->len);
+	} else {
+		p = kmap_local_page(req->page);
+		left = __copy_from_user_inatomic(p + req->offset, ubuf, req->len);
+		kunmap_local(p);
+	}
+	pagefault_enable();
+	return left;
+}
+
+/*
+ * user_side_faults - after a short copy, which side faulted? Probe the daemon's buffer
+ * at the offset where the copy stopped with a one-byte copy to or from a bounce byte:
+ * if that faults too, it was the user buffer (perhaps only not present yet), else the
+ * kernel mapping. Does not sleep.
+ */
+static bool user_side_faults(void __user *ubuf, u32 len, unsigned long left, bool to_user)
+{
+	char __user *at = (char __user *)ubuf + (len - left);
+	unsigned long n;
+	char bounce = 0;
+
+	pagefault_disable();
+	if (to_user)
+		n = __copy_to_user_inatomic(at, &bounce, 1);
+	else
+		n = __copy_from_user_inatomic(&bounce, at, 1);
+	pagefault_enable();
+	return n != 0;
+}
+
+/*
+ * userblk_get_request - block until a segment is pending and describe it (and copy a
+ * write's data out). May sleep (waiting for work, faulting the daemon's buffer in).
+ */
 static long userblk_get_request(struct userblk_dev *ub, struct userblk_request __user *uarg)
 {
 	struct userblk_request r;
 	struct userblk_req *req;
+	void __user *ubuf;
+	unsigned long left;
+	int tries = 0;
+	u32 flags;
 	int err;
 
 	if (copy_from_user(&r, uarg, sizeof(r)))
 		return -EFAULT;
+	if (r.flags & ~USERBLK_GET_NOWAIT)
+		return -EINVAL;
+	flags = r.flags;
+	ubuf = u64_to_user_ptr(r.buf);
+again:
 	for (;;) {
-		if (r.flags & USERBLK_GET_NOWAIT) {
+		if (flags & USERBLK_GET_NOWAIT) {
 			if (list_empty(&ub->queued) && !READ_ONCE(ub->dead))
 				return -EAGAIN;
 		} else {
@@ -542,21 +911,14 @@ static long userblk_get_request(struct userblk_dev *ub, struct userblk_request _
 		if (req)
 			break;
 		spin_unlock(&ub->lock);	/* another worker took it */
-		if (r.flags & USERBLK_GET_NOWAIT)
+		if (flags & USERBLK_GET_NOWAIT)
 			return -EAGAIN;
 	}
 	if (req->op == USERBLK_OP_WRITE && r.buf_len < req->len) {
 		spin_unlock(&ub->lock);
 		return -EINVAL;	/* left queued: a bigger buffer can take it */
 	}
-	list_move_tail(&req->node, &ub->sent);
-	/* While a write's data is copied out, a timing-out submitter must not unmap it. */
-	req->state = req->op == USERBLK_OP_WRITE ? REQ_COPYING : REQ_SENT;
-	/*
-	 * The submitter keeps the request, its page and its mapping alive while the request
-	 * is on a list: it only returns once the request is done or taken off.
-	 */
-	refcount_inc(&req->ref);
+	req_take(ub, req);
 	spin_unlock(&ub->lock);
 
 	WRITE_ONCE(ub->daemon_cpu, raw_smp_processor_id());
@@ -565,80 +927,61 @@ static long userblk_get_request(struct userblk_dev *ub, struct userblk_request _
 	r.len = req->len;
 	r.op = req->op;
 	r.flags = 0;
-	err = 0;
-	if (req->op == USERBLK_OP_WRITE)
-		err = userblk_copy_out(ub, req, u64_to_user_ptr(r.buf));
+	left = 0;
 	if (req->op == USERBLK_OP_WRITE) {
-		spin_lock(&ub->lock);
-		if (req->state == REQ_COPYING)
-			req->state = REQ_SENT;
-		spin_unlock(&ub->lock);
-	}
-	if (!err && copy_to_user(uarg, &r, sizeof(r)))
-		err = -EFAULT;
-	if (err) {
-		/*
-		 * Put it back first in line: a request is never lost to a bad pointer. A
-		 * request whose own mapping keeps faulting is failed instead (it cannot heal).
-		 */
-		spin_lock(&ub->lock);
-		if (req->state == REQ_SENT) {
-			if (req->faults >= 3) {
-				list_del_init(&req->node);
-				req_finish(req, -EIO);
-				smp_store_release(&req->xdone_flag, 1);
-				complete(&req->xdone);
-				spin_unlock(&ub->lock);
-				req_put(req);	/* the list's reference */
-				req_put(req);
-				return err;
+		left = userblk_copy_out(req, ubuf);
+		if (left && !user_side_faults(ubuf, req->len, left, true)) {
+			/* The handed-over mapping faulted: it cannot heal, fail it in the end. */
+			userblk_trace_fault(ub, req, "wfault", req->addr, left, "kernel");
+			if (++req->faults >= USERBLK_MAX_FAULTS) {
+				req_end(req, -EIO);
+				return -EFAULT;
 			}
-			list_move(&req->node, &ub->queued);
-			req->state = REQ_QUEUED;
+			req_give_back(ub, req, REQ_QUEUED);
+			return -EFAULT;
 		}
-		spin_unlock(&ub->lock);
+		if (!left && req->traced)
+			userblk_trace(ub, req, "write1");
 	}
-	req_put(req);
-	return err;
-}
-
-/*
- * userblk_copy_in - put a read's data into the segment, from the daemon's thread:
- * through the submitter's mapping (the bug when that mapping is CPU-local) or our own.
- * May sleep (copy_from_user).
- */
-static int userblk_copy_in(struct userblk_dev *ub, struct userblk_req *req, const void __user *ubuf)
-{
-	unsigned long left;
-	void *p;
-
-	if (req->addr) {
-		left = copy_from_user(req->addr, ubuf, req->len);
-		if (left)
-			userblk_trace_fault(ub, req, "rfault", req->addr, left);
-		else if (req->traced)
-			userblk_trace(ub, req, "read1", req->addr);
-		return left ? -EFAULT : 0;
+	if (!left) {
+		pagefault_disable();
+		left = __copy_to_user_inatomic(uarg, &r, sizeof(r));
+		pagefault_enable();
 	}
-	p = kmap_local_page(req->page);
-	left = copy_from_user(p + req->offset, ubuf, req->len);
-	if (req->traced && !left)
-		userblk_trace(ub, req, "read1", p + req->offset);
-	kunmap_local(p);
-	return left ? -EFAULT : 0;
+	if (left) {
+		/* The daemon's memory is not (yet) there: give the request back, fault it in. */
+		if (!req_give_back(ub, req, REQ_QUEUED))
+			return -ESHUTDOWN;
+		if (++tries >= USERBLK_COPY_TRIES ||
+		    fault_in_writeable((char __user *)uarg, sizeof(r)) ||
+		    (r.op == USERBLK_OP_WRITE && fault_in_writeable(ubuf, r.len))) {
+			pr_warn_ratelimited("userblk%d: GET_REQUEST: the daemon's buffer faults (user side)\n",
+					    ub->index);
+			return -EFAULT;
+		}
+		goto again;
+	}
+	if (!req_give_back(ub, req, REQ_SENT))
+		return -ESHUTDOWN;
+	return 0;
 }
 
 /* userblk_complete - finish a request the daemon served. May sleep. */
 static long userblk_complete(struct userblk_dev *ub, struct userblk_complete __user *uarg)
 {
 	struct userblk_complete c;
-	struct userblk_req *req = NULL, *it;
-	int err = 0;
+	struct userblk_req *req, *it;
+	const void __user *ubuf;
+	unsigned long left;
+	int tries = 0;
 
 	if (copy_from_user(&c, uarg, sizeof(c)))
 		return -EFAULT;
 	if (c.status > 0 || c.status < -MAX_ERRNO)
 		return -EINVAL;
+	ubuf = u64_to_user_ptr(c.buf);
+again:
+	req = NULL;
 	spin_lock(&ub->lock);
 	if (ub->dead) {
 		spin_unlock(&ub->lock);
@@ -652,60 +995,58 @@ static long userblk_complete(struct userblk_dev *ub, struct userblk_complete __u
 	}
 	if (!req) {
 		spin_unlock(&ub->lock);
-		return -ENOENT;	/* unknown, already completed, or timed out */
+		return -ENOENT;	/* unknown, not sent yet, already completed, or timed out */
 	}
-	if (!c.status && req->op == USERBLK_OP_READ && c.len != req->len) {
+	if ((!c.status && req->op == USERBLK_OP_READ && c.len != req->len) ||
+	    (!c.status && req->op == USERBLK_OP_WRITE && c.len)) {
 		spin_unlock(&ub->lock);
 		return -EINVAL;
 	}
-	if (!c.status && req->op == USERBLK_OP_WRITE && c.len) {
-		spin_unlock(&ub->lock);
-		return -EINVAL;
-	}
-	list_del_init(&req->node);
-	req->state = REQ_COPYING;
+	req_take(ub, req);
 	spin_unlock(&ub->lock);
 
-	if (!c.status && req->op == USERBLK_OP_READ)
-		err = userblk_copy_in(ub, req, u64_to_user_ptr(c.buf));
-	if (err) {
-		spin_lock(&ub->lock);
-		if (ub->dead) {
-			req_finish(req, -EIO);
-			complete(&req->xdone);
-			smp_store_release(&req->xdone_flag, 1);
-			spin_unlock(&ub->lock);
-			req_put(req);
-			return err;
+	if (!c.status && req->op == USERBLK_OP_READ) {
+		left = userblk_copy_in(req, ubuf);
+		if (left && !user_side_faults((void __user *)ubuf, req->len, left, false)) {
+			userblk_trace_fault(ub, req, "rfault", req->addr, left, "kernel");
+			if (++req->faults >= USERBLK_MAX_FAULTS)
+				req_end(req, -EIO);
+			else
+				req_give_back(ub, req, REQ_SENT);	/* the daemon may complete again */
+			return -EFAULT;
 		}
-		list_add(&req->node, &ub->sent);
-		req->state = REQ_SENT;
-		spin_unlock(&ub->lock);
-		return err;	/* still the daemon's: it may complete again */
+		if (left) {
+			if (!req_give_back(ub, req, REQ_SENT))
+				return -ESHUTDOWN;
+			if (++tries >= USERBLK_COPY_TRIES || fault_in_readable(ubuf, req->len)) {
+				pr_warn_ratelimited("userblk%d: COMPLETE %08llx: the daemon's buffer faults (user side)\n",
+						    ub->index, c.xid);
+				return -EFAULT;
+			}
+			goto again;
+		}
+		if (req->traced)
+			userblk_trace(ub, req, "read1");
 	}
 	req_finish(req, c.status);
 	if (req->traced && req->op == USERBLK_OP_READ && !c.status) {
 		/* The daemon's second look, after the submitter's (the report's readx). */
-		if (wait_for_completion_timeout(&req->seen, HZ)) {
-			if (req->addr)
-				userblk_trace(ub, req, "readx", req->addr);
-			else
-				userblk_trace_page(ub, req, "readx");
-		}
+		if (wait_for_completion_timeout(&req->seen, HZ))
+			userblk_trace(ub, req, "readx");
 	}
-	smp_store_release(&req->xdone_flag, 1);
-	complete(&req->xdone);
-	req_put(req);
+	req_release(req);
 	return 0;
 }
 
+/* userblk_ioctl - the control device's ioctls. May sleep. */
 static long userblk_ioctl(struct file *file, unsigned int cmd, unsigned long arg)
 {
-	struct userblk_dev *ub = file->private_data;
+	struct userblk_ctl *ctl = file->private_data;
+	struct userblk_dev *ub = smp_load_acquire(&ctl->ub);
 	void __user *uarg = (void __user *)arg;
 
 	if (cmd == USERBLK_IOC_CREATE)
-		return userblk_create(file, uarg);
+		return userblk_create(ctl, uarg);
 	if (!ub)
 		return -ENXIO;
 	switch (cmd) {
@@ -722,12 +1063,15 @@ static long userblk_ioctl(struct file *file, unsigned int cmd, unsigned long arg
 
 /*
  * userblk_release - the daemon closed the control fd (or died): fail everything
- * pending and remove the disk. May sleep (del_gendisk waits for submitters to leave).
+ * pending and remove the disk. No ioctl of this fd runs any more, so no request is
+ * BUSY. May sleep (del_gendisk waits for submitters to leave).
  */
 static int userblk_release(struct inode *inode, struct file *file)
 {
-	struct userblk_dev *ub = file->private_data;
+	struct userblk_ctl *ctl = file->private_data;
+	struct userblk_dev *ub = ctl->ub;
 
+	kfree(ctl);
 	if (!ub)
 		return 0;
 	userblk_fail_all(ub);
@@ -735,16 +1079,28 @@ static int userblk_release(struct inode *inode, struct file *file)
 	/* del_gendisk() returned: no submitter is inside userblk_submit_bio any more. */
 	ub->disk->private_data = NULL;
 	put_disk(ub->disk);
-	pr_info("userblk%d: removed\n", ub->index);
+	if (atomic_read(&ub->timeouts))
+		pr_info("userblk%d: removed (%d segments timed out)\n", ub->index, atomic_read(&ub->timeouts));
+	else
+		pr_info("userblk%d: removed\n", ub->index);
 	ida_free(&userblk_ida, ub->index);
 	kfree(ub);
+	module_put(THIS_MODULE);	/* the disk's; the fd's own is dropped after we return */
 	return 0;
 }
 
-/* userblk_open - a new control fd, no disk yet. Does not sleep. */
+/* userblk_open - a new control fd, no disk yet; needs CAP_SYS_ADMIN. May sleep. */
 static int userblk_open(struct inode *inode, struct file *file)
 {
-	file->private_data = NULL;	/* misc_open() left the miscdevice here */
+	struct userblk_ctl *ctl;
+
+	if (!capable(CAP_SYS_ADMIN))
+		return -EPERM;
+	ctl = kzalloc(sizeof(*ctl), GFP_KERNEL);
+	if (!ctl)
+		return -ENOMEM;
+	mutex_init(&ctl->lock);
+	file->private_data = ctl;	/* misc_open() left the miscdevice here */
 	return 0;
 }
 
@@ -764,15 +1120,27 @@ static struct miscdevice userblk_misc = {
 	.mode	= 0600,
 };
 
+/* userblk_init - check the parameters and register the control device. May sleep. */
 static int __init userblk_init(void)
 {
-	int err = misc_register(&userblk_misc);
+	int err;
 
-	if (!err)
-		pr_info("userblk: loaded, map_mode=%s trace=%u\n", mode_name(map_mode), trace);
-	return err;
+	if (mode_is_unsafe(map_mode) && !unsafe_modes) {
+		pr_err("userblk: map_mode=%s refused: it hands a CPU-local mapping to another thread; load with unsafe_modes=1 to allow it\n",
+		       mode_name(map_mode));
+		return -EPERM;
+	}
+	sema_init(&kmap_slots, USERBLK_KMAP_SLOTS);
+	err = misc_register(&userblk_misc);
+	if (err)
+		return err;
+	WRITE_ONCE(userblk_loaded, true);
+	pr_info("userblk: loaded, map_mode=%s trace=%u io_timeout=%u unsafe_modes=%d\n",
+		mode_name(map_mode), trace, io_timeout, unsafe_modes);
+	return 0;
 }
 
+/* userblk_exit - no disk exists (each holds a module reference). May sleep. */
 static void __exit userblk_exit(void)
 {
 	misc_deregister(&userblk_misc);

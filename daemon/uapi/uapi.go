@@ -1,6 +1,6 @@
 // Package uapi mirrors kmod/uapi/userblk.h, the ioctl ABI between userblk.ko and its
-// daemon. TestMatchesCHeader checks every size, offset and ioctl number against the C
-// header with each available compiler (host, armhf, i386).
+// daemon. TestMatchesCHeader checks every size, offset, ioctl number, constant and mode
+// name against the C header with each available compiler (host, armhf, i386).
 package uapi
 
 import "unsafe"
@@ -17,8 +17,21 @@ const (
 	MapCopier  = 4
 )
 
+// ModeList is USERBLK_MODE_NAMES: the names map_mode= takes, indexed by MAP_* number.
+var ModeList = [...]string{MapDefault: "default", MapAtomic: "atomic", MapLocal: "local", MapKmap: "kmap", MapCopier: "copier"}
+
 // ModeNames maps the module's mode names to their numbers.
-var ModeNames = map[string]uint32{"default": MapDefault, "atomic": MapAtomic, "local": MapLocal, "kmap": MapKmap, "copier": MapCopier}
+var ModeNames = func() map[string]uint32 {
+	m := map[string]uint32{}
+	for i, n := range ModeList {
+		m[n] = uint32(i)
+	}
+	return m
+}()
+
+// UnsafeMode reports whether a mode is one of the bug modes the module refuses unless
+// it was loaded with unsafe_modes=1.
+func UnsafeMode(m uint32) bool { return m == MapAtomic || m == MapLocal }
 
 // Ops (USERBLK_OP_*).
 const (
@@ -32,11 +45,19 @@ const GetNowait = 1
 // MaxSegment is USERBLK_MAX_SEGMENT.
 const MaxSegment = 65536
 
+// MaxSize is USERBLK_MAX_SIZE, the largest disk in bytes.
+const MaxSize = 1 << 40
+
+// MaxIOTimeout is USERBLK_MAX_IO_TIMEOUT, in seconds.
+const MaxIOTimeout = 3600
+
 // Create is struct userblk_create.
 type Create struct {
-	Size    uint64
-	MapMode uint32
-	Index   uint32
+	Size      uint64
+	MapMode   uint32
+	Index     uint32
+	IOTimeout uint32 // seconds; 0: the module's io_timeout
+	DevID     uint32
 }
 
 // Request is struct userblk_request.
@@ -67,12 +88,13 @@ const (
 
 func ioc(dir, typ, nr, size uintptr) uintptr { return dir<<30 | size<<16 | typ<<8 | nr }
 
-const magic = 0xB7
+// Magic is USERBLK_IOC_MAGIC.
+const Magic = 0xB7
 
 // Ioctl numbers.
 var (
-	IocCreate     = ioc(iocRead|iocWrite, magic, 1, unsafe.Sizeof(Create{}))
-	IocGetRequest = ioc(iocRead|iocWrite, magic, 2, unsafe.Sizeof(Request{}))
-	IocComplete   = ioc(iocWrite, magic, 3, unsafe.Sizeof(Complete{}))
-	IocShutdown   = ioc(iocNone, magic, 4, 0)
+	IocCreate     = ioc(iocRead|iocWrite, Magic, 1, unsafe.Sizeof(Create{}))
+	IocGetRequest = ioc(iocRead|iocWrite, Magic, 2, unsafe.Sizeof(Request{}))
+	IocComplete   = ioc(iocWrite, Magic, 3, unsafe.Sizeof(Complete{}))
+	IocShutdown   = ioc(iocNone, Magic, 4, 0)
 )

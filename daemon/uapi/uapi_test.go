@@ -44,8 +44,9 @@ func TestMatchesCHeader(t *testing.T) {
 	assert("USERBLK_MAP_LOCAL", MapLocal)
 	assert("USERBLK_MAP_KMAP", MapKmap)
 	assert("USERBLK_MAP_COPIER", MapCopier)
-	assert("USERBLK_OP_WRITE", OpWrite)
-	assert("USERBLK_MAX_SEGMENT", MaxSegment)
+	for name, v := range numericConstants {
+		assert(name, v)
+	}
 	// A freestanding stand-in for <linux/types.h> and <linux/ioctl.h>, so the check needs
 	// no libc or kernel headers for the target: each compiler's own builtin type sizes and
 	// alignments decide the layout. The ioctl macros are asm-generic's.
@@ -92,6 +93,10 @@ func cField(goName string) string {
 		return "map_mode"
 	case "BufLen":
 		return "buf_len"
+	case "IOTimeout":
+		return "io_timeout"
+	case "DevID":
+		return "dev_id"
 	}
 	return strings.ToLower(goName)
 }
@@ -110,10 +115,103 @@ func TestIoctlNumbers(t *testing.T) {
 	if IocGetRequest != 0xc028b702 {
 		t.Errorf("GET_REQUEST = %#x", IocGetRequest)
 	}
+	if IocCreate != 0xc018b701 {
+		t.Errorf("CREATE = %#x", IocCreate)
+	}
 	if IocComplete != 0x4018b703 {
 		t.Errorf("COMPLETE = %#x", IocComplete)
 	}
-	if unsafe.Sizeof(Request{}) != 40 || unsafe.Sizeof(Create{}) != 16 || unsafe.Sizeof(Complete{}) != 24 {
+	if unsafe.Sizeof(Request{}) != 40 || unsafe.Sizeof(Create{}) != 24 || unsafe.Sizeof(Complete{}) != 24 {
 		t.Error("struct sizes changed")
+	}
+}
+
+// numericConstants is every numeric #define of userblk.h with its Go mirror's value;
+// TestEveryConstantMirrored makes sure none is missing.
+var numericConstants = map[string]uintptr{
+	"USERBLK_MAX_SEGMENT":     MaxSegment,
+	"USERBLK_MAX_SIZE":        MaxSize,
+	"USERBLK_MAX_IO_TIMEOUT":  MaxIOTimeout,
+	"USERBLK_MAP_DEFAULT":     MapDefault,
+	"USERBLK_MAP_ATOMIC":      MapAtomic,
+	"USERBLK_MAP_LOCAL":       MapLocal,
+	"USERBLK_MAP_KMAP":        MapKmap,
+	"USERBLK_MAP_COPIER":      MapCopier,
+	"USERBLK_OP_READ":         OpRead,
+	"USERBLK_OP_WRITE":        OpWrite,
+	"USERBLK_GET_NOWAIT":      GetNowait,
+	"USERBLK_IOC_MAGIC":       Magic,
+	"USERBLK_IOC_CREATE":      IocCreate,
+	"USERBLK_IOC_GET_REQUEST": IocGetRequest,
+	"USERBLK_IOC_COMPLETE":    IocComplete,
+	"USERBLK_IOC_SHUTDOWN":    IocShutdown,
+}
+
+// TestEveryConstantMirrored fails when userblk.h gains a #define the Go side does not
+// mirror (numeric ones are compared by TestMatchesCHeader, strings by
+// TestStringsMatchCHeader).
+func TestEveryConstantMirrored(t *testing.T) {
+	data, err := os.ReadFile("../../kmod/uapi/userblk.h")
+	if err != nil {
+		t.Fatal(err)
+	}
+	strs := map[string]bool{"USERBLK_CTL_NAME": true, "USERBLK_MODE_NAMES": true}
+	seen := 0
+	for _, line := range strings.Split(string(data), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 2 || f[0] != "#define" || !strings.HasPrefix(f[1], "USERBLK_") {
+			continue
+		}
+		seen++
+		if _, ok := numericConstants[f[1]]; !ok && !strs[f[1]] {
+			t.Errorf("%s is defined in userblk.h but not mirrored in daemon/uapi (add it and to numericConstants)", f[1])
+		}
+	}
+	if seen < len(numericConstants)+len(strs) {
+		t.Errorf("found %d USERBLK_ defines, want at least %d: is the header parsed right?", seen, len(numericConstants)+len(strs))
+	}
+}
+
+// TestStringsMatchCHeader compiles and runs a host program that prints the header's
+// string constants (the control device's name and the mode names, in order), the way
+// cgo -godefs evaluates a header, and compares them with the Go mirror.
+func TestStringsMatchCHeader(t *testing.T) {
+	if _, err := exec.LookPath("gcc"); err != nil {
+		t.Skip("gcc not installed")
+	}
+	hdr, _ := filepath.Abs("../../kmod/uapi")
+	tmp := t.TempDir()
+	src := filepath.Join(tmp, "names.c")
+	prog := `#include <stdio.h>
+#include "userblk.h"
+static const char *const modes[] = USERBLK_MODE_NAMES;
+int main(void) {
+	unsigned i;
+	printf("%s\n", USERBLK_CTL_NAME);
+	for (i = 0; i < sizeof(modes) / sizeof(modes[0]); i++)
+		printf("%s\n", modes[i]);
+	return 0;
+}
+`
+	if err := os.WriteFile(src, []byte(prog), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	bin := filepath.Join(tmp, "names")
+	if out, err := exec.Command("gcc", "-I", hdr, "-o", bin, src).CombinedOutput(); err != nil {
+		t.Fatalf("gcc: %v\n%s", err, out)
+	}
+	out, err := exec.Command(bin).Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := strings.Fields(string(out))
+	want := append([]string{CtlName}, ModeList[:]...)
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("userblk.h says %q, the Go mirror %q", got, want)
+	}
+	for name, n := range ModeNames {
+		if ModeList[n] != name {
+			t.Errorf("ModeNames[%q] = %d, but ModeList[%d] = %q", name, n, n, ModeList[n])
+		}
 	}
 }

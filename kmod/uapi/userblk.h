@@ -3,8 +3,9 @@
  * userblk: a block device whose data a userspace daemon supplies.
  *
  * This header is the only definition of the ioctl ABI between userblk.ko and its
- * daemon. The Go mirror (daemon/uapi) is checked against it by a test. Every struct is
- * laid out without implicit padding so that armhf, i386 and x86_64 agree.
+ * daemon. The Go mirror (daemon/uapi) is checked against it by a test: every struct
+ * layout, ioctl number, constant and mode name. Every struct is laid out without
+ * implicit padding so that armhf, i386 and x86_64 agree.
  */
 #ifndef _UAPI_LINUX_USERBLK_H
 #define _UAPI_LINUX_USERBLK_H
@@ -12,24 +13,36 @@
 #include <linux/ioctl.h>
 #include <linux/types.h>
 
-#define USERBLK_CTL_NAME	"userblk-ctl"	/* /dev/userblk-ctl */
+#define USERBLK_CTL_NAME	"userblk-ctl"	/* /dev/userblk-ctl; opening it needs CAP_SYS_ADMIN */
 #define USERBLK_MAX_SEGMENT	65536		/* no segment is larger than this */
+#define USERBLK_MAX_SIZE	(1ULL << 40)	/* largest disk: 1 TiB */
+#define USERBLK_MAX_IO_TIMEOUT	3600		/* seconds; the largest io_timeout */
 
-/* How a bio segment's page reaches the daemon's copy (module parameter map_mode). */
+/*
+ * How a bio segment's page reaches the daemon's copy (module parameter map_mode).
+ * atomic and local are the bug under study; the module refuses them unless it was
+ * loaded with unsafe_modes=1, and taints the kernel when a disk uses them.
+ */
 #define USERBLK_MAP_DEFAULT	0	/* the module parameter's value */
 #define USERBLK_MAP_ATOMIC	1	/* submitter kmap_atomic(), address handed over (bug) */
 #define USERBLK_MAP_LOCAL	2	/* submitter kmap_local_page(), handed over (bug) */
 #define USERBLK_MAP_KMAP	3	/* submitter kmap(): global mapping (fix) */
 #define USERBLK_MAP_COPIER	4	/* the daemon's ioctl maps the page itself (fix) */
 
+/* The names map_mode= takes, in USERBLK_MAP_* order (index 0 is the default). */
+#define USERBLK_MODE_NAMES	{ "default", "atomic", "local", "kmap", "copier" }
+
 #define USERBLK_OP_READ		0
 #define USERBLK_OP_WRITE	1
 
-/* USERBLK_IOC_CREATE: make /dev/userblk<index>, served through this fd. */
+/* USERBLK_IOC_CREATE: make /dev/userblk<index>, served through this fd (one per fd). */
 struct userblk_create {
-	__u64 size;		/* in: bytes, a multiple of 4096 */
+	__u64 size;		/* in: bytes, a multiple of 4096, at most USERBLK_MAX_SIZE */
 	__u32 map_mode;		/* in: USERBLK_MAP_* */
 	__u32 index;		/* out: the N of /dev/userblkN */
+	__u32 io_timeout;	/* in: seconds a segment may wait for the daemon before it
+				 * fails with -EIO; 0: the module's io_timeout */
+	__u32 dev_id;		/* out: this disk's random id (dev= in trace lines) */
 };
 
 /* USERBLK_IOC_GET_REQUEST: block until a segment is pending, then describe it. */
@@ -40,7 +53,7 @@ struct userblk_request {
 	__u32 op;		/* out: USERBLK_OP_* */
 	__u64 buf;		/* in: user buffer that receives a write's data */
 	__u32 buf_len;		/* in: its size; at least len for writes */
-	__u32 flags;		/* in: USERBLK_GET_* */
+	__u32 flags;		/* in: USERBLK_GET_*; other bits are refused (-EINVAL) */
 };
 
 #define USERBLK_GET_NOWAIT	1	/* return -EAGAIN instead of sleeping (busy-polling daemons) */

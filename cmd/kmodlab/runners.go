@@ -26,6 +26,10 @@ func runnersCmd() *cobra.Command {
 					continue
 				}
 				h := b.Check(cmd.Context())
+				if h.Busy {
+					fmt.Printf("%-14s busy  %s\n", b.Name, h.Problem)
+					continue
+				}
 				if h.OK {
 					fmt.Printf("%-14s ok    %s %s headers=%v mem_available=%d kB\n", b.Name, h.Machine, h.Kernel, h.Headers, h.MemFreeKB)
 				} else {

@@ -13,11 +13,13 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"syscall"
 	"time"
 
+	"github.com/kmodlab/kmodlab/lab/logbuf"
 	"github.com/kmodlab/kmodlab/lab/remote"
 	"github.com/kmodlab/kmodlab/lab/runner"
 	"golang.org/x/crypto/ssh"
@@ -35,10 +37,10 @@ type Board struct {
 	HostKey   string   `yaml:"host_key"` // "ssh-ed25519 AAAA…" (known_hosts key part) or "SHA256:…"
 	Arch      string   `yaml:"arch"`     // GOARCH of the board's userland: arm, arm64, 386, amd64
 	GOARM     string   `yaml:"goarm"`
-	Build     string   `yaml:"build"`    // native (make on the board) or prebuilt
-	Prebuilt  string   `yaml:"prebuilt"` // directory with <module>.ko, for build: prebuilt
-	PowerOn   string   `yaml:"power_on_command"`
-	HardReset string   `yaml:"hard_reset_command"`
+	Build     string   `yaml:"build"`              // native (make on the board) or prebuilt
+	Prebuilt  string   `yaml:"prebuilt"`           // directory with <module>.ko, for build: prebuilt
+	PowerOn   string   `yaml:"power_on_command"`   // run on this host, holding the board's slot
+	HardReset string   `yaml:"hard_reset_command"` // run on this host, holding the slot, to recover the board
 	MaxJobs   int      `yaml:"max_jobs"`
 
 	cfg *Config
@@ -48,7 +50,28 @@ type Board struct {
 type Config struct {
 	Boards   []*Board `yaml:"boards"`
 	File     string   `yaml:"-"`
-	StateDir string   `yaml:"-"` // quarantine records
+	StateDir string   `yaml:"-"` // quarantine records and slot locks
+
+	// AttachTimeout bounds Attach: slot wait excluded, power-on, SSH and the first
+	// command included (default 2 min). ResetTimeout bounds the wait for SSH after a
+	// hard reset (default 5 min). PollInterval is how often a busy label is retried.
+	AttachTimeout time.Duration `yaml:"-"`
+	ResetTimeout  time.Duration `yaml:"-"`
+	PollInterval  time.Duration `yaml:"-"`
+}
+
+// validName is what a board name and a label may be: they reach remote shell commands,
+// lock and quarantine file names, and report paths.
+var validName = regexp.MustCompile(`^[A-Za-z0-9._-]+$`)
+
+func checkName(s string) string {
+	switch {
+	case !validName.MatchString(s):
+		return fmt.Sprintf("%q: only letters, digits, '.', '_' and '-' (the name reaches shell commands and file names)", s)
+	case s == "." || s == "..":
+		return fmt.Sprintf("%q is not a name", s)
+	}
+	return ""
 }
 
 // DefaultFile is $XDG_CONFIG_HOME/kmodlab/runners.yaml (or ~/.config/…).
@@ -79,7 +102,15 @@ func Load(file, stateDir string) (*Config, error) {
 		if b.Name == "" {
 			return nil, fmt.Errorf("%s: name: missing", where)
 		}
+		if p := checkName(b.Name); p != "" {
+			return nil, fmt.Errorf("%s: name: %s", where, p)
+		}
 		where = fmt.Sprintf("%s: board %s", file, b.Name)
+		for j, l := range b.Labels {
+			if p := checkName(l); p != "" {
+				return nil, fmt.Errorf("%s: labels[%d]: %s", where, j, p)
+			}
+		}
 		if seen[b.Name] {
 			return nil, fmt.Errorf("%s: name: used twice", where)
 		}
@@ -136,21 +167,78 @@ func (c *Config) Match(name string) []*Board {
 	return out
 }
 
-// Pick returns a usable board for name (a board or a label), skipping quarantined ones.
+// Pick returns a usable board for name (a board or a label), skipping quarantined ones
+// and preferring one with a free slot. A board whose slots are all busy is busy, not
+// unusable: it is returned when no other board is idle.
 func (c *Config) Pick(name string) (*Board, error) {
+	usable, err := c.usable(name)
+	if err != nil {
+		return nil, err
+	}
+	for _, b := range usable {
+		if b.idle() {
+			return b, nil
+		}
+	}
+	return usable[0], nil
+}
+
+// usable lists the boards for name that are not quarantined.
+func (c *Config) usable(name string) ([]*Board, error) {
 	bs := c.Match(name)
 	if len(bs) == 0 {
 		return nil, fmt.Errorf("no board or label %q in %s", name, c.File)
 	}
 	var why []string
+	var out []*Board
 	for _, b := range bs {
 		if reason := b.Quarantined(); reason != "" {
 			why = append(why, b.Name+": "+reason)
 			continue
 		}
-		return b, nil
+		out = append(out, b)
 	}
-	return nil, fmt.Errorf("every board for %q is quarantined until 'kmodlab runners check' passes: %s", name, strings.Join(why, "; "))
+	if len(out) == 0 {
+		return nil, fmt.Errorf("every board for %q is quarantined until 'kmodlab runners check' passes: %s", name, strings.Join(why, "; "))
+	}
+	return out, nil
+}
+
+// Attach attaches the first idle board for name (a board or a label). When every usable
+// board is busy it waits until one has a free slot (or ctx ends), taking whichever frees
+// first: a label does not wait on one board while another with the label is idle.
+func (c *Config) Attach(ctx context.Context, name string) (*Session, error) {
+	for {
+		usable, err := c.usable(name)
+		if err != nil {
+			return nil, err
+		}
+		for _, b := range usable {
+			slot, err := b.trySlot()
+			if err != nil {
+				return nil, err
+			}
+			if slot != nil {
+				return b.attachHeld(ctx, slot)
+			}
+		}
+		select {
+		case <-ctx.Done():
+			var names []string
+			for _, b := range usable {
+				names = append(names, b.Name)
+			}
+			return nil, fmt.Errorf("every board for %q is busy (%s): %w", name, strings.Join(names, ", "), ctx.Err())
+		case <-time.After(c.poll()):
+		}
+	}
+}
+
+func (c *Config) poll() time.Duration {
+	if c == nil || c.PollInterval == 0 {
+		return time.Second
+	}
+	return c.PollInterval
 }
 
 func (b *Board) quarantineFile() string {
@@ -186,35 +274,86 @@ func (b *Board) SetQuarantine(reason string) error {
 		}
 		return err
 	}
-	os.MkdirAll(filepath.Dir(f), 0o755)
-	return os.WriteFile(f, []byte(time.Now().UTC().Format(time.RFC3339)+" "+reason+"\n"), 0o644)
+	if err := os.MkdirAll(filepath.Dir(f), 0o755); err != nil {
+		return err
+	}
+	// Written to a temp file and renamed: another kmodlab process reading it never
+	// sees a half-written reason (or an empty file, which reads as "not quarantined").
+	tmp, err := os.CreateTemp(filepath.Dir(f), "."+b.Name+".*")
+	if err != nil {
+		return err
+	}
+	_, err = tmp.WriteString(time.Now().UTC().Format(time.RFC3339) + " " + reason + "\n")
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Chmod(tmp.Name(), 0o644)
+	}
+	if err == nil {
+		err = os.Rename(tmp.Name(), f)
+	}
+	if err != nil {
+		os.Remove(tmp.Name())
+	}
+	return err
 }
 
-// acquireSlot takes one of the board's max_jobs slots, a flock in the state dir that
-// every kmodlab process on this host honours, waiting until one is free or ctx ends.
-func (b *Board) acquireSlot(ctx context.Context) (*os.File, error) {
+// slot is one of a board's max_jobs slots: a flock in the state dir that every kmodlab
+// process on this host honours. Power-on, hard reset and every job on the board happen
+// while one is held. A nil *slot (no state dir) holds nothing.
+type slot struct{ f *os.File }
+
+func (s *slot) release() {
+	if s != nil && s.f != nil {
+		s.f.Close() // releases the flock
+		s.f = nil
+	}
+}
+
+// trySlot takes a free slot without waiting; (nil, nil) when every slot is busy.
+func (b *Board) trySlot() (*slot, error) {
 	if b.cfg == nil || b.cfg.StateDir == "" {
-		return nil, nil
+		return &slot{}, nil
 	}
 	dir := filepath.Join(b.cfg.StateDir, "locks")
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
 	}
+	for i := 0; i < max(1, b.MaxJobs); i++ {
+		f, err := os.OpenFile(filepath.Join(dir, fmt.Sprintf("%s.%d", b.Name, i)), os.O_CREATE|os.O_RDWR, 0o644)
+		if err != nil {
+			return nil, err
+		}
+		if syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB) == nil {
+			return &slot{f: f}, nil
+		}
+		f.Close()
+	}
+	return nil, nil
+}
+
+// idle says whether a slot is free right now.
+func (b *Board) idle() bool {
+	s, err := b.trySlot()
+	if s == nil || err != nil {
+		return false
+	}
+	s.release()
+	return true
+}
+
+// acquireSlot takes one of the board's slots, waiting until one is free or ctx ends.
+func (b *Board) acquireSlot(ctx context.Context) (*slot, error) {
 	for {
-		for i := 0; i < max(1, b.MaxJobs); i++ {
-			f, err := os.OpenFile(filepath.Join(dir, fmt.Sprintf("%s.%d", b.Name, i)), os.O_CREATE|os.O_RDWR, 0o644)
-			if err != nil {
-				return nil, err
-			}
-			if syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB) == nil {
-				return f, nil
-			}
-			f.Close()
+		s, err := b.trySlot()
+		if s != nil || err != nil {
+			return s, err
 		}
 		select {
 		case <-ctx.Done():
 			return nil, fmt.Errorf("board %s: all %d job slots busy: %w", b.Name, b.MaxJobs, ctx.Err())
-		case <-time.After(time.Second):
+		case <-time.After(b.cfg.poll()):
 		}
 	}
 }
@@ -247,37 +386,105 @@ func (b *Board) remoteConfig() (remote.Config, error) {
 	return rc, nil
 }
 
-// Attach connects (powering the board on first if a command is configured), checks the
-// host key and starts following the kernel log.
-func (b *Board) Attach(ctx context.Context) (*Session, error) {
+func (c *Config) attachTimeout() time.Duration {
+	if c == nil || c.AttachTimeout == 0 {
+		return 2 * time.Minute
+	}
+	return c.AttachTimeout
+}
+
+func (c *Config) resetTimeout() time.Duration {
+	if c == nil || c.ResetTimeout == 0 {
+		return 5 * time.Minute
+	}
+	return c.ResetTimeout
+}
+
+// hostCommand runs power_on_command or hard_reset_command on this host. The board's
+// name, address and port are in its environment ($KMODLAB_BOARD, $KMODLAB_BOARD_ADDRESS,
+// $KMODLAB_BOARD_PORT) and, for a reset, why ($KMODLAB_RESET_REASON).
+func (b *Board) hostCommand(ctx context.Context, field, command, reason string) error {
+	cmd := exec.CommandContext(ctx, "sh", "-c", command)
+	cmd.Env = append(os.Environ(), "KMODLAB_BOARD="+b.Name, "KMODLAB_BOARD_ADDRESS="+b.Address,
+		fmt.Sprintf("KMODLAB_BOARD_PORT=%d", b.Port), "KMODLAB_RESET_REASON="+reason)
+	// The command may start a long-lived process (a power switch daemon, a test's
+	// emulator) that keeps the output pipe open: wait for the command, not the pipe.
+	cmd.WaitDelay = 5 * time.Second
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Run(); err != nil {
+		return fmt.Errorf("board %s: %s: %w: %s", b.Name, field, err, strings.TrimSpace(out.String()))
+	}
+	return nil
+}
+
+// dial connects and runs uname -r. With wait, a refused or timed-out connection is
+// retried with backoff (1 s doubling to 15 s) until ctx ends; a host key mismatch never is.
+func (b *Board) dial(ctx context.Context, wait bool) (*remote.Client, string, error) {
 	rc, err := b.remoteConfig()
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
-	if b.PowerOn != "" {
-		if out, err := exec.CommandContext(ctx, "sh", "-c", b.PowerOn).CombinedOutput(); err != nil {
-			return nil, fmt.Errorf("board %s: power_on_command: %w: %s", b.Name, err, out)
+	backoff := time.Second
+	for {
+		c, err := remote.Dial(ctx, rc)
+		if err == nil {
+			rel, rerr := c.Output(ctx, "uname -r")
+			if rerr == nil {
+				return c, strings.TrimSpace(rel), nil
+			}
+			c.Close()
+			err = rerr
 		}
+		var hke *remote.HostKeyError
+		if !wait || errors.As(err, &hke) || strings.Contains(err.Error(), "host key") {
+			return nil, "", fmt.Errorf("board %s: %w", b.Name, err)
+		}
+		select {
+		case <-ctx.Done():
+			return nil, "", fmt.Errorf("board %s: not reachable: %w (last: %v)", b.Name, ctx.Err(), err)
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 15*time.Second)
 	}
-	slot, err := b.acquireSlot(ctx)
+}
+
+// Attach takes a slot of this board (waiting while all are busy), powers it on with
+// power_on_command if one is configured, connects, checks the host key and starts
+// following the kernel log. Everything after the slot wait has a deadline.
+func (b *Board) Attach(ctx context.Context) (*Session, error) {
+	sl, err := b.acquireSlot(ctx)
 	if err != nil {
 		return nil, err
 	}
-	c, err := remote.Dial(ctx, rc)
-	if err != nil {
-		slot.Close()
-		return nil, fmt.Errorf("board %s: %w", b.Name, err)
+	return b.attachHeld(ctx, sl)
+}
+
+// attachHeld attaches with the slot already held; it releases the slot on failure.
+func (b *Board) attachHeld(ctx context.Context, sl *slot) (*Session, error) {
+	actx, cancel := context.WithTimeout(ctx, b.cfg.attachTimeout())
+	defer cancel()
+	wait := false
+	if b.PowerOn != "" {
+		if err := b.hostCommand(actx, "power_on_command", b.PowerOn, ""); err != nil {
+			sl.release()
+			return nil, err
+		}
+		wait = true // it is booting
 	}
-	rel, err := c.Output(ctx, "uname -r")
+	c, rel, err := b.dial(actx, wait)
 	if err != nil {
-		c.Close()
-		slot.Close()
-		return nil, fmt.Errorf("board %s: %w", b.Name, err)
+		sl.release()
+		if actx.Err() != nil && ctx.Err() == nil {
+			err = fmt.Errorf("%w (attach deadline %s)", err, b.cfg.attachTimeout())
+		}
+		return nil, err
 	}
-	s := &Session{b: b, c: c, info: b.Info(), log: &streamLog{}, slot: slot}
-	s.info.KernelRelease = strings.TrimSpace(rel)
-	fctx, cancel := context.WithCancel(context.Background())
-	s.stopFollow = cancel
+	log, _ := logbuf.New(0, "")
+	s := &Session{b: b, c: c, info: b.Info(), log: log, slot: sl}
+	s.info.KernelRelease = rel
+	fctx, stop := context.WithCancel(context.Background())
+	s.stopFollow = stop
 	s.followDone = make(chan struct{})
 	go func() {
 		defer close(s.followDone)
@@ -287,21 +494,25 @@ func (b *Board) Attach(ctx context.Context) (*Session, error) {
 	return s, nil
 }
 
-// Session is an attached board: the board implementation of runner.Runner.
+// Session is an attached board: the board implementation of runner.Runner and
+// runner.Resetter.
 type Session struct {
 	b          *Board
 	c          *remote.Client
 	info       runner.Info
-	log        *streamLog
+	log        *logbuf.Buffer
 	stopFollow context.CancelFunc
 	followDone chan struct{}
-	slot       *os.File // flock held for max_jobs
+	slot       *slot // held for max_jobs until Close or Reset
 	mu         sync.Mutex
 	lost       bool
 	closed     bool
 }
 
-var _ runner.Runner = (*Session)(nil)
+var (
+	_ runner.Runner   = (*Session)(nil)
+	_ runner.Resetter = (*Session)(nil)
+)
 
 // Info implements runner.Runner.
 func (s *Session) Info() runner.Info { return s.info }
@@ -330,16 +541,16 @@ func (s *Session) Fetch(ctx context.Context, remotePath string, w io.Writer) err
 // Log implements runner.Runner: the followed kernel log.
 func (s *Session) Log() runner.Log { return s.log }
 
-// Close implements runner.Runner. After a lost connection the board is reset with its
-// hard_reset_command when one is configured.
-func (s *Session) Close() error {
+// detach stops following the log and closes the SSH connection, keeping the slot. It
+// reports whether the connection had been lost, and false if already detached.
+func (s *Session) detach() (lost, ok bool) {
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
-		return nil
+		return false, false
 	}
 	s.closed = true
-	lost := s.lost
+	lost = s.lost
 	s.mu.Unlock()
 	s.stopFollow()
 	s.c.Close()
@@ -347,51 +558,70 @@ func (s *Session) Close() error {
 	case <-s.followDone:
 	case <-time.After(5 * time.Second):
 	}
-	if s.slot != nil {
-		s.slot.Close() // releases the flock
+	s.log.Close()
+	return lost, true
+}
+
+// Close implements runner.Runner. After a lost connection the board is reset (see
+// Reset) before its slot is released, so no other job gets a board in that state.
+func (s *Session) Close() error {
+	lost, ok := s.detach()
+	if !ok {
+		return nil
 	}
+	defer s.slot.release()
 	if lost && s.b.HardReset != "" {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		ctx, cancel := context.WithTimeout(context.Background(), s.b.cfg.resetTimeout()+2*time.Minute)
 		defer cancel()
-		if out, err := exec.CommandContext(ctx, "sh", "-c", s.b.HardReset).CombinedOutput(); err != nil {
-			return fmt.Errorf("board %s: hard_reset_command: %w: %s", s.b.Name, err, out)
-		}
+		return s.b.reset(ctx, "connection lost")
 	}
 	return nil
 }
 
-// streamLog is a growing text fed by a follow session.
-type streamLog struct {
-	mu  sync.Mutex
-	buf strings.Builder
-}
-
-func (l *streamLog) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.Write(p)
-}
-
-func (l *streamLog) Len() int {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.Len()
-}
-
-func (l *streamLog) Since(off int) string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	s := l.buf.String()
-	if off > len(s) {
-		return ""
+// Reset implements runner.Resetter: it power-cycles the board with hard_reset_command
+// while still holding the board's slot (no other kmodlab process can attach to it
+// mid-reset), waits with backoff until SSH answers again (bounded by ctx and the reset
+// timeout), and then releases the slot. A board that has no hard_reset_command, or
+// that does not come back, is quarantined with the reason, so later cells skip it
+// instead of hanging on it; Reset then returns an error.
+func (s *Session) Reset(ctx context.Context, reason string) error {
+	if _, ok := s.detach(); !ok {
+		return fmt.Errorf("board %s: reset after close", s.b.Name)
 	}
-	return s[off:]
+	defer s.slot.release()
+	return s.b.reset(ctx, reason)
+}
+
+// reset runs hard_reset_command and waits for the board; the caller holds a slot.
+func (b *Board) reset(ctx context.Context, reason string) error {
+	if b.HardReset == "" {
+		p := fmt.Sprintf("needs a reset (%s) but has no hard_reset_command", reason)
+		b.SetQuarantine(p)
+		return fmt.Errorf("board %s: %s; quarantined", b.Name, p)
+	}
+	cctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	err := b.hostCommand(cctx, "hard_reset_command", b.HardReset, reason)
+	cancel()
+	if err != nil {
+		b.SetQuarantine(fmt.Sprintf("hard reset after %s failed: %v", reason, err))
+		return err
+	}
+	wctx, cancel := context.WithTimeout(ctx, b.cfg.resetTimeout())
+	defer cancel()
+	c, _, err := b.dial(wctx, true)
+	if err != nil {
+		b.SetQuarantine(fmt.Sprintf("did not come back after a hard reset (%s): %v", reason, err))
+		return err
+	}
+	c.Close()
+	return nil
 }
 
 // Health is what `kmodlab runners check` reports for a board.
 type Health struct {
 	Board     string `json:"board"`
 	OK        bool   `json:"ok"`
+	Busy      bool   `json:"busy,omitempty"` // every slot taken: not checked
 	Machine   string `json:"machine"`
 	Kernel    string `json:"kernel"`
 	Headers   bool   `json:"headers"`
@@ -409,7 +639,19 @@ func (b *Board) Check(ctx context.Context) *Health {
 		b.SetQuarantine(p)
 		return h
 	}
-	s, err := b.Attach(ctx)
+	// A board whose slots are all taken is running someone's job: it is busy, which
+	// says nothing about its health, so it is neither checked nor quarantined.
+	sl, err := b.trySlot()
+	if err != nil {
+		h.Problem = err.Error()
+		return h
+	}
+	if sl == nil {
+		h.Busy = true
+		h.Problem = fmt.Sprintf("busy: all %d job slots in use (not checked, not quarantined)", max(1, b.MaxJobs))
+		return h
+	}
+	s, err := b.attachHeld(ctx, sl)
 	if err != nil {
 		return fail(err.Error())
 	}

@@ -2,11 +2,18 @@ package board
 
 import (
 	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/pem"
+	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"golang.org/x/crypto/ssh"
 )
 
 func write(t *testing.T, text string) string {
@@ -65,10 +72,176 @@ func TestLabelsQuarantineAndSlots(t *testing.T) {
 	if _, err := b.acquireSlot(ctx); err == nil {
 		t.Fatal("a second job got the only slot")
 	}
-	s1.Close()
+	s1.release()
 	s2, err := b.acquireSlot(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
-	s2.Close()
+	s2.release()
+}
+
+// keyFile writes a throwaway ed25519 identity.
+func keyFile(t *testing.T) string {
+	t.Helper()
+	_, priv, _ := ed25519.GenerateKey(rand.Reader)
+	blk, err := ssh.MarshalPrivateKey(priv, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := filepath.Join(t.TempDir(), "id")
+	os.WriteFile(f, pem.EncodeToMemory(blk), 0o600)
+	return f
+}
+
+// closedPort is a local TCP port nothing listens on.
+func closedPort(t *testing.T) int {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := l.Addr().(*net.TCPAddr).Port
+	l.Close()
+	return p
+}
+
+func TestNamesValidated(t *testing.T) {
+	for _, tc := range []struct{ name, labels, want string }{
+		{"pi/4", "[]", `boards[0]: name: "pi/4": only letters`},
+		{"pi 4", "[]", `name: "pi 4"`},
+		{"'pi;reboot'", "[]", `name: "pi;reboot"`},
+		{"..", "[]", `name: ".." is not a name`},
+		{"pi4", "[ok, ../x]", `board pi4: labels[1]: "../x"`},
+		{"pi4", "[$(id)]", `labels[0]: "$(id)"`},
+	} {
+		text := fmt.Sprintf("boards:\n  - {name: %s, labels: %s, address: a, identity: k, host_key: \"SHA256:x\", arch: arm}\n", tc.name, tc.labels)
+		f := write(t, text)
+		_, err := Load(f, t.TempDir())
+		if err == nil || !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), f) {
+			t.Errorf("%s %s: err = %v, want %q with the file name", tc.name, tc.labels, err, tc.want)
+		}
+	}
+	if _, err := Load(write(t, "boards:\n  - {name: pi-4_b.lab, labels: [pi4], address: a, identity: k, host_key: \"SHA256:x\", arch: arm}\n"), t.TempDir()); err != nil {
+		t.Errorf("valid name refused: %v", err)
+	}
+}
+
+func TestBusyIsNotQuarantinedAndLabelsTakeIdleBoards(t *testing.T) {
+	key := closedPort(t)
+	cfg, err := Load(write(t, fmt.Sprintf(`boards:
+  - {name: pi-a, labels: [pi4], address: 127.0.0.1, port: %d, identity: %s, host_key: "SHA256:x", arch: arm}
+  - {name: pi-b, labels: [pi4], address: 127.0.0.1, port: %d, identity: %s, host_key: "SHA256:x", arch: arm}
+`, key, keyFile(t), key, keyFile(t))), t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, b := cfg.Boards[0], cfg.Boards[1]
+	held, err := a.acquireSlot(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer held.release()
+
+	// Busy: reported as busy, not checked, not quarantined.
+	h := a.Check(context.Background())
+	if !h.Busy || h.OK || a.Quarantined() != "" {
+		t.Errorf("check of a busy board: %+v, quarantine %q", h, a.Quarantined())
+	}
+	// Pick prefers the idle board of the label.
+	if p, _ := cfg.Pick("pi4"); p != b {
+		t.Errorf("picked %s while pi-a is busy", p.Name)
+	}
+	// Attach by label goes to pi-b (here: fails to reach it, quickly) instead of waiting on pi-a.
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	_, err = cfg.Attach(ctx, "pi4")
+	if err == nil || !strings.Contains(err.Error(), "board pi-b") || ctx.Err() != nil {
+		t.Errorf("attach by label while pi-a is busy: %v (ctx %v)", err, ctx.Err())
+	}
+	// The failed attach released pi-b's slot.
+	if !b.idle() {
+		t.Error("pi-b's slot is still held after a failed attach")
+	}
+	// Both busy: Attach waits, then says busy (not quarantined).
+	heldB, _ := b.acquireSlot(context.Background())
+	ctx2, cancel2 := context.WithTimeout(context.Background(), 1500*time.Millisecond)
+	defer cancel2()
+	cfg.PollInterval = 100 * time.Millisecond
+	_, err = cfg.Attach(ctx2, "pi4")
+	if err == nil || !strings.Contains(err.Error(), `every board for "pi4" is busy (pi-a, pi-b)`) {
+		t.Errorf("all busy: %v", err)
+	}
+	// ... and takes whichever frees first.
+	heldB.release()
+	ctx3, cancel3 := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel3()
+	if _, err = cfg.Attach(ctx3, "pi4"); err == nil || !strings.Contains(err.Error(), "board pi-b") {
+		t.Errorf("after pi-b freed: %v", err)
+	}
+	if a.Quarantined() != "" || b.Quarantined() != "" {
+		t.Errorf("attach failures quarantined a board")
+	}
+}
+
+func TestQuarantineAtomic(t *testing.T) {
+	cfg, err := Load(write(t, "boards:\n  - {name: pi-a, address: a, identity: k, host_key: \"SHA256:x\", arch: arm}\n"), t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := cfg.Boards[0]
+	for i := 0; i < 3; i++ {
+		if err := b.SetQuarantine(fmt.Sprintf("reason %d", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if q := b.Quarantined(); !strings.HasSuffix(q, "reason 2") {
+		t.Errorf("quarantine = %q", q)
+	}
+	ents, _ := os.ReadDir(filepath.Dir(b.quarantineFile()))
+	if len(ents) != 1 {
+		t.Errorf("quarantine dir holds %d entries (temp files left?)", len(ents))
+	}
+	b.SetQuarantine("")
+	if b.Quarantined() != "" {
+		t.Error("not released")
+	}
+}
+
+// TestResetHoldsTheSlot: hard_reset_command runs while the board's slot is held (it
+// checks with flock itself), a board that does not come back is quarantined with the
+// reason, and a board without hard_reset_command is quarantined rather than reused.
+func TestResetHoldsTheSlot(t *testing.T) {
+	state := t.TempDir()
+	marker := filepath.Join(t.TempDir(), "marker")
+	cfg, err := Load(write(t, fmt.Sprintf(`boards:
+  - name: pi-a
+    address: 127.0.0.1
+    port: %d
+    identity: %s
+    host_key: "SHA256:x"
+    arch: arm
+    hard_reset_command: 'if flock -n %s/locks/pi-a.0 true; then echo free; else echo held; fi > %s; echo "$KMODLAB_BOARD $KMODLAB_RESET_REASON" >> %s'
+  - {name: pi-b, address: 127.0.0.1, identity: %s, host_key: "SHA256:x", arch: arm}
+`, closedPort(t), keyFile(t), state, marker, marker, keyFile(t))), state)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.ResetTimeout = 3 * time.Second
+	a := cfg.Boards[0]
+	sl, err := a.acquireSlot(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = a.reset(context.Background(), "HUNG in x/y")
+	sl.release()
+	got, _ := os.ReadFile(marker)
+	if string(got) != "held\npi-a HUNG in x/y\n" {
+		t.Errorf("hard_reset_command saw %q, want the slot held and its name and reason", got)
+	}
+	if err == nil || !strings.Contains(a.Quarantined(), "did not come back after a hard reset (HUNG in x/y)") {
+		t.Errorf("unreachable after reset: err %v, quarantine %q", err, a.Quarantined())
+	}
+	b := cfg.Boards[1]
+	if err := b.reset(context.Background(), "CRASHED in x/y"); err == nil || !strings.Contains(b.Quarantined(), "no hard_reset_command") {
+		t.Errorf("no reset command: err %v, quarantine %q", err, b.Quarantined())
+	}
 }

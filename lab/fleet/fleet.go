@@ -96,11 +96,10 @@ func (f *Fleet) Acquire(ctx context.Context, target, consoleLog string) (runner.
 		}
 		return g, nil
 	}
-	b, err := f.board(target)
-	if err != nil {
+	if _, err := f.board(target); err != nil {
 		return nil, err
 	}
-	s, err := b.Attach(ctx)
+	s, err := f.Boards.Attach(ctx, target) // an idle board of the label, not the first one
 	if err != nil {
 		return nil, err
 	}

@@ -115,6 +115,10 @@ type Result struct {
 	// IntegrityTotal counts transactions with integrity problems; Problems keeps Keep.
 	IntegrityTotal int       `json:"integrity_errors"`
 	Problems       []Problem `json:"problems,omitempty"`
+	// HandedPages are the distinct pages (address &^ 0xfff) that a mode handing a
+	// CPU-local mapping to another thread (atomic, local) printed; a crash whose faulting
+	// address is in one of them is this bug. At most MaxPages are kept.
+	HandedPages []uint64 `json:"handed_pages,omitempty"`
 	// FirstTS and LastTS bound the events' timestamps (µs; -1 unknown).
 	FirstTS int64 `json:"first_ts_us"`
 	LastTS  int64 `json:"last_ts_us"`
@@ -128,6 +132,8 @@ const (
 	MaxLine = 1 << 20 // longer lines are counted in Long and skipped
 	MaxOpen = 1 << 16 // open transactions before the oldest is judged as it stands
 	Keep    = 50      // divergences and problems kept in full
+	// MaxPages bounds HandedPages (fixmap slots are few; this is generous).
+	MaxPages = 4096
 )
 
 type key struct {
@@ -152,6 +158,7 @@ type Analyzer struct {
 	MaxOpen      int // open transactions (default MaxOpen)
 
 	res        Result
+	pages      map[uint64]bool
 	open       map[key]*tx
 	head, tail *tx // open transactions, oldest first
 	seq        uint64
@@ -159,7 +166,7 @@ type Analyzer struct {
 
 // NewAnalyzer returns an empty oracle.
 func NewAnalyzer() *Analyzer {
-	return &Analyzer{Keep: Keep, MaxOpen: MaxOpen, open: map[key]*tx{},
+	return &Analyzer{Keep: Keep, MaxOpen: MaxOpen, open: map[key]*tx{}, pages: map[uint64]bool{},
 		res: Result{Kinds: map[string]int{}, Divergences: []Divergence{}, FirstTS: -1, LastTS: -1}}
 }
 
@@ -216,6 +223,12 @@ func (a *Analyzer) add(ev Event) {
 			r.FirstTS = ev.TS
 		}
 		r.LastTS = ev.TS
+	}
+	if (ev.Mode == "atomic" || ev.Mode == "local") && ev.Addr != "" && len(a.pages) < MaxPages {
+		if v, err := strconv.ParseUint(ev.Addr, 16, 64); err == nil && !a.pages[v&^0xfff] {
+			a.pages[v&^0xfff] = true
+			r.HandedPages = append(r.HandedPages, v&^0xfff)
+		}
 	}
 	k := key{ev.Disk, ev.Dev, ev.Xid}
 	if ev.Dev != "" {

@@ -76,6 +76,21 @@ type Step struct {
 	Timeout    Duration `yaml:"timeout"`
 	Report     string   `yaml:"report"` // a stress report (JSON with "mismatches") the step writes
 	IgnoreFail bool     `yaml:"ignore_failure"`
+	// OnFailure says what a failed stress step means: "evidence" (judged with its
+	// report; the default for steps with a report) or "infra" (the lab could not
+	// judge; the default otherwise).
+	OnFailure string `yaml:"on_failure"`
+}
+
+// FailurePolicy is the step's on_failure, with its default.
+func (s Step) FailurePolicy() string {
+	if s.OnFailure != "" {
+		return s.OnFailure
+	}
+	if s.Report != "" {
+		return "evidence"
+	}
+	return "infra"
 }
 
 // Timeouts per phase.
@@ -86,15 +101,37 @@ type Timeouts struct {
 	Collect Duration `yaml:"collect"`
 }
 
-// Expect says what each cell should show: "reproduces" or "clean".
+// Expect says what each cell should show: "reproduces", "crashes" or "clean".
 type Expect struct {
 	Default string            `yaml:"default"`
 	Cells   map[string]string `yaml:"cells"` // cell pattern (path.Match) -> expectation
+	// MinEvidence is what a cell must have checked before "nothing diverged" counts
+	// as clean; a cell with less is INCONCLUSIVE. Default: {io: 100}.
+	MinEvidence *MinEvidence `yaml:"min_evidence"`
+	// MinRate is the share of repeats (--repeat) that must meet the expectation, for
+	// flaky bugs; default 1: every repeat.
+	MinRate float64 `yaml:"min_rate"`
+}
+
+// MinEvidence is the least evidence a clean cell needs.
+type MinEvidence struct {
+	Transactions int `yaml:"transactions"` // trace transactions checked (reads and writes with both views)
+	IO           int `yaml:"io"`           // verified reads and writes in the stress reports
+	Ops          int `yaml:"ops"`          // other checked operations (a fuzzer's calls)
+}
+
+// Evidence is the job's min_evidence, with its default.
+func (e Expect) Evidence() MinEvidence {
+	if e.MinEvidence == nil {
+		return MinEvidence{IO: 100}
+	}
+	return *e.MinEvidence
 }
 
 // Expectations.
 const (
 	Reproduces = "reproduces"
+	Crashes    = "crashes"
 	Clean      = "clean"
 )
 
@@ -245,6 +282,9 @@ func (j *Job) check(root *yaml.Node, known func(string) bool) error {
 			if s.Ready != "" && !s.Background {
 				return bad(where+".ready", "only a background step has a ready check", phase, fmt.Sprint(i), "ready")
 			}
+			if s.OnFailure != "" && s.OnFailure != "infra" && s.OnFailure != "evidence" {
+				return bad(where+".on_failure", fmt.Sprintf("%q: want infra or evidence", s.OnFailure), phase, fmt.Sprint(i), "on_failure")
+			}
 			for _, text := range []string{s.Run, s.Ready, s.Report} {
 				if _, err := j.tmpl(text); err != nil {
 					return bad(where+".run", err.Error(), phase, fmt.Sprint(i), "run")
@@ -271,10 +311,16 @@ func (j *Job) check(root *yaml.Node, known func(string) bool) error {
 		}
 	}
 	check := func(field, v string, keys ...string) error {
-		if v != Reproduces && v != Clean {
-			return bad(field, fmt.Sprintf("%q: want %q or %q", v, Reproduces, Clean), keys...)
+		if v != Reproduces && v != Clean && v != Crashes {
+			return bad(field, fmt.Sprintf("%q: want %q, %q or %q", v, Reproduces, Crashes, Clean), keys...)
 		}
 		return nil
+	}
+	if j.Expect.MinRate < 0 || j.Expect.MinRate > 1 {
+		return bad("expect.min_rate", fmt.Sprintf("%v: want a share between 0 and 1", j.Expect.MinRate), "expect", "min_rate")
+	}
+	if m := j.Expect.MinEvidence; m != nil && (m.Transactions < 0 || m.IO < 0 || m.Ops < 0) {
+		return bad("expect.min_evidence", "counts cannot be negative", "expect", "min_evidence")
 	}
 	if j.Expect.Default == "" {
 		j.Expect.Default = Clean

@@ -36,7 +36,7 @@ func TestDefaultJob(t *testing.T) {
 		t.Errorf("bad selection error: %v", err)
 	}
 	cmd, err := j.Expand(j.Setup[0].Run, sel[0], 42, map[string]string{"trace": "4"})
-	if err != nil || cmd != "insmod /root/userblk.ko map_mode=atomic trace=4" {
+	if err != nil || cmd != "insmod /root/userblk.ko unsafe_modes=1 map_mode=atomic trace=4" {
 		t.Errorf("expand: %q %v", cmd, err)
 	}
 	if !strings.HasSuffix(j.RootDir(), "main") && filepath.Base(j.Path("kmod")) != "kmod" {
@@ -124,4 +124,39 @@ func FuzzParse(f *testing.F) {
 			}
 		}
 	})
+}
+
+func TestExpectFields(t *testing.T) {
+	base := "name: x\ntargets: [x86_64]\nstress: [{run: 'true', report: /r.json}, {run: 'true'}]\n"
+	j, err := Parse("j.yaml", []byte(base), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := j.Expect.Evidence(); got != (MinEvidence{IO: 100}) {
+		t.Errorf("default min_evidence %+v", got)
+	}
+	if j.Stress[0].FailurePolicy() != "evidence" || j.Stress[1].FailurePolicy() != "infra" {
+		t.Errorf("policies %q %q", j.Stress[0].FailurePolicy(), j.Stress[1].FailurePolicy())
+	}
+	j, err = Parse("j.yaml", []byte(base+"expect: {default: crashes, min_rate: 0.9, min_evidence: {transactions: 5, io: 0, ops: 7}}\n"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if j.Expect.Evidence() != (MinEvidence{Transactions: 5, Ops: 7}) || j.Expect.MinRate != 0.9 || j.Cells()[0].Expect != Crashes {
+		t.Errorf("%+v", j.Expect)
+	}
+	for _, tc := range []struct{ text, want string }{
+		{"expect: {min_rate: 1.5}\n", "j.yaml:4: expect.min_rate: 1.5: want a share between 0 and 1"},
+		{"expect: {min_evidence: {io: -1}}\n", "j.yaml:4: expect.min_evidence: counts cannot be negative"},
+		{"expect: {default: maybe}\n", `expect.default: "maybe": want "reproduces", "crashes" or "clean"`},
+	} {
+		_, err := Parse("j.yaml", []byte(base+tc.text), nil)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%q: %v, want %q", tc.text, err, tc.want)
+		}
+	}
+	_, err = Parse("j.yaml", []byte("name: x\ntargets: [x86_64]\nstress: [{run: 'true', on_failure: ignore}]\n"), nil)
+	if err == nil || !strings.Contains(err.Error(), `stress[0].on_failure: "ignore": want infra or evidence`) {
+		t.Errorf("on_failure: %v", err)
+	}
 }

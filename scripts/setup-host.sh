@@ -32,14 +32,16 @@ if [ ${#missing[@]} -gt 0 ]; then
 	$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
 
+# The one Go version kmodlab needs is go.mod's go line (actions/setup-go reads the same).
+want=$(sed -n 's/^go \([0-9][0-9.]*\)$/\1/p' "$(dirname "$0")/../go.mod")
 if ! command -v go >/dev/null; then
 	for d in /usr/local/go/bin /usr/lib/go/bin; do [ -x "$d/go" ] && export PATH="$d:$PATH"; done
 fi
-command -v go >/dev/null || { echo "setup: Go 1.22 or newer is needed (https://go.dev/doc/install)" >&2; exit 1; }
+command -v go >/dev/null || { echo "setup: Go $want or newer is needed (https://go.dev/doc/install)" >&2; exit 1; }
 v=$(go env GOVERSION | sed 's/^go//')
-major=${v%%.*}; rest=${v#*.}; minor=${rest%%.*}
-if [ "$major" -lt 1 ] || { [ "$major" -eq 1 ] && [ "$minor" -lt 22 ]; }; then
-	echo "setup: Go $v is too old: kmodlab needs 1.22 or newer" >&2
+# sort -V puts the older first: older than go.mod's line is too old.
+if [ "$(printf '%s\n%s\n' "$want" "$v" | sort -V | head -1)" != "$want" ]; then
+	echo "setup: Go $v is too old: kmodlab needs $want or newer (go.mod); Debian's golang-go is not enough" >&2
 	exit 1
 fi
 echo "setup: host ready (go $v, $(qemu-system-arm --version | head -1))"

@@ -5,7 +5,9 @@ package workflowlint
 import (
 	"bytes"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -19,7 +21,14 @@ func TestWorkflowsLint(t *testing.T) {
 		t.Fatal("no workflow found")
 	}
 	var out bytes.Buffer
-	l, err := actionlint.NewLinter(&out, &actionlint.LinterOptions{ConfigFile: "../../.github/actionlint.yaml"})
+	opts := &actionlint.LinterOptions{ConfigFile: "../../.github/actionlint.yaml"}
+	// With shellcheck installed, the run: scripts are checked too.
+	if sc, err := exec.LookPath("shellcheck"); err == nil {
+		opts.Shellcheck = sc
+	} else {
+		t.Log("shellcheck not installed: run: scripts are not shellchecked")
+	}
+	l, err := actionlint.NewLinter(&out, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -69,7 +78,7 @@ func TestCompositeAction(t *testing.T) {
 	if err := yaml.Unmarshal(data, &a); err != nil {
 		t.Fatal(err)
 	}
-	for _, in := range []string{"job", "targets", "cells"} {
+	for _, in := range []string{"job", "targets", "cells", "mode", "shard", "plan", "apt-sources"} {
 		if _, ok := a.Inputs[in]; !ok {
 			t.Errorf("action.yml lacks input %q", in)
 		}
@@ -87,5 +96,79 @@ func TestCompositeAction(t *testing.T) {
 		if strings.Contains(s.Run, "${{ inputs.") {
 			t.Errorf("step %d interpolates an input into a script (pass it through env)", i)
 		}
+	}
+}
+
+// TestOneGoVersion: go.mod's go line is the one place the Go version is named. The
+// workflow and the action hand go.mod to actions/setup-go, and the README names the same
+// version wherever it names one.
+func TestOneGoVersion(t *testing.T) {
+	mod, err := os.ReadFile("../../go.mod")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile(`(?m)^go (\d+\.\d+(?:\.\d+)?)$`).FindSubmatch(mod)
+	if m == nil {
+		t.Fatal("go.mod has no go line")
+	}
+	want := string(m[1])
+	files, _ := filepath.Glob("../../.github/workflows/*.yml")
+	files = append(files, "../../action.yml")
+	for _, f := range files {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		text := string(data)
+		if strings.Contains(text, "go-version:") {
+			t.Errorf("%s: names a Go version (go-version:); use go-version-file: go.mod", f)
+		}
+		if n, g := strings.Count(text, "actions/setup-go@"), strings.Count(text, "go-version-file:"); n == 0 || n != g {
+			t.Errorf("%s: %d setup-go steps, %d with go-version-file", f, n, g)
+		}
+	}
+	readme, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, v := range regexp.MustCompile(`\bGo (1\.\d+(?:\.\d+)?)`).FindAllStringSubmatch(string(readme), -1) {
+		if v[1] != want {
+			t.Errorf("README.md names Go %s; go.mod says %s", v[1], want)
+		}
+	}
+	script, _ := os.ReadFile("../../scripts/setup-host.sh")
+	if !strings.Contains(string(script), "go.mod") || regexp.MustCompile(`-lt 2\d`).Match(script) {
+		t.Error("scripts/setup-host.sh must take the Go version from go.mod")
+	}
+}
+
+// TestScriptsExistAndShellcheck: every scripts/… file the workflow and the action call
+// exists and is executable, and (with shellcheck installed) every script is clean.
+func TestScriptsExistAndShellcheck(t *testing.T) {
+	files, _ := filepath.Glob("../../.github/workflows/*.yml")
+	files = append(files, "../../action.yml")
+	re := regexp.MustCompile(`scripts/[A-Za-z0-9_.-]+\.sh`)
+	n := 0
+	for _, f := range files {
+		data, _ := os.ReadFile(f)
+		for _, s := range re.FindAllString(string(data), -1) {
+			n++
+			st, err := os.Stat(filepath.Join("../..", s))
+			if err != nil || st.Mode()&0o111 == 0 {
+				t.Errorf("%s calls %s: missing or not executable (%v)", f, s, err)
+			}
+		}
+	}
+	if n == 0 {
+		t.Error("the workflow and the action call no script")
+	}
+	sc, err := exec.LookPath("shellcheck")
+	if err != nil {
+		t.Skip("shellcheck not installed")
+	}
+	scripts, _ := filepath.Glob("../../scripts/*.sh")
+	out, err := exec.Command(sc, append([]string{"-x"}, scripts...)...).CombinedOutput()
+	if err != nil {
+		t.Errorf("shellcheck: %v\n%s", err, out)
 	}
 }

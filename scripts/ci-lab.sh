@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# The commands the GitHub workflow's lab jobs run inside their debian:bookworm container
+# (.github/workflows/kmodlab.yml). e2e/rootfs_test.go runs this same file in a fresh
+# bookworm root filesystem, so what the workflow runs is what `make test` tests.
+#
+#   scripts/ci-lab.sh images                       fill the image cache (every target)
+#   scripts/ci-lab.sh run OUT JOB [RUN ARGS...]    build, run JOB's selected cells, reports in OUT
+#
+# Go is not installed here: Debian bookworm's golang-go (1.19) is older than go.mod's go
+# line. The workflow mounts the Go of actions/setup-go (which reads go.mod) at
+# $GO_IN_CONTAINER. The image cache is $KMODLAB_CACHE (the workflow's actions/cache path).
+# Exit code: kmodlab's (0 as expected, 1 a cell missed, 2 infrastructure); 3 when this
+# script could not get as far as running kmodlab.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+fail() { echo "ci-lab: $*" >&2; exit 3; }
+trap 'rc=$?; [ $rc -eq 0 ] || [ -n "${ran:-}" ] || { echo "ci-lab: failed before kmodlab ran (exit $rc)" >&2; exit 3; }' EXIT
+
+mode=${1:-}
+case "$mode" in
+images) shift ;;
+run)
+	[ $# -ge 3 ] || fail "usage: $0 run OUT JOB [kmodlab run args...]"
+	out=$2 job=$3
+	shift 3
+	;;
+*) fail "usage: $0 images | run OUT JOB [kmodlab run args...]" ;;
+esac
+
+export DEBIAN_FRONTEND=noninteractive
+go_root=${GO_IN_CONTAINER:-/usr/local/go}
+export PATH="$go_root/bin:$PATH"
+want=$(sed -n 's/^go \([0-9.]*\)$/\1/p' go.mod)
+command -v go >/dev/null || fail "no Go at $go_root/bin: mount actions/setup-go's GOROOT there (go.mod wants go $want)"
+echo "ci-lab: $(go version) at $(go env GOROOT); go.mod wants $want"
+
+# What the rest needs from apt; scripts/setup-host.sh then installs what kmodlab needs.
+t0=$SECONDS
+apt-get update -q >/dev/null || echo "ci-lab: apt-get update reported errors; going on" >&2
+apt-get install -y -q --no-install-recommends ca-certificates git make >/dev/null
+scripts/setup-host.sh
+echo "ci-lab: host packages ready in $((SECONDS - t0)) s"
+
+# The checkout belongs to the runner's user, not to the container's root.
+git config --global --add safe.directory "$PWD"
+t0=$SECONDS
+make build
+echo "ci-lab: kmodlab built in $((SECONDS - t0)) s: $(bin/kmodlab version)"
+
+# Let the runner's user read (cache, upload) what root writes here.
+share() { chmod -R a+rX "${KMODLAB_CACHE:-$HOME/.cache/kmodlab}" ${out:+"$out"} 2>/dev/null || true; }
+trap share EXIT
+ran=1
+case "$mode" in
+images)
+	bin/kmodlab images build
+	;;
+run)
+	rc=0
+	bin/kmodlab run "$job" --out "$out" "$@" || rc=$?
+	for f in results.json junit.xml summary.md index.html; do
+		[ -s "$out/$f" ] || { echo "ci-lab: $out/$f missing" >&2; [ $rc -ne 0 ] || rc=2; }
+	done
+	echo "ci-lab: kmodlab run exit $rc, reports in $out"
+	exit $rc
+	;;
+esac

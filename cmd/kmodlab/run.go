@@ -62,6 +62,8 @@ func runCmd() *cobra.Command {
 		bootTimeout time.Duration
 		noCanary    bool
 		strict      bool
+		repeat      int
+		full        bool
 	)
 	c := &cobra.Command{
 		Use:   "run JOB",
@@ -69,6 +71,11 @@ func runCmd() *cobra.Command {
 		Long: `Run builds the job's module and tools for each target, boots the QEMU guest (or
 attaches the board), deploys over SSH, runs the setup and stress steps, collects the
 kernel log, checks its CRC traces and the stress reports, and prints a verdict matrix.
+
+Stress stops once a cell's verdict is sure (a confirmed divergence); --full runs every
+stress step to its end for complete counts. --repeat N runs each cell N times and
+reports rates; a cell meets its expectation when every repeat does (expect.min_rate
+lowers that for flaky bugs).
 
 Exit codes: 0 every cell as expected, 1 a cell's verdict differs from its expectation,
 2 an infrastructure error (boot, SSH, build, timeout).`,
@@ -103,13 +110,16 @@ Exit codes: 0 every cell as expected, 1 a cell's verdict differs from its expect
 			if out == "" {
 				out = filepath.Join("results", time.Now().Format("20060102-150405"))
 			}
+			if repeat < 1 {
+				return fmt.Errorf("--repeat %d: want 1 or more", repeat)
+			}
 			if parallel == 0 {
 				parallel = defaultParallel()
 			}
 			fmt.Fprintf(os.Stderr, "kmodlab: %s: %d cells, seed %d, %d in parallel, results in %s\n", j.Name, len(sel), seed, parallel, out)
 			rep, err := run.Run(cmd.Context(), run.Options{Job: j, Cells: sel, Seed: seed, Out: out, Parallel: parallel,
 				Vars: vars, Pins: pinned, Machines: f, CacheDir: f.Builder.CacheDir, Canary: !noCanary,
-				Version: version, Progress: os.Stderr, StrictW1: strict})
+				Version: version, Progress: os.Stderr, StrictW1: strict, Repeat: repeat, Full: full})
 			if err != nil {
 				return &exitError{exitInfra, err}
 			}
@@ -133,6 +143,8 @@ Exit codes: 0 every cell as expected, 1 a cell's verdict differs from its expect
 	c.Flags().DurationVar(&bootTimeout, "boot-timeout", 4*time.Minute, "boot timeout per guest")
 	c.Flags().BoolVar(&noCanary, "no-canary", false, "skip the per-target canary")
 	c.Flags().BoolVar(&strict, "strict", false, "fail module builds that warn under W=1")
+	c.Flags().IntVar(&repeat, "repeat", 1, "run each cell N times (a fresh module load each time) and report rates")
+	c.Flags().BoolVar(&full, "full", false, "run every stress step to its end, even once the verdict is sure")
 	c.PersistentFlags().StringVar(&flagRunners, "runners", "", "runners.yaml (default $XDG_CONFIG_HOME/kmodlab/runners.yaml)")
 	return c
 }

@@ -18,7 +18,7 @@ func traceCmd() *cobra.Command {
 	analyze := &cobra.Command{
 		Use:   "analyze [KERN.LOG]",
 		Short: "Check a kernel log's userblk trace lines (or the original report's table); - or nothing reads stdin",
-		Long:  "Exit 0 when no transaction diverged, 1 when one did.",
+		Long:  "Exit 0 when no transaction diverged, 1 when one did, 2 when the input holds no trace event or cannot be read.",
 		Args:  cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var in io.Reader = os.Stdin
@@ -31,29 +31,41 @@ func traceCmd() *cobra.Command {
 				defer f.Close()
 				in, name = f, args[0]
 			}
-			data, err := io.ReadAll(in)
+			an := trace.NewAnalyzer()
+			var sc console.Scanner
+			err := trace.ReadLines(in, func(l string) { an.Line(l); sc.Line(l) }, an.LongLine)
+			res := an.Finish()
+			crashes := sc.Reports()
 			if err != nil {
-				return err
+				return &exitError{exitInfra, fmt.Errorf("%s: %w (after %d lines)", name, err, res.Lines)}
 			}
-			res := trace.AnalyzeString(string(data))
-			crashes := console.Find(string(data))
 			if asJSON {
 				enc := json.NewEncoder(os.Stdout)
 				enc.SetIndent("", "  ")
 				enc.Encode(map[string]any{"trace": res, "crashes": crashes})
 			} else {
-				fmt.Printf("%s: %d lines, %d trace events (%d unparsed), %d transactions (%d reads, %d writes checked), %d diverged\n",
-					name, res.Lines, res.Events, res.Unparsed, res.Transactions, res.Reads, res.Writes, res.Diverged())
+				fmt.Printf("%s: %d lines, %d trace events, %d transactions (%d reads, %d writes checked), %d diverged\n",
+					name, res.Lines, res.Events, res.Transactions, res.Reads, res.Writes, res.Diverged())
+				if n := res.Unparsed + res.Merged + res.Long + res.IntegrityTotal + res.UserFaults; n > 0 {
+					fmt.Printf("  doubts: %d unparsed lines, %d lines holding two records, %d lines too long, %d transactions failing integrity checks, %d user-side faults\n",
+						res.Unparsed, res.Merged, res.Long, res.IntegrityTotal, res.UserFaults)
+				}
 				for i, d := range res.Divergences {
 					if i == limit {
-						fmt.Printf("… %d more\n", len(res.Divergences)-limit)
+						fmt.Printf("… %d more\n", res.Diverged()-limit)
 						break
 					}
-					fmt.Printf("\ntransaction %08x %s: %s: %s\n%s", d.Xid, d.Disk, d.Kind, d.Detail, trace.Table(d.Events))
+					fmt.Printf("\ntransaction %08x %s%s: %s: %s\n%s", d.Xid, d.Disk, devSuffix(d.Dev), d.Kind, d.Detail, trace.Table(d.Events))
+				}
+				for _, p := range res.Problems {
+					fmt.Printf("\nintegrity: transaction %08x %s%s: %s: %s\n", p.Xid, p.Disk, devSuffix(p.Dev), p.Kind, p.Detail)
 				}
 				for _, r := range crashes {
 					fmt.Printf("\n%s (line %d)\n", r.Title, r.Line)
 				}
+			}
+			if res.Events == 0 {
+				return &exitError{exitInfra, fmt.Errorf("%s: no trace events in %d lines", name, res.Lines)}
 			}
 			if res.Diverged() > 0 {
 				return &exitError{1, fmt.Errorf("%d transactions diverged", res.Diverged())}
@@ -65,4 +77,11 @@ func traceCmd() *cobra.Command {
 	analyze.Flags().IntVar(&limit, "limit", 5, "divergences to print in full")
 	c.AddCommand(analyze)
 	return c
+}
+
+func devSuffix(dev string) string {
+	if dev == "" {
+		return ""
+	}
+	return " dev=" + dev
 }

@@ -1,6 +1,6 @@
 // Package canary is a per-target health check: a small kernel module (src/) that
 // measures whether the machine can show a CPU-local HIGHMEM mapping going stale on
-// another CPU at all (DESIGN.md section 4). If a HIGHMEM target cannot, a clean result
+// another CPU at all (docs/emulation.md). If a HIGHMEM target cannot, a clean result
 // there proves nothing, and the lab says CANNOT-DETECT instead.
 package canary
 
@@ -13,6 +13,9 @@ import (
 	"regexp"
 	"strconv"
 )
+
+// Module is the canary module's name (kmodlab_canary.ko).
+const Module = "kmodlab_canary"
 
 //go:embed src/Kbuild src/kmodlab_canary.c
 var src embed.FS

@@ -188,6 +188,23 @@ func (s *Scanner) Reports() []Report {
 	return s.reports
 }
 
+// Peek returns the reports so far, including one still being read, without finishing it.
+func (s *Scanner) Peek() []Report {
+	out := s.reports
+	if s.pending != nil {
+		out = append(out[:len(out):len(out)], *s.pending)
+	}
+	return out
+}
+
+// Fatal reports whether a crash or hang report has begun (it may still be being read).
+func (s *Scanner) Fatal() bool {
+	if s.pending != nil && s.pending.Kind != KindWarning {
+		return true
+	}
+	return Fatal(s.reports)
+}
+
 // Dropped is how many reports were found past MaxReports.
 func (s *Scanner) Dropped() int { return s.dropped }
 

@@ -65,18 +65,26 @@ func (f *Fleet) board(name string) (*board.Board, error) {
 	return f.Boards.Pick(name)
 }
 
-// Kbuild implements run.Machines: QEMU targets cross-build against cached headers.
-func (f *Fleet) Kbuild(ctx context.Context, target string) (*build.Kbuild, error) {
-	t, err := images.Lookup(target)
-	if err != nil {
-		return nil, nil // a board: native or prebuilt
+// Strategy implements run.Machines: QEMU targets cross-build against the image's
+// cached headers; a board builds natively or takes prebuilt modules, as runners.yaml
+// says.
+func (f *Fleet) Strategy(ctx context.Context, target, cacheDir string, strict bool) (build.Strategy, error) {
+	if t, err := images.Lookup(target); err == nil {
+		hdr, err := f.Builder.Headers(ctx, t)
+		if err != nil {
+			return nil, err
+		}
+		return &build.Cross{CacheDir: cacheDir, Strict: strict, Kbuild: build.Kbuild{Headers: hdr, Arch: t.ModuleBuild.Arch,
+			CrossCompile: t.ModuleBuild.CrossCompile, CrossPackage: t.ModuleBuild.CrossPackage, Release: t.Kernel.Release}}, nil
 	}
-	hdr, err := f.Builder.Headers(ctx, t)
+	b, err := f.board(target)
 	if err != nil {
 		return nil, err
 	}
-	return &build.Kbuild{Headers: hdr, Arch: t.ModuleBuild.Arch, CrossCompile: t.ModuleBuild.CrossCompile,
-		CrossPackage: t.ModuleBuild.CrossPackage, Release: t.Kernel.Release}, nil
+	if info := b.Info(); info.Build == "prebuilt" {
+		return &build.Prebuilt{Dir: info.Prebuilt}, nil
+	}
+	return build.Native{}, nil
 }
 
 // Acquire implements run.Machines: boot a QEMU guest or connect to a board.

@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/kmodlab/kmodlab/lab/runner"
 	"io"
 	"net"
 	"os"
@@ -137,22 +138,11 @@ func (c *Client) keepalive() {
 	}
 }
 
-// ExitError is a command that ran and exited non-zero.
-type ExitError struct {
-	Cmd    string
-	Status int
-	Signal string
-}
-
-func (e *ExitError) Error() string {
-	if e.Signal != "" {
-		return fmt.Sprintf("%q killed by signal %s", e.Cmd, e.Signal)
-	}
-	return fmt.Sprintf("%q exited with status %d", e.Cmd, e.Status)
-}
+// ExitError is a command that ran and exited non-zero (defined by the runner contract).
+type ExitError = runner.ExitError
 
 // ErrConnectionLost is returned when the connection dies under a running command.
-var ErrConnectionLost = errors.New("ssh connection lost")
+var ErrConnectionLost = runner.ErrConnectionLost
 
 // Run runs cmd through the remote shell, streaming its output; a non-zero exit is an
 // *ExitError. When ctx ends, the remote command is signalled and the session closed.

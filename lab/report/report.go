@@ -8,33 +8,30 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sort"
 	"strings"
 	"time"
 
 	"github.com/kmodlab/kmodlab/lab/console"
 	"github.com/kmodlab/kmodlab/lab/trace"
+	"github.com/kmodlab/kmodlab/lab/verdict"
 )
 
-// Verdicts.
+// Verdicts (lab/verdict defines them and their rules).
 const (
-	Reproduced   = "REPRODUCED"    // the trace or the data check shows divergence
-	Crashed      = "CRASHED"       // the kernel crashed during the cell
-	Hung         = "HUNG"          // a step never finished and the console went silent
-	Clean        = "clean"         // nothing diverged, and the target could have shown it
-	CannotDetect = "CANNOT-DETECT" // nothing diverged, but the canary says the target cannot show it
-	Infra        = "INFRA"         // the lab could not judge: boot, SSH, build, timeout
+	Reproduced   = verdict.Reproduced
+	Crashed      = verdict.Crashed
+	Hung         = verdict.Hung
+	Clean        = verdict.Clean
+	CannotDetect = verdict.CannotDetect
+	Inconclusive = verdict.Inconclusive
+	Infra        = verdict.Infra
 )
 
-// Meets says whether a verdict satisfies an expectation ("reproduces" or "clean").
-// A crash is the bug showing itself too: it meets "reproduces".
-func Meets(verdict, expect string) bool {
-	switch expect {
-	case "reproduces":
-		return verdict == Reproduced || verdict == Crashed
-	case "clean":
-		return verdict == Clean
-	}
-	return false
+// Meets says whether a verdict satisfies an expectation, for a crash that is
+// attributed to the job's modules (cells carry Attributed for that).
+func Meets(v, expect string) bool {
+	return verdict.Meets(verdict.Decision{Verdict: v, Attributed: true}, expect)
 }
 
 // Stress sums the stress steps' reports.
@@ -47,6 +44,38 @@ type Stress struct {
 	FirstStep  string  `json:"first_mismatch_step,omitempty"`
 	Seconds    float64 `json:"seconds"`
 	Example    string  `json:"example,omitempty"` // one mismatch, described
+	Ops        int64   `json:"ops,omitempty"`
+	Tools      string  `json:"tools,omitempty"` // the reports' writers
+}
+
+// Window is the cell's kernel-log window, by record sequence number.
+type Window struct {
+	Start   uint64 `json:"start"` // the newest record before the cell
+	End     uint64 `json:"end"`   // the newest record at collect
+	Records int    `json:"records"`
+	Lost    int    `json:"lost"` // records the ring buffer dropped inside the window
+	Gaps    []Gap  `json:"gaps,omitempty"`
+}
+
+// Gap is a run of lost records.
+type Gap struct {
+	After   uint64 `json:"after"`
+	Missing int    `json:"missing"`
+}
+
+// RunResult is one repeat of a cell (kmodlab run --repeat N).
+type RunResult struct {
+	Repeat  int      `json:"repeat"`
+	Verdict string   `json:"verdict"`
+	Met     bool     `json:"met"`
+	Reasons []string `json:"reasons"`
+	// FirstDivergenceMS is the first divergence after stress started, -1 none.
+	FirstDivergenceMS int64 `json:"first_divergence_ms"`
+	// StopMS is when stress stopped after it started, and why.
+	StopMS     int64   `json:"stop_ms"`
+	StopReason string  `json:"stop_reason,omitempty"`
+	Seconds    float64 `json:"seconds"`
+	LogDir     string  `json:"log_dir"`
 }
 
 // Cell is one cell's result.
@@ -73,6 +102,22 @@ type Cell struct {
 	Accel       string             `json:"accel,omitempty"`
 	LogDir      string             `json:"log_dir"`
 	Divergences []int64            `json:"divergence_ms,omitempty"` // ms since stress start, for the chart
+	// Reasons are the verdict's own reasons (Evidence adds the numbers behind them).
+	Reasons     []string `json:"reasons,omitempty"`
+	Attributed  bool     `json:"attributed,omitempty"`
+	Attribution string   `json:"attribution,omitempty"`
+	CanaryState string   `json:"canary_state,omitempty"`
+	Highmem     bool     `json:"highmem"`
+	Window      *Window  `json:"window,omitempty"`
+	// FirstDivergenceMS is the first divergence after stress started (-1 none);
+	// StopMS when stress stopped, and StopReason why (a sure verdict, or the end).
+	FirstDivergenceMS int64  `json:"first_divergence_ms"`
+	StopMS            int64  `json:"stop_ms"`
+	StopReason        string `json:"stop_reason,omitempty"`
+	// Runs are the repeats (--repeat N), Rate their verdicts ("REPRODUCED 29/30").
+	Runs    []RunResult `json:"runs,omitempty"`
+	Rate    string      `json:"rate,omitempty"`
+	MetRuns int         `json:"met_runs,omitempty"`
 }
 
 // TraceSummary is the oracle's result for a cell.
@@ -82,6 +127,11 @@ type TraceSummary struct {
 	Writes       int               `json:"writes"`
 	Diverged     int               `json:"diverged"`
 	Unparsed     int               `json:"unparsed"`
+	Merged       int               `json:"merged,omitempty"`
+	Long         int               `json:"long,omitempty"`
+	Integrity    int               `json:"integrity_errors,omitempty"`
+	UserFaults   int               `json:"user_faults,omitempty"`
+	Problem      *trace.Problem    `json:"first_problem,omitempty"`
 	First        *trace.Divergence `json:"first,omitempty"`
 	FirstTable   string            `json:"first_table,omitempty"`
 	Kinds        map[string]int    `json:"kinds,omitempty"`
@@ -203,6 +253,9 @@ func (r *Run) Matrix() string {
 			v := "-"
 			if c != nil {
 				v = c.Verdict
+				if len(c.Runs) > 1 {
+					v += fmt.Sprintf(" %d/%d", c.Counts(c.Verdict), len(c.Runs))
+				}
 				if !c.Met {
 					v += "!"
 				}
@@ -224,6 +277,9 @@ func (r *Run) Details() string {
 			mark = "EXPECTED " + strings.ToUpper(c.Expect)
 		}
 		fmt.Fprintf(&b, "\n%s: %s (%s)\n", c.ID, c.Verdict, mark)
+		if len(c.Runs) > 1 {
+			fmt.Fprintf(&b, "  repeats: %s%s\n", c.Rate, c.divergenceMedian())
+		}
 		for _, e := range c.Evidence {
 			fmt.Fprintf(&b, "  %s\n", e)
 		}
@@ -247,4 +303,30 @@ func firstLines(s string, n int) string {
 		l = append(l[:n], "…")
 	}
 	return strings.Join(l, "\n    ")
+}
+
+// Counts is how many repeats gave verdict v.
+func (c *Cell) Counts(v string) int {
+	n := 0
+	for _, r := range c.Runs {
+		if r.Verdict == v {
+			n++
+		}
+	}
+	return n
+}
+
+// divergenceMedian is ", first divergence median 0.9 s" over the repeats that diverged.
+func (c *Cell) divergenceMedian() string {
+	var ms []int64
+	for _, r := range c.Runs {
+		if r.FirstDivergenceMS >= 0 {
+			ms = append(ms, r.FirstDivergenceMS)
+		}
+	}
+	if len(ms) == 0 {
+		return ""
+	}
+	sort.Slice(ms, func(i, j int) bool { return ms[i] < ms[j] })
+	return fmt.Sprintf(", first divergence median %.1f s", float64(ms[len(ms)/2])/1000)
 }

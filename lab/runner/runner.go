@@ -5,6 +5,8 @@ package runner
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"io"
 	"os"
 	"strings"
@@ -76,3 +78,24 @@ func (e *CmdError) Unwrap() error { return e.Err }
 type Resetter interface {
 	Reset(ctx context.Context, reason string) error
 }
+
+// Quote quotes s for the remote POSIX shell, so it arrives as one word whatever it holds.
+func Quote(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" }
+
+// ExitError is a command that ran on the machine and exited non-zero.
+type ExitError struct {
+	Cmd    string
+	Status int
+	Signal string
+}
+
+func (e *ExitError) Error() string {
+	if e.Signal != "" {
+		return fmt.Sprintf("%q killed by signal %s", e.Cmd, e.Signal)
+	}
+	return fmt.Sprintf("%q exited with status %d", e.Cmd, e.Status)
+}
+
+// ErrConnectionLost is wrapped by Run's error when the connection to the machine dies
+// under a running command.
+var ErrConnectionLost = errors.New("ssh connection lost")

@@ -1,0 +1,111 @@
+// Package run is the lab's pipeline: for each cell of a job it builds (cached), boots or
+// attaches a machine, deploys over SSH, sets up, stresses, tears down, collects, and
+// hands the evidence to lab/verdict. Cells of one target share a machine while it stays
+// healthy; a crash, hang or lost connection gets the next cell a fresh (or reset) one.
+// One cell's failure never stops the others, and every machine is released on every
+// path.
+//
+// One file per stage: run.go (options and scheduling), target.go (a target's machine:
+// acquire, deploy, canary, release), cell.go (one cell: its phases), step.go (one step
+// and the crash watcher), collect.go (kernel-log window, files, stress reports),
+// evidence.go (from what was collected to the verdict and the report).
+package run
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/kmodlab/kmodlab/lab/build"
+	"github.com/kmodlab/kmodlab/lab/job"
+	"github.com/kmodlab/kmodlab/lab/report"
+	"github.com/kmodlab/kmodlab/lab/runner"
+)
+
+// Machines gives the pipeline its machines; QEMU targets and boards both.
+type Machines interface {
+	// Describe says what a target is without starting it.
+	Describe(target string) (runner.Info, error)
+	// Strategy says how the target's machine gets kernel modules (cross-built on the
+	// host, built natively on the machine, or prebuilt).
+	Strategy(ctx context.Context, target, cacheDir string, strict bool) (build.Strategy, error)
+	// Acquire returns a ready machine; consoleLog, if set, receives its console.
+	Acquire(ctx context.Context, target, consoleLog string) (runner.Runner, error)
+}
+
+// Options for one run.
+type Options struct {
+	Job       *job.Job
+	Cells     []job.Cell
+	Seed      int64
+	Out       string
+	Parallel  int
+	Repeat    int               // runs per cell (--repeat), default 1
+	Full      bool              // run every stress step to its end, even after a sure verdict
+	Vars      map[string]string // --set overrides
+	Pins      map[string]string // --pin: hashes a replay must match
+	Machines  Machines
+	CacheDir  string
+	Canary    bool
+	Version   string
+	Log       *slog.Logger
+	Progress  io.Writer
+	StrictW1  bool // fail module builds that warn under W=1
+	ReplayCmd string
+}
+
+// Run runs every selected cell and writes the reports.
+func Run(ctx context.Context, o Options) (*report.Run, error) {
+	if o.Log == nil {
+		o.Log = slog.Default()
+	}
+	if o.Progress == nil {
+		o.Progress = io.Discard
+	}
+	if o.Parallel < 1 {
+		o.Parallel = 1
+	}
+	if o.Repeat < 1 {
+		o.Repeat = 1
+	}
+	rep := &report.Run{Job: o.Job.Name, JobFile: o.Job.File, Started: time.Now().UTC(), Keys: o.Job.Keys(), Version: o.Version}
+	byTarget := map[string][]job.Cell{}
+	var targets []string
+	for _, c := range o.Cells {
+		if _, ok := byTarget[c.Target]; !ok {
+			targets = append(targets, c.Target)
+		}
+		byTarget[c.Target] = append(byTarget[c.Target], c)
+	}
+	rep.Targets = targets
+	results := map[string]*report.Cell{}
+	var mu sync.Mutex
+	sem := make(chan struct{}, o.Parallel)
+	var wg sync.WaitGroup
+	for _, t := range targets {
+		wg.Add(1)
+		go func(t string) {
+			defer wg.Done()
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			p := &targetRun{o: o, target: t}
+			for _, c := range p.run(ctx, byTarget[t]) {
+				mu.Lock()
+				results[c.ID] = c
+				mu.Unlock()
+			}
+		}(t)
+	}
+	wg.Wait()
+	for _, c := range o.Cells {
+		rep.Cells = append(rep.Cells, results[c.ID])
+	}
+	rep.Seconds = time.Since(rep.Started).Seconds()
+	if err := rep.Write(o.Out); err != nil {
+		return rep, fmt.Errorf("write reports: %w", err)
+	}
+	return rep, nil
+}

@@ -1,0 +1,250 @@
+package run
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/kmodlab/kmodlab/lab/console"
+	"github.com/kmodlab/kmodlab/lab/job"
+	"github.com/kmodlab/kmodlab/lab/runner"
+	"github.com/kmodlab/kmodlab/lab/verdict"
+)
+
+// crashGrace is how long a crashing kernel may go on printing before the step under
+// it is stopped.
+const crashGrace = 3 * time.Second
+
+// phase runs a phase's steps in order, stopping at a lost or crashed machine.
+func (cr *cellRun) phase(ctx context.Context, name string, steps []job.Step, def time.Duration) {
+	t := time.Now()
+	cr.p.progress(cr.c.ID, name, cr.start)
+	for i, s := range steps {
+		if cr.lost || cr.hung || cr.crashed || ctx.Err() != nil {
+			break
+		}
+		cr.step(ctx, name, i, s, def)
+	}
+	cr.rc.Timings[name] = time.Since(t).Seconds()
+}
+
+// step runs one step and records what went wrong, and reads its stress report.
+func (cr *cellRun) step(ctx context.Context, phase string, i int, s job.Step, def time.Duration) {
+	j, c, seed := cr.p.o.Job, cr.c, cr.p.o.Seed
+	name := s.Name
+	if name == "" {
+		name = fmt.Sprintf("%s%d", phase, i)
+	}
+	fail := func(kind, detail string) {
+		st := verdict.Step{Phase: phase, Name: name, Kind: kind, Detail: detail}
+		if phase == "stress" {
+			st.Policy = s.FailurePolicy()
+		}
+		cr.failed = append(cr.failed, st)
+	}
+	cmd, err := j.Expand(s.Run, c, seed, cr.extra)
+	if err != nil {
+		fail(verdict.FailError, err.Error())
+		return
+	}
+	timeout := s.Timeout.D(def)
+	sctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	var w io.Writer = io.Discard
+	if logf, err := os.Create(filepath.Join(cr.rc.LogDir, phase+"-"+name+".log")); err == nil {
+		defer logf.Close()
+		fmt.Fprintf(logf, "$ %s\n", cmd)
+		w = logf
+	}
+	report := ""
+	if s.Report != "" {
+		if report, err = j.Expand(s.Report, c, seed, cr.extra); err != nil {
+			fail(verdict.FailError, err.Error())
+			return
+		}
+		cr.r.Run(sctx, "rm -f "+runner.Quote(report), nil, nil) // never read a previous cell's report
+	}
+	// A kernel crash during the step: give the kernel a moment to print the rest, then
+	// stop waiting for a step that may never finish.
+	crashed := cr.watch.stopOnCrash(sctx, cancel)
+	if s.Background {
+		bg := fmt.Sprintf("setsid sh -c %s > %s/%s.log 2>&1 < /dev/null &", runner.Quote(cmd), j.Dest(), name)
+		err = cr.r.Run(sctx, bg, w, w)
+		if err == nil && s.Ready != "" {
+			ready, _ := j.Expand(s.Ready, c, seed, cr.extra)
+			err = poll(sctx, cr.r, ready)
+		}
+	} else {
+		err = cr.r.Run(sctx, cmd, w, w)
+	}
+	stoppedOnPurpose := phase == "stress" && ctx.Err() != nil && cr.stoppedOnPurpose()
+	switch {
+	case err == nil || stoppedOnPurpose:
+	case errors.Is(err, runner.ErrConnectionLost):
+		cr.lost = true
+		fail(verdict.FailLost, err.Error())
+	case crashed():
+		cr.crashed = true
+		fail(verdict.FailCrashed, "stopped: the kernel crashed under it")
+	case sctx.Err() != nil && ctx.Err() == nil:
+		cr.hung = true
+		fail(verdict.FailTimeout, fmt.Sprintf("did not finish within %s", timeout))
+	case ctx.Err() != nil:
+		fail(verdict.FailError, "cancelled: "+ctx.Err().Error())
+	case !s.IgnoreFail:
+		fail(verdict.FailExit, err.Error())
+	}
+	if report != "" && !cr.lost && !cr.crashed && !stoppedOnPurpose {
+		cr.readStress(ctx, name, report)
+	}
+}
+
+func poll(ctx context.Context, r runner.Runner, cmd string) error {
+	for {
+		err := r.Run(ctx, cmd, nil, nil)
+		if err == nil {
+			return nil
+		}
+		if errors.Is(err, runner.ErrConnectionLost) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("ready check %q never succeeded: %w", cmd, ctx.Err())
+		case <-time.After(300 * time.Millisecond):
+		}
+	}
+}
+
+// watcher reads the machine's own log (a guest's serial console, a board's followed
+// log) as it grows, only the new part each time, and with the kernel-log follower
+// tells whether the kernel crashed.
+type watcher struct {
+	log    runner.Log
+	follow *follower
+	mu     sync.Mutex
+	sc     console.Scanner
+	off    int
+	partial string
+	text   strings.Builder // the console since the cell began (bounded)
+	done   chan struct{}
+	once   sync.Once
+}
+
+const maxConsole = 8 << 20
+
+func startWatcher(l runner.Log, f *follower) *watcher {
+	w := &watcher{log: l, follow: f, done: make(chan struct{})}
+	if l != nil {
+		w.off = l.Len()
+		go w.loop()
+	}
+	return w
+}
+
+func (w *watcher) loop() {
+	t := time.NewTicker(500 * time.Millisecond)
+	defer t.Stop()
+	for {
+		select {
+		case <-w.done:
+			return
+		case <-t.C:
+			w.poll()
+		}
+	}
+}
+
+// poll scans what the log gained since the last poll.
+func (w *watcher) poll() {
+	if w.log == nil {
+		return
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	n := w.log.Len()
+	if n <= w.off {
+		return
+	}
+	s := w.log.Since(w.off)
+	w.off = n
+	if w.text.Len() < maxConsole {
+		w.text.WriteString(s)
+	}
+	s = w.partial + s
+	lines := strings.Split(s, "\n")
+	w.partial = lines[len(lines)-1]
+	for _, l := range lines[:len(lines)-1] {
+		w.sc.Line(strings.TrimRight(l, "\r"))
+	}
+}
+
+// fatal reports whether the console or the kernel log shows a crash (hangs are left
+// to the step's timeout and the verdict).
+func (w *watcher) fatal() bool {
+	w.mu.Lock()
+	c := crashIn(&w.sc)
+	w.mu.Unlock()
+	return c || (w.follow != nil && w.follow.crashed())
+}
+
+func crashIn(sc *console.Scanner) bool {
+	if !sc.Fatal() {
+		return false
+	}
+	for _, r := range sc.Peek() {
+		if r.Kind != console.KindWarning && !r.Hang() {
+			return true
+		}
+	}
+	return false
+}
+
+// stopOnCrash cancels a step crashGrace after the kernel crashes under it; the
+// returned func says whether it did.
+func (w *watcher) stopOnCrash(ctx context.Context, cancel context.CancelFunc) func() bool {
+	var mu sync.Mutex
+	did := false
+	go func() {
+		t := time.NewTicker(250 * time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-w.done:
+				return
+			case <-t.C:
+				if !w.fatal() {
+					continue
+				}
+				select {
+				case <-ctx.Done():
+				case <-time.After(crashGrace):
+					mu.Lock()
+					did = true
+					mu.Unlock()
+					cancel()
+				}
+				return
+			}
+		}
+	}()
+	return func() bool { mu.Lock(); defer mu.Unlock(); return did }
+}
+
+// consoleText is what the console printed during the cell.
+func (w *watcher) consoleText() string {
+	w.poll()
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.text.String()
+}
+
+func (w *watcher) stop() { w.once.Do(func() { close(w.done) }) }

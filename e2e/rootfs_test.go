@@ -222,11 +222,15 @@ func TestWorkflowScriptInBookwormRootfs(t *testing.T) {
 	c.mount("--bind", goroot, filepath.Join(dir, w.GoPath))
 	c.mount("-o", "remount,bind,ro", filepath.Join(dir, w.GoPath))
 	cacheIn := filepath.Join(w.Workdir, w.Cache)
+	var goEnv []string
 	if !cold {
 		c.mount("--bind", images.DefaultCacheDir(), filepath.Join(dir, cacheIn))
+		// Same paths as on the host, so the build cache's entries for the modules hit.
 		for _, v := range []string{"GOMODCACHE", "GOCACHE"} {
 			if out, err := exec.Command("go", "env", v).Output(); err == nil && strings.TrimSpace(string(out)) != "" {
-				c.mount("--bind", strings.TrimSpace(string(out)), filepath.Join(dir, "root/.cache/host-"+strings.ToLower(v)))
+				p := strings.TrimSpace(string(out))
+				c.mount("--bind", p, filepath.Join(dir, p))
+				goEnv = append(goEnv, v+"="+p)
 			}
 		}
 	}
@@ -235,9 +239,7 @@ func TestWorkflowScriptInBookwormRootfs(t *testing.T) {
 	script := fmt.Sprintf("cd %s && exec %s run %s %s %s", w.Workdir, w.Script, out, w.Job, strings.Join(rootfsArgs, " "))
 	env := []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/root", "LANG=C.UTF-8",
 		"GO_IN_CONTAINER=" + w.GoPath, "KMODLAB_CACHE=" + cacheIn}
-	if !cold {
-		env = append(env, "GOMODCACHE=/root/.cache/host-gomodcache", "GOCACHE=/root/.cache/host-gocache")
-	}
+	env = append(env, goEnv...)
 	cmd := exec.CommandContext(ctx, "chroot", append([]string{dir, "/usr/bin/env", "-i"}, append(env, "bash", "-c", script)...)...)
 	log := &syncBuffer{}
 	cmd.Stdout, cmd.Stderr = log, log

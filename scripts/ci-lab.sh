@@ -35,11 +35,13 @@ want=$(sed -n 's/^go \([0-9.]*\)$/\1/p' go.mod)
 command -v go >/dev/null || fail "no Go at $go_root/bin: mount actions/setup-go's GOROOT there (go.mod wants go $want)"
 echo "ci-lab: $(go version) at $(go env GOROOT); go.mod wants $want"
 
-# What the rest needs from apt; scripts/setup-host.sh then installs what kmodlab needs.
+# What kmodlab needs (scripts/setup-host.sh), and git for the version string.
 t0=$SECONDS
-apt-get update -q >/dev/null || echo "ci-lab: apt-get update reported errors; going on" >&2
-apt-get install -y -q --no-install-recommends ca-certificates git make >/dev/null
 scripts/setup-host.sh
+if ! command -v git >/dev/null; then
+	apt-get install -y -q --no-install-recommends git >/dev/null ||
+		{ apt-get update -q >/dev/null; apt-get install -y -q --no-install-recommends git >/dev/null; }
+fi
 echo "ci-lab: host packages ready in $((SECONDS - t0)) s"
 
 # The checkout belongs to the runner's user, not to the container's root.

@@ -3,6 +3,7 @@ package images
 import (
 	"bufio"
 	"bytes"
+	"compress/gzip"
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
@@ -32,7 +33,7 @@ import (
 )
 
 // builderVersion is part of every image's cache key: bump it when the image layout changes.
-const builderVersion = 5
+const builderVersion = 6
 
 // ReadyMarker is printed on the serial console by /init once dropbear listens.
 const ReadyMarker = "KMODLAB-READY"
@@ -51,7 +52,10 @@ type Image struct {
 type Manifest struct {
 	Target     string    `json:"target"`
 	RecipeHash string    `json:"recipe_hash"`
+	Line       string    `json:"line"`
+	Suite      string    `json:"suite"`
 	Release    string    `json:"kernel_release"`
+	Version    string    `json:"kernel_version"` // the kernel package's version (resolved at build time for sid)
 	Packages   []string  `json:"packages"`
 	Modules    []string  `json:"modules"`
 	ImageHash  string    `json:"image_hash"`
@@ -63,8 +67,9 @@ type Builder struct {
 	CacheDir string
 	Log      *slog.Logger
 	Refresh  bool // force an apt update
-	apt      *debian.Root
-	mu       sync.Mutex // one build at a time: targets booting in parallel share the apt root
+	apt      map[string]*debian.Root
+	resolved map[string]Kernel // sid-style lines, resolved once per process
+	mu       sync.Mutex        // one build at a time: targets booting in parallel share the apt roots
 }
 
 // DefaultCacheDir is $XDG_CACHE_HOME/kmodlab or ~/.cache/kmodlab (KMODLAB_CACHE overrides).
@@ -90,10 +95,90 @@ func (b *Builder) log() *slog.Logger {
 }
 
 func (b *Builder) root(ctx context.Context) (*debian.Root, error) {
-	if b.apt == nil {
-		b.apt = &debian.Root{Dir: filepath.Join(b.CacheDir, "apt"), Log: b.log()}
+	return b.rootFor(ctx, debian.HostSuite)
+}
+
+// rootFor is the private apt root of one Debian suite: "apt" for the host's (bookworm),
+// "apt-SUITE" for the other kernel lines, so each suite's lists and packages stay apart.
+func (b *Builder) rootFor(ctx context.Context, suite string) (*debian.Root, error) {
+	if suite == "" {
+		suite = debian.HostSuite
 	}
-	return b.apt, b.apt.Update(ctx, b.Refresh)
+	if b.apt == nil {
+		b.apt = map[string]*debian.Root{}
+	}
+	r, ok := b.apt[suite]
+	if !ok {
+		dir := filepath.Join(b.CacheDir, "apt")
+		if suite != debian.HostSuite {
+			dir += "-" + suite
+		}
+		r = &debian.Root{Dir: dir, Suite: suite, Log: b.log()}
+		b.apt[suite] = r
+	}
+	return r, r.Update(ctx, b.Refresh)
+}
+
+// Resolve fills the kernel of a line that names a flavour instead of a pinned version
+// (sid): the newest kernel the suite serves for it, once per Builder.
+func (b *Builder) Resolve(ctx context.Context, t *Target) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.resolve(ctx, t)
+}
+
+func (b *Builder) resolve(ctx context.Context, t *Target) error {
+	if t.Kernel.Resolve == "" || t.Kernel.Release != "" {
+		return nil
+	}
+	if k, ok := b.resolved[t.Name]; ok {
+		t.Kernel = k
+		return nil
+	}
+	root, err := b.rootFor(ctx, t.Suite)
+	if err != nil {
+		return err
+	}
+	flavour := t.Kernel.Resolve
+	meta := "linux-image-" + flavour + ":" + t.DebArch
+	dep, err := root.ShowField(ctx, meta, "Depends")
+	if err != nil {
+		return fmt.Errorf("%s: resolve the newest %s kernel: %w", t.Name, flavour, err)
+	}
+	k, err := kernelFromDepends(flavour, dep)
+	if err != nil {
+		return fmt.Errorf("%s: %s: %w", t.Name, meta, err)
+	}
+	if b.resolved == nil {
+		b.resolved = map[string]Kernel{}
+	}
+	b.resolved[t.Name] = k
+	t.Kernel = k
+	b.log().Info("kernel line resolved", "target", t.Name, "release", k.Release, "version", k.Version)
+	return nil
+}
+
+// kernelFromDepends reads the versioned kernel out of a linux-image-FLAVOUR
+// metapackage's Depends ("linux-image-7.2.13+deb14-armmp-lpae (= 7.2.13-1)").
+func kernelFromDepends(flavour, depends string) (Kernel, error) {
+	for _, d := range strings.Split(depends, ",") {
+		d = strings.TrimSpace(d)
+		name, ver, _ := strings.Cut(d, " ")
+		if !strings.HasPrefix(name, "linux-image-") || !strings.HasSuffix(name, "-"+flavour) {
+			continue
+		}
+		ver = strings.TrimSpace(strings.Trim(strings.TrimSpace(ver), "()"))
+		ver = strings.TrimSpace(strings.TrimPrefix(ver, "="))
+		rel := strings.TrimPrefix(name, "linux-image-")
+		abi := strings.TrimSuffix(rel, "-"+flavour)
+		if ver == "" || abi == rel || abi == "" {
+			continue
+		}
+		return Kernel{Resolve: flavour, Release: rel, Version: ver, Image: name,
+			Headers: []string{"linux-headers-" + rel, "linux-headers-" + abi + "-common:all"},
+			Kbuild:  "linux-kbuild-" + abi}, nil
+	}
+	return Kernel{}, fmt.Errorf("no versioned linux-image-*-%s in Depends: %s", flavour, depends)
 }
 
 // KeyDir holds the lab's SSH client key.
@@ -108,6 +193,13 @@ func (b *Builder) imageKey(t *Target, client ssh.PublicKey) string {
 func (b *Builder) Build(ctx context.Context, t *Target) (*Image, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	return b.buildLocked(ctx, t)
+}
+
+func (b *Builder) buildLocked(ctx context.Context, t *Target) (*Image, error) {
+	if err := b.resolve(ctx, t); err != nil {
+		return nil, err
+	}
 	client, err := ClientKey(b.KeyDir())
 	if err != nil {
 		return nil, fmt.Errorf("client key: %w", err)
@@ -150,16 +242,24 @@ func loadImage(t *Target, dir string) (*Image, error) {
 }
 
 func (b *Builder) build(ctx context.Context, t *Target, dir string, client ssh.PublicKey) error {
+	kroot, err := b.rootFor(ctx, t.Suite)
+	if err != nil {
+		return err
+	}
+	kdebs, err := kroot.Download(ctx, t.KernelPackages())
+	if err != nil {
+		return err
+	}
 	root, err := b.root(ctx)
 	if err != nil {
 		return err
 	}
-	specs := t.ImagePackages()
-	debs, err := root.Download(ctx, specs)
+	udebs, err := root.Download(ctx, t.UserlandPackages())
 	if err != nil {
 		return err
 	}
-	if err := os.MkdirAll(filepath.Join(b.CacheDir, "tmp"), 0o755); err != nil {
+	debs := append(kdebs, udebs...)
+	if err := os.MkdirAll(filepath.Join(b.CacheDir, "tmp"), 0o700); err != nil {
 		return err
 	}
 	stage, err := os.MkdirTemp(filepath.Join(b.CacheDir, "tmp"), t.Name+"-stage-")
@@ -193,7 +293,7 @@ func (b *Builder) build(ctx context.Context, t *Target, dir string, client ssh.P
 	default:
 		return fmt.Errorf("%s: qemu.kernel_format %q: want bzimage or vmlinux", t.File(), t.QEMU.KernelFormat)
 	}
-	modules, err := ResolveModules(filepath.Join(stage, "lib/modules", t.Kernel.Release), t.Modules)
+	modules, err := ResolveModules(ModulesTree(stage, t.Kernel.Release), t.Modules)
 	if err != nil {
 		return err
 	}
@@ -209,6 +309,7 @@ func (b *Builder) build(ctx context.Context, t *Target, dir string, client ssh.P
 	if err := ird.assemble(t, modules, DropbearEd25519(hostPriv), client); err != nil {
 		return err
 	}
+	// 0600: the archive holds the guest's private host key.
 	if err := ird.write(filepath.Join(out, "initramfs.cpio")); err != nil {
 		return err
 	}
@@ -219,12 +320,13 @@ func (b *Builder) build(ctx context.Context, t *Target, dir string, client ssh.P
 	if err != nil {
 		return err
 	}
-	m := Manifest{Target: t.Name, RecipeHash: t.Hash(), Release: t.Kernel.Release, ImageHash: ih, Built: time.Now().UTC()}
+	m := Manifest{Target: t.Name, RecipeHash: t.Hash(), Line: t.Line, Suite: t.Suite, Release: t.Kernel.Release,
+		Version: t.Kernel.Version, ImageHash: ih, Built: time.Now().UTC()}
 	for _, d := range debs {
 		m.Packages = append(m.Packages, filepath.Base(d))
 	}
 	for _, mod := range modules {
-		m.Modules = append(m.Modules, path.Base(mod))
+		m.Modules = append(m.Modules, path.Base(stripCompression(mod)))
 	}
 	data, _ := json.MarshalIndent(m, "", "  ")
 	if err := os.WriteFile(filepath.Join(out, "manifest.json"), data, 0o644); err != nil {
@@ -234,7 +336,20 @@ func (b *Builder) build(ctx context.Context, t *Target, dir string, client ssh.P
 		return err
 	}
 	os.RemoveAll(dir)
-	return os.Rename(out, dir)
+	if err := os.Rename(out, dir); err != nil {
+		return err
+	}
+	return os.Chmod(dir, 0o700) // MkdirTemp made it 0700; keep it so
+}
+
+// ModulesTree is the kernel's modules directory inside an unpacked kernel package:
+// /lib/modules/REL, or /usr/lib/modules/REL in merged-/usr packaging (trixie on).
+func ModulesTree(stage, release string) string {
+	usr := filepath.Join(stage, "usr/lib/modules", release)
+	if st, err := os.Stat(usr); err == nil && st.IsDir() {
+		return usr
+	}
+	return filepath.Join(stage, "lib/modules", release)
 }
 
 // Headers returns a kernel build tree for t (the directory to pass as make -C), fetched
@@ -243,14 +358,17 @@ func (b *Builder) build(ctx context.Context, t *Target, dir string, client ssh.P
 func (b *Builder) Headers(ctx context.Context, t *Target) (string, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	h := sha256.Sum256([]byte(fmt.Sprintf("headers-v1\n%s\n%s\n%s", t.Kernel.Release, t.Kernel.Version,
-		strings.Join(t.HeaderPackages(hostDebArch()), "\n"))))
+	if err := b.resolve(ctx, t); err != nil {
+		return "", err
+	}
+	h := sha256.Sum256([]byte(fmt.Sprintf("headers-v2\n%s\n%s\n%s\n%s", t.Kernel.Release, t.Kernel.Version,
+		strings.Join(t.HeaderPackages(hostDebArch()), "\n"), strings.Join(t.KbuildLibs, ","))))
 	dir := filepath.Join(b.CacheDir, "headers", t.Name+"-"+hex.EncodeToString(h[:8]))
 	build := filepath.Join(dir, "usr/src", "linux-headers-"+t.Kernel.Release)
 	if _, err := os.Stat(filepath.Join(dir, ".complete")); err == nil {
 		return build, nil
 	}
-	root, err := b.root(ctx)
+	root, err := b.rootFor(ctx, t.Suite)
 	if err != nil {
 		return "", err
 	}
@@ -276,6 +394,11 @@ func (b *Builder) Headers(ctx context.Context, t *Target) (string, error) {
 	if err := os.WriteFile(mk, []byte(fixed), 0o644); err != nil {
 		return "", err
 	}
+	if len(t.KbuildLibs) > 0 {
+		if err := wrapKbuildTools(ctx, root, dir, t.KbuildLibs); err != nil {
+			return "", fmt.Errorf("headers for %s: %w", t.Name, err)
+		}
+	}
 	if err := os.WriteFile(filepath.Join(dir, ".complete"), nil, 0o644); err != nil {
 		return "", err
 	}
@@ -290,14 +413,17 @@ func ExtractVmlinux(ctx context.Context, image, dst string) error {
 	if err != nil {
 		return err
 	}
-	magic := []byte{0xfd, '7', 'z', 'X', 'Z', 0}
+	tool, magic := "xz", []byte{0xfd, '7', 'z', 'X', 'Z', 0}
+	if !bytes.Contains(data, magic) {
+		tool, magic = "zstd", []byte{0x28, 0xb5, 0x2f, 0xfd}
+	}
 	for off := 0; ; {
 		i := bytes.Index(data[off:], magic)
 		if i < 0 {
-			return fmt.Errorf("%s: no XZ-compressed vmlinux inside", image)
+			return fmt.Errorf("%s: no XZ- or zstd-compressed vmlinux inside", image)
 		}
 		off += i
-		cmd := exec.CommandContext(ctx, "xz", "-dc")
+		cmd := exec.CommandContext(ctx, tool, "-dc")
 		cmd.Stdin = bytes.NewReader(data[off:])
 		out, err := os.Create(dst)
 		if err != nil {
@@ -307,7 +433,7 @@ func ExtractVmlinux(ctx context.Context, image, dst string) error {
 		runErr := cmd.Run() // xz complains about the bytes after the stream: expected
 		out.Close()
 		if errors.Is(runErr, exec.ErrNotFound) {
-			return fmt.Errorf("xz not found: install xz-utils")
+			return fmt.Errorf("%s not found: install xz-utils and zstd", tool)
 		}
 		if f, err := elf.Open(dst); err == nil {
 			f.Close()
@@ -333,7 +459,7 @@ func hostDebArch() string {
 func ResolveModules(tree string, names []string) ([]string, error) {
 	index := map[string]string{}
 	err := filepath.WalkDir(tree, func(p string, d fs.DirEntry, err error) error {
-		if err == nil && strings.HasSuffix(p, ".ko") {
+		if err == nil && isModuleFile(p) {
 			index[modName(filepath.Base(p))] = p
 		}
 		return err
@@ -383,7 +509,60 @@ func ResolveModules(tree string, names []string) ([]string, error) {
 }
 
 func modName(file string) string {
-	return strings.ReplaceAll(strings.TrimSuffix(file, ".ko"), "-", "_")
+	return strings.ReplaceAll(strings.TrimSuffix(stripCompression(file), ".ko"), "-", "_")
+}
+
+var moduleSuffixes = []string{".ko", ".ko.xz", ".ko.zst", ".ko.gz"}
+
+func isModuleFile(p string) bool {
+	for _, s := range moduleSuffixes {
+		if strings.HasSuffix(p, s) {
+			return true
+		}
+	}
+	return false
+}
+
+// stripCompression turns x.ko.xz into x.ko.
+func stripCompression(p string) string {
+	for _, s := range []string{".xz", ".zst", ".gz"} {
+		if strings.HasSuffix(p, ".ko"+s) {
+			return strings.TrimSuffix(p, s)
+		}
+	}
+	return p
+}
+
+// ReadModule returns a module file's ELF bytes, decompressing .ko.xz, .ko.zst and .ko.gz
+// (newer Debian kernels ship compressed modules; busybox insmod wants plain ones).
+func ReadModule(p string) ([]byte, error) {
+	data, err := os.ReadFile(p)
+	if err != nil {
+		return nil, err
+	}
+	var tool string
+	switch {
+	case strings.HasSuffix(p, ".ko.xz"):
+		tool = "xz"
+	case strings.HasSuffix(p, ".ko.zst"):
+		tool = "zstd"
+	case strings.HasSuffix(p, ".ko.gz"):
+		zr, err := gzip.NewReader(bytes.NewReader(data))
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", p, err)
+		}
+		return io.ReadAll(zr)
+	default:
+		return data, nil
+	}
+	cmd := exec.Command(tool, "-dc")
+	cmd.Stdin = bytes.NewReader(data)
+	var out, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &stderr
+	if err := cmd.Run(); err != nil {
+		return nil, fmt.Errorf("%s -dc %s: %w: %s", tool, p, err, bytes.TrimSpace(stderr.Bytes()))
+	}
+	return out.Bytes(), nil
 }
 
 // ModuleDepends reads depends= from a module's .modinfo section.
@@ -403,7 +582,11 @@ func ModuleDepends(ko string) ([]string, error) {
 
 // ModInfo returns a module's .modinfo key=value pairs (the last value of repeated keys).
 func ModInfo(ko string) (map[string]string, error) {
-	f, err := elf.Open(ko)
+	data, err := ReadModule(ko)
+	if err != nil {
+		return nil, err
+	}
+	f, err := elf.NewFile(bytes.NewReader(data))
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", ko, err)
 	}
@@ -412,7 +595,7 @@ func ModInfo(ko string) (map[string]string, error) {
 	if sec == nil {
 		return nil, fmt.Errorf("%s: no .modinfo section (not a kernel module?)", ko)
 	}
-	data, err := sec.Data()
+	data, err = sec.Data()
 	if err != nil {
 		return nil, err
 	}
@@ -453,15 +636,44 @@ type initramfs struct {
 	entries map[string]entry
 }
 
+// usrMerged are the top-level directories that are symlinks into /usr in the guest
+// (merged /usr, as Debian has since bookworm): files of packages from any suite land on
+// one canonical path, so a newer suite's library replaces the older one instead of
+// hiding behind it in the loader's search order.
+var usrMerged = []string{"bin", "sbin", "lib", "lib64"}
+
+// canonical maps /bin/x, /sbin/x, /lib/x, /lib64/x to /usr/….
+func canonical(name string) string {
+	for _, d := range usrMerged {
+		if name == "/"+d || strings.HasPrefix(name, "/"+d+"/") {
+			return "/usr" + name
+		}
+	}
+	return name
+}
+
 func (r *initramfs) add(name string, mode cpio.FileMode, data []byte) {
 	if r.entries == nil {
 		r.entries = map[string]entry{}
 	}
+	name = canonical(name)
 	r.mkdirs(path.Dir(name))
 	r.entries[name] = entry{mode: mode, data: data}
 }
 
+// mergedUsr adds the /bin -> usr/bin style links.
+func (r *initramfs) mergedUsr() {
+	for _, d := range usrMerged {
+		r.mkdirs("/usr/" + d)
+		r.entries["/"+d] = entry{mode: cpio.TypeSymlink | 0o777, link: "usr/" + d}
+	}
+}
+
 func (r *initramfs) mkdirs(dir string) {
+	if r.entries == nil {
+		r.entries = map[string]entry{}
+	}
+	dir = canonical(dir)
 	for dir != "/" && dir != "." {
 		if _, ok := r.entries[dir]; !ok {
 			r.entries[dir] = entry{mode: cpio.TypeDir | 0o755}
@@ -471,6 +683,7 @@ func (r *initramfs) mkdirs(dir string) {
 }
 
 func (r *initramfs) symlink(name, target string) {
+	name = canonical(name)
 	r.mkdirs(path.Dir(name))
 	r.entries[name] = entry{mode: cpio.TypeSymlink | 0o777, link: target}
 }
@@ -479,6 +692,7 @@ func (r *initramfs) symlink(name, target string) {
 // the link too so the loader finds libraries by either name.
 func (r *initramfs) addFromStage(p string) error {
 	for i := 0; i < 10; i++ {
+		p = stagePath(r.stage, p)
 		full := filepath.Join(r.stage, p)
 		st, err := os.Lstat(full)
 		if err != nil {
@@ -507,7 +721,8 @@ func (r *initramfs) addFromStage(p string) error {
 
 func (r *initramfs) assemble(t *Target, modules []string, hostKey []byte, client ssh.PublicKey) error {
 	r.entries = map[string]entry{}
-	for _, d := range []string{"/bin", "/sbin", "/usr/bin", "/usr/sbin", "/proc", "/sys", "/dev", "/tmp", "/run", "/mnt", "/var/log"} {
+	r.mergedUsr()
+	for _, d := range []string{"/usr/bin", "/usr/sbin", "/proc", "/sys", "/dev", "/tmp", "/run", "/mnt", "/var/log"} {
 		r.mkdirs(d)
 	}
 	initScript, err := recipeFS.ReadFile("init.sh")
@@ -530,11 +745,11 @@ func (r *initramfs) assemble(t *Target, modules []string, hostKey []byte, client
 	var list strings.Builder
 	tree := path.Join("/lib/modules", t.Kernel.Release)
 	for _, m := range modules {
-		data, err := os.ReadFile(filepath.Join(r.stage, tree, m))
+		data, err := ReadModule(filepath.Join(ModulesTree(r.stage, t.Kernel.Release), m))
 		if err != nil {
 			return err
 		}
-		dst := path.Join(tree, m)
+		dst := path.Join(tree, stripCompression(m))
 		r.add(dst, 0o644, data)
 		fmt.Fprintln(&list, dst)
 	}
@@ -554,7 +769,7 @@ func (r *initramfs) assemble(t *Target, modules []string, hostKey []byte, client
 
 // write emits the archive (newc, root-owned, fixed times so equal inputs give equal bytes).
 func (r *initramfs) write(file string) error {
-	f, err := os.Create(file)
+	f, err := os.OpenFile(file, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
 	if err != nil {
 		return err
 	}

@@ -34,6 +34,7 @@ func ELFClosure(root, debArch string, bins []string) ([]string, error) {
 			continue
 		}
 		seen[p] = true
+		p = stagePath(root, p)
 		out = append(out, p)
 		interp, needed, err := elfDeps(resolveIn(root, p))
 		if err != nil {
@@ -45,8 +46,8 @@ func ELFClosure(root, debArch string, bins []string) ([]string, error) {
 		for _, lib := range needed {
 			found := ""
 			for _, d := range dirs {
-				if _, err := os.Lstat(filepath.Join(root, d, lib)); err == nil {
-					found = path.Join(d, lib)
+				if _, err := os.Lstat(filepath.Join(root, stagePath(root, path.Join(d, lib)))); err == nil {
+					found = stagePath(root, path.Join(d, lib))
 					break
 				}
 			}
@@ -86,10 +87,25 @@ func elfDeps(file string) (interp string, needed []string, err error) {
 	return interp, needed, err
 }
 
+// stagePath is p, or /usr/p when only that exists: a merged-/usr package (trixie on)
+// ships /usr/lib/ld-linux-armhf.so.3 while its binaries name /lib/ld-linux-armhf.so.3.
+func stagePath(root, p string) string {
+	if _, err := os.Lstat(filepath.Join(root, p)); err == nil {
+		return p
+	}
+	if c := canonical(p); c != p {
+		if _, err := os.Lstat(filepath.Join(root, c)); err == nil {
+			return c
+		}
+	}
+	return p
+}
+
 // resolveIn follows symlinks of p as if root were "/", so absolute links in unpacked
 // packages never resolve to the host's own files.
 func resolveIn(root, p string) string {
 	for i := 0; i < 10; i++ {
+		p = stagePath(root, p)
 		full := filepath.Join(root, p)
 		target, err := os.Readlink(full)
 		if err != nil {

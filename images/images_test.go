@@ -129,6 +129,7 @@ func TestInitramfsArchive(t *testing.T) {
 	os.WriteFile(filepath.Join(stage, "lib/real.so"), []byte("lib"), 0o755)
 	os.Symlink("/lib/real.so", filepath.Join(stage, "lib/link.so"))
 	r := &initramfs{stage: stage, entries: map[string]entry{}}
+	r.mergedUsr()
 	if err := r.addFromStage("/lib/link.so"); err != nil {
 		t.Fatal(err)
 	}
@@ -155,10 +156,13 @@ func TestInitramfsArchive(t *testing.T) {
 		}
 		got[h.Name] = h
 	}
-	if h := got["lib/link.so"]; h == nil || h.Mode&cpio.ModeType != cpio.TypeSymlink || h.Linkname != "/lib/real.so" {
+	if h := got["lib"]; h == nil || h.Linkname != "usr/lib" {
+		t.Errorf("merged /usr: /lib must link to usr/lib: %+v", h)
+	}
+	if h := got["usr/lib/link.so"]; h == nil || h.Mode&cpio.ModeType != cpio.TypeSymlink || h.Linkname != "/lib/real.so" {
 		t.Errorf("symlink: %+v", h)
 	}
-	if h := got["lib/real.so"]; h == nil || !h.Mode.IsRegular() {
+	if h := got["usr/lib/real.so"]; h == nil || !h.Mode.IsRegular() {
 		t.Errorf("link target not included: %+v", h)
 	}
 	if h := got["root"]; h == nil || h.Mode.Perm() != 0o700 {

@@ -8,9 +8,11 @@ import (
 	"crypto/sha256"
 	"embed"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io/fs"
 	"path"
+	"regexp"
 	"sort"
 	"strings"
 
@@ -23,6 +25,8 @@ var recipeFS embed.FS
 // Target is one guest recipe: which Debian packages make its kernel and userland, and how
 // QEMU runs it. Versions are pinned here and nowhere else.
 type Target struct {
+	// Name is the target's name; a non-default kernel line is part of it
+	// ("armv7-lpae@trixie"), so reports and caches keep lines apart.
 	Name        string   `yaml:"name"`
 	Description string   `yaml:"description"`
 	DebArch     string   `yaml:"deb_arch"`
@@ -34,12 +38,38 @@ type Target struct {
 	ModuleBuild ModBuild `yaml:"module_build"`
 	QEMU        QEMU     `yaml:"qemu"`
 	Expect      MustShow `yaml:"expect"`
-	raw         []byte   // the recipe file as read, part of the cache key
-	file        string   // where it came from, for error messages
+	// Line is the Debian kernel line of Kernel (default bookworm); Lines are the other
+	// lines this target can boot, selected as TARGET@LINE.
+	Line      string          `yaml:"line"`
+	Lines     map[string]Line `yaml:"lines"`
+	LinesNote string          `yaml:"lines_note"` // why a line is missing, for the error
+
+	Base  string `yaml:"-"` // the target's name without @LINE
+	Suite string `yaml:"-"` // the Debian suite the kernel comes from
+	// KbuildLibs are host-architecture libraries of the line's suite that its kbuild
+	// tools need (a newer glibc than the host's); the tools are run through them.
+	KbuildLibs []string `yaml:"-"`
+	raw        []byte   // the recipe file as read, part of the cache key
+	file       string   // where it came from, for error messages
 }
+
+// Line is one more kernel line of a target: another Debian suite's kernel, with the
+// same QEMU settings and the same (default line's) boot userland.
+type Line struct {
+	Suite      string   `yaml:"suite"` // default: the line's name
+	Kernel     Kernel   `yaml:"kernel"`
+	KbuildLibs []string `yaml:"kbuild_libs"`
+}
+
+// DefaultLine is the kernel line of a target named without @LINE.
+const DefaultLine = "bookworm"
 
 // Kernel pins the kernel image and the packages a module build needs.
 type Kernel struct {
+	// Resolve names a kernel flavour (armmp-lpae, amd64) whose newest kernel the suite
+	// serves is taken at build time (sid): Release, Version, Image, Headers and Kbuild
+	// are then filled by Builder.Resolve and recorded in the image manifest.
+	Resolve string   `yaml:"resolve"`
 	Release string   `yaml:"release"` // uname -r, e.g. 6.1.0-50-armmp-lpae
 	Version string   `yaml:"version"` // Debian package version, e.g. 6.1.176-1
 	Image   string   `yaml:"image"`   // linux-image package
@@ -84,6 +114,9 @@ func (t *Target) Hash() string {
 	h := sha256.New()
 	fmt.Fprintf(h, "kmodlab-image-v%d\n", builderVersion)
 	h.Write(t.raw)
+	if t.Line != "" && t.Line != DefaultLine {
+		fmt.Fprintf(h, "\nline %s %s %+v\n", t.Line, t.Suite, t.Kernel)
+	}
 	init, _ := recipeFS.ReadFile("init.sh")
 	h.Write(init)
 	return hex.EncodeToString(h.Sum(nil))
@@ -102,6 +135,11 @@ func ParseTarget(file string, data []byte) (*Target, error) {
 	}
 	t.raw = data
 	t.file = file
+	t.Base = t.Name
+	if t.Line == "" {
+		t.Line = DefaultLine
+	}
+	t.Suite = t.Line
 	check := func(ok bool, field, problem string) error {
 		if ok {
 			return nil
@@ -130,7 +168,68 @@ func ParseTarget(file string, data []byte) (*Target, error) {
 	if !strings.HasPrefix(t.Kernel.Image, "linux-image-") {
 		return nil, fmt.Errorf("%s: kernel.image: %q is not a linux-image package", file, t.Kernel.Image)
 	}
+	for name, l := range t.Lines {
+		if !lineRe.MatchString(name) || name == t.Line {
+			return nil, fmt.Errorf("%s: lines.%s: a line is a Debian suite's name, other than the default %s", file, name, t.Line)
+		}
+		k := l.Kernel
+		if k.Resolve == "" && (k.Release == "" || k.Version == "" || k.Kbuild == "" || !strings.HasPrefix(k.Image, "linux-image-")) {
+			return nil, fmt.Errorf("%s: lines.%s.kernel: needs release, version, image and kbuild (or resolve: FLAVOUR)", file, name)
+		}
+	}
 	return &t, nil
+}
+
+var lineRe = regexp.MustCompile(`^[a-z][a-z0-9-]*$`)
+
+// ParseRef splits "TARGET@LINE"; line is "" when no line is named.
+func ParseRef(ref string) (target, line string, err error) {
+	target, line, found := strings.Cut(ref, "@")
+	if target == "" || (found && !lineRe.MatchString(line)) {
+		return "", "", fmt.Errorf("%q: want TARGET or TARGET@LINE (e.g. armv7-lpae@trixie)", ref)
+	}
+	return target, line, nil
+}
+
+// WithLine returns the target on another kernel line ("" or the default: t itself).
+func (t *Target) WithLine(line string) (*Target, error) {
+	if line == "" || line == t.Line {
+		return t, nil
+	}
+	l, ok := t.Lines[line]
+	if !ok {
+		known := []string{t.Line}
+		for n := range t.Lines {
+			known = append(known, n)
+		}
+		sort.Strings(known[1:])
+		msg := fmt.Sprintf("target %s has no kernel line %q (lines: %s)", t.Base, line, strings.Join(known, ", "))
+		if t.LinesNote != "" {
+			msg += ": " + t.LinesNote
+		}
+		return nil, errors.New(msg)
+	}
+	c := *t
+	c.Name = t.Base + "@" + line
+	c.Line = line
+	c.Suite = l.Suite
+	if c.Suite == "" {
+		c.Suite = line
+	}
+	c.Kernel = l.Kernel
+	c.Kernel.Headers = append([]string(nil), l.Kernel.Headers...)
+	c.KbuildLibs = l.KbuildLibs
+	return &c, nil
+}
+
+// LineNames lists the target's kernel lines, the default first.
+func (t *Target) LineNames() []string {
+	var n []string
+	for l := range t.Lines {
+		n = append(n, l)
+	}
+	sort.Strings(n)
+	return append([]string{t.Line}, n...)
 }
 
 // Targets returns every built-in target, sorted by name.
@@ -165,24 +264,40 @@ func Names() []string {
 	return n
 }
 
-// Lookup finds a built-in target by name; the error lists the known ones.
+// Lookup finds a built-in target by name, TARGET or TARGET@LINE; the error lists the
+// known ones, or the target's lines.
 func Lookup(name string) (*Target, error) {
+	base, line, err := ParseRef(name)
+	if err != nil {
+		return nil, err
+	}
 	ts, err := Targets()
 	if err != nil {
 		return nil, err
 	}
 	for _, t := range ts {
-		if t.Name == name {
-			return t, nil
+		if t.Name == base {
+			return t.WithLine(line)
 		}
 	}
-	return nil, fmt.Errorf("unknown target %q (known: %s)", name, strings.Join(Names(), ", "))
+	return nil, fmt.Errorf("unknown target %q (known: %s)", base, strings.Join(Names(), ", "))
 }
 
 // ImagePackages lists the packages of the bootable image, each as name:arch=version
 // where the version is pinned, or name:arch for the userland (newest the mirror has).
 func (t *Target) ImagePackages() []string {
-	pk := []string{fmt.Sprintf("%s:%s=%s", t.Kernel.Image, t.DebArch, t.Kernel.Version)}
+	return append(t.KernelPackages(), t.UserlandPackages()...)
+}
+
+// KernelPackages is the kernel image package, from the line's suite.
+func (t *Target) KernelPackages() []string {
+	return []string{fmt.Sprintf("%s:%s=%s", t.Kernel.Image, t.DebArch, t.Kernel.Version)}
+}
+
+// UserlandPackages is the boot userland (busybox, dropbear, …), from the default
+// line's suite on every line.
+func (t *Target) UserlandPackages() []string {
+	var pk []string
 	for _, u := range t.Userland {
 		pk = append(pk, qualify(u, t.DebArch, ""))
 	}

@@ -28,7 +28,11 @@ const SourcesEnv = "KMODLAB_APT_SOURCES"
 
 // Root is a private apt configuration under Dir.
 type Root struct {
-	Dir     string
+	Dir string
+	// Suite is the Debian suite this root serves (default bookworm, the host's). For
+	// another suite the sources are derived from the host's (or SourcesEnv's) bookworm
+	// entries with only the suite changed.
+	Suite   string
 	Sources string // optional sources file; default: the host's /etc/apt sources
 	Log     *slog.Logger
 	// MaxAge is how old the package lists may be before Update fetches them again.
@@ -78,11 +82,34 @@ func (r *Root) Init() error {
 	return os.WriteFile(r.conf(), []byte(b.String()), 0o644)
 }
 
+// HostSuite is the suite the host's sources are expected to name.
+const HostSuite = "bookworm"
+
+func (r *Root) suite() string {
+	if r.Suite == "" {
+		return HostSuite
+	}
+	return r.Suite
+}
+
+// used is the suite name the root's lists were fetched under: the suite itself, or an
+// alias of it (stable, testing, unstable) when the mirror serves the codename's indexes
+// inconsistently but the alias's signed Release names the same codename.
+func (r *Root) used() string {
+	if b, err := os.ReadFile(filepath.Join(r.Dir, "state/suite")); err == nil && len(bytes.TrimSpace(b)) > 0 {
+		return string(bytes.TrimSpace(b))
+	}
+	return r.suite()
+}
+
 func (r *Root) copySources() error {
 	dst := filepath.Join(r.Dir, "etc/apt/sources.list.d")
 	old, _ := filepath.Glob(filepath.Join(dst, "*"))
 	for _, o := range old {
 		os.Remove(o)
+	}
+	if r.suite() != HostSuite {
+		return r.deriveSources(dst, r.used())
 	}
 	src := r.Sources
 	if src == "" {
@@ -125,6 +152,60 @@ func (r *Root) copySources() error {
 	return nil
 }
 
+// hostSources is the sources file SourcesEnv (or r.Sources) names, or the host's
+// /etc/apt sources that name a Debian suite.
+func (r *Root) hostSources() (map[string][]byte, error) {
+	src := r.Sources
+	if src == "" {
+		src = os.Getenv(SourcesEnv)
+	}
+	if src != "" {
+		data, err := os.ReadFile(src)
+		if err != nil {
+			return nil, fmt.Errorf("apt sources (%s): %w", SourcesEnv, err)
+		}
+		return map[string][]byte{src: data}, nil
+	}
+	files := []string{"/etc/apt/sources.list"}
+	for _, pat := range []string{"/etc/apt/sources.list.d/*.list", "/etc/apt/sources.list.d/*.sources"} {
+		m, _ := filepath.Glob(pat)
+		files = append(files, m...)
+	}
+	out := map[string][]byte{}
+	for _, f := range files {
+		if data, err := os.ReadFile(f); err == nil && isDebian(data) {
+			out[f] = data
+		}
+	}
+	return out, nil
+}
+
+// deriveSources writes the sources for suite, derived from the host's bookworm entries.
+func (r *Root) deriveSources(dst, suite string) error {
+	files, err := r.hostSources()
+	if err != nil {
+		return err
+	}
+	var all []Source
+	for f, data := range files {
+		srcs, err := ParseSources(data)
+		if err != nil {
+			return fmt.Errorf("%s: %w", f, err)
+		}
+		all = append(all, srcs...)
+	}
+	derived := ForSuite(all, HostSuite, suite)
+	if len(derived) == 0 {
+		return fmt.Errorf("no Debian %s entry in the apt sources to derive %s from; set %s to a sources file "+
+			"with a line like 'deb http://<your Debian mirror>/debian %s main'", HostSuite, suite, SourcesEnv, suite)
+	}
+	return os.WriteFile(filepath.Join(dst, "derived-"+suite+".list"), FormatList(derived), 0o644)
+}
+
+// aliases are the archive's moving suite names; a codename's indexes may be fetched
+// through one of them when its Release names that codename.
+var aliases = []string{"stable", "testing", "unstable", "oldstable"}
+
 // isDebian keeps sources that name a Debian suite (bookworm), dropping vendor repos that
 // would only slow updates down.
 func isDebian(data []byte) bool {
@@ -163,8 +244,38 @@ func (r *Root) Update(ctx context.Context, force bool) error {
 			return nil
 		}
 	}
-	r.log().Info("apt update (private root)", "dir", r.Dir)
-	out, err := r.apt(ctx, r.Dir, "apt-get", "-q", "update")
+	r.log().Info("apt update (private root)", "dir", r.Dir, "suite", r.suite())
+	out, err := r.update(ctx)
+	if err != nil && r.suite() != HostSuite {
+		// A line's suite must have every architecture's index: try the aliases.
+		for _, alias := range aliases {
+			if r.complete() {
+				break
+			}
+			r.log().Warn("the mirror's indexes for this suite are incomplete; trying an alias", "suite", r.suite(), "alias", alias, "detail", firstErr(out))
+			if err := os.WriteFile(filepath.Join(r.Dir, "state/suite"), []byte(alias), 0o644); err != nil {
+				return err
+			}
+			if err := r.Init(); err != nil {
+				return err
+			}
+			out, err = r.update(ctx)
+			if r.complete() && r.codename(alias) == r.suite() {
+				err = nil
+				break
+			}
+			if r.codename(alias) != r.suite() {
+				os.RemoveAll(filepath.Join(r.Dir, "state/lists"))
+				os.MkdirAll(filepath.Join(r.Dir, "state/lists/partial"), 0o755)
+			}
+		}
+		if !r.complete() {
+			os.Remove(filepath.Join(r.Dir, "state/suite"))
+			r.Init()
+			return fmt.Errorf("apt-get update for %s: the mirror serves no complete, correctly signed index for %s (nor under %s); "+
+				"try later or set %s: %s", r.suite(), strings.Join(Architectures, ", "), strings.Join(aliases, ", "), SourcesEnv, firstErr(out))
+		}
+	}
 	if err != nil {
 		lists, _ := filepath.Glob(filepath.Join(r.Dir, "state/lists/*_Packages*"))
 		if len(lists) == 0 {
@@ -174,6 +285,71 @@ func (r *Root) Update(ctx context.Context, force bool) error {
 	}
 	return os.WriteFile(stamp, nil, 0o644)
 }
+
+// update runs apt-get update; a Release file past its Valid-Until (a mirror that lags,
+// which sid's short validity shows first) is accepted with a warning, its signature
+// still checked.
+func (r *Root) update(ctx context.Context) ([]byte, error) {
+	out, err := r.apt(ctx, r.Dir, "apt-get", "-q", "update")
+	if bytes.Contains(out, []byte("is expired")) {
+		r.log().Warn("the mirror's Release file is past its Valid-Until; using it anyway (the signature is still checked)", "suite", r.used())
+		if werr := os.WriteFile(filepath.Join(r.Dir, "etc/apt/apt.conf.d/50valid-until"),
+			[]byte("Acquire::Check-Valid-Until \"false\";\n"), 0o644); werr != nil {
+			return out, werr
+		}
+		out, err = r.apt(ctx, r.Dir, "apt-get", "-q", "update")
+	}
+	return out, err
+}
+
+// complete reports whether the lists hold a Packages index of the used suite for every
+// architecture.
+func (r *Root) complete() bool {
+	for _, a := range Architectures {
+		m, _ := filepath.Glob(filepath.Join(r.Dir, "state/lists", "*_dists_"+r.used()+"_*binary-"+a+"_Packages"))
+		if len(m) == 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// codename reads Codename: from the fetched (signature-checked) Release of suite.
+func (r *Root) codename(suite string) string {
+	m, _ := filepath.Glob(filepath.Join(r.Dir, "state/lists", "*_dists_"+suite+"_InRelease"))
+	for _, f := range m {
+		data, _ := os.ReadFile(f)
+		for _, l := range strings.Split(string(data), "\n") {
+			if v, ok := strings.CutPrefix(l, "Codename:"); ok {
+				return strings.TrimSpace(v)
+			}
+		}
+	}
+	return ""
+}
+
+// ShowField returns one field of the candidate version of a package (apt-cache show).
+func (r *Root) ShowField(ctx context.Context, pkg, field string) (string, error) {
+	out, err := r.apt(ctx, r.Dir, "apt-cache", "show", "--no-all-versions", pkg)
+	if err != nil {
+		return "", fmt.Errorf("no package %s in %s", pkg, r.suite())
+	}
+	for _, l := range strings.Split(string(out), "\n") {
+		if v, ok := strings.CutPrefix(l, field+":"); ok {
+			return strings.TrimSpace(v), nil
+		}
+	}
+	return "", nil
+}
+
+// Has reports whether the suite's lists know a package for an architecture.
+func (r *Root) Has(ctx context.Context, name, arch string) bool {
+	out, _ := r.apt(ctx, r.Dir, "apt-cache", "madison", name+":"+arch)
+	return len(bytes.TrimSpace(out)) > 0
+}
+
+// SuiteName is the suite this root serves.
+func (r *Root) SuiteName() string { return r.suite() }
 
 // Download fetches each package spec (name:arch[=version]) into the root's debs/ folder
 // unless a file for it is there already, and returns the .deb paths in spec order.

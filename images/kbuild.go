@@ -1,0 +1,118 @@
+package images
+
+import (
+	"context"
+	"debug/elf"
+	"fmt"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"github.com/kmodlab/kmodlab/images/debian"
+)
+
+// wrapKbuildTools makes a newer suite's kbuild host tools (modpost, objtool, …) run on
+// an older host: the tools that need a newer glibc than the host has are renamed to
+// TOOL.bin and replaced by a script that starts them through the suite's own loader and
+// libraries, unpacked next to the headers (kbuild-libs/). Nothing is installed on the host.
+func wrapKbuildTools(ctx context.Context, root *debian.Root, dir string, libs []string) error {
+	host := hostGlibc()
+	var specs []string
+	for _, l := range libs {
+		specs = append(specs, qualify(l, hostDebArch(), ""))
+	}
+	debs, err := root.Download(ctx, specs)
+	if err != nil {
+		return err
+	}
+	libDir := filepath.Join(dir, "kbuild-libs")
+	for _, d := range debs {
+		if err := debian.Extract(ctx, d, libDir); err != nil {
+			return err
+		}
+	}
+	loader := ""
+	for _, c := range []string{"usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2", "lib/x86_64-linux-gnu/ld-linux-x86-64.so.2",
+		"usr/lib/aarch64-linux-gnu/ld-linux-aarch64.so.1", "usr/lib/i386-linux-gnu/ld-linux.so.2"} {
+		if _, err := os.Stat(filepath.Join(libDir, c)); err == nil {
+			loader = c
+			break
+		}
+	}
+	if loader == "" {
+		return fmt.Errorf("kbuild_libs: no dynamic loader in %s", strings.Join(libs, ", "))
+	}
+	multiarch := filepath.Dir(loader)
+	tools, _ := filepath.Glob(filepath.Join(dir, "usr/lib/linux-kbuild-*"))
+	n := 0
+	for _, top := range tools {
+		err := filepath.WalkDir(top, func(p string, d fs.DirEntry, err error) error {
+			if err != nil || !d.Type().IsRegular() {
+				return err
+			}
+			if need := glibcNeeded(p); need == 0 || need <= host {
+				return nil
+			}
+			if err := os.Rename(p, p+".bin"); err != nil {
+				return err
+			}
+			rel, err := filepath.Rel(filepath.Dir(p), libDir)
+			if err != nil {
+				return err
+			}
+			script := fmt.Sprintf("#!/bin/sh\n# %s needs a newer glibc than the host's: run it with its suite's loader.\n"+
+				"L=$(cd \"$(dirname \"$0\")/%s\" && pwd)\n"+
+				"exec \"$L/%s\" --library-path \"$L/%s:$L/%s\" \"$0.bin\" \"$@\"\n",
+				filepath.Base(p), rel, loader, multiarch, strings.TrimPrefix(multiarch, "usr/"))
+			n++
+			return os.WriteFile(p, []byte(script), 0o755)
+		})
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// glibcNeeded is the highest GLIBC_2.N symbol version an ELF file needs (N), 0 if none.
+func glibcNeeded(p string) int {
+	f, err := elf.Open(p)
+	if err != nil {
+		return 0
+	}
+	defer f.Close()
+	syms, err := f.ImportedSymbols()
+	if err != nil {
+		return 0
+	}
+	best := 0
+	for _, s := range syms {
+		if v, ok := strings.CutPrefix(s.Version, "GLIBC_2."); ok {
+			v, _, _ = strings.Cut(v, ".")
+			if n, err := strconv.Atoi(v); err == nil && n > best {
+				best = n
+			}
+		}
+	}
+	return best
+}
+
+// hostGlibc is the host's glibc minor version (2.N -> N); 0 when unknown, which wraps
+// every tool that names a glibc version.
+func hostGlibc() int {
+	out, err := exec.Command("getconf", "GNU_LIBC_VERSION").Output()
+	if err != nil {
+		return 0
+	}
+	f := strings.Fields(string(out))
+	if len(f) < 2 {
+		return 0
+	}
+	_, minor, _ := strings.Cut(f[1], ".")
+	minor, _, _ = strings.Cut(minor, ".")
+	n, _ := strconv.Atoi(minor)
+	return n
+}

@@ -126,15 +126,15 @@ func poll(ctx context.Context, r runner.Runner, cmd string) error {
 // log) as it grows, only the new part each time, and with the kernel-log follower
 // tells whether the kernel crashed.
 type watcher struct {
-	log    runner.Log
-	follow *follower
-	mu     sync.Mutex
-	sc     console.Scanner
-	off    int
+	log     runner.Log
+	follow  *follower
+	mu      sync.Mutex
+	sc      console.Scanner
+	off     int
 	partial string
-	text   strings.Builder // the console since the cell began (bounded)
-	done   chan struct{}
-	once   sync.Once
+	text    strings.Builder // the console since the cell began (bounded)
+	done    chan struct{}
+	once    sync.Once
 }
 
 const maxConsole = 8 << 20

@@ -70,7 +70,7 @@ const (
 
 // Integrity problem kinds: the trace cannot be trusted for these transactions.
 const (
-	IntegrityDisagree  = "fields disagree"      // pos, len or handed-over address differ within a transaction
+	IntegrityDisagree  = "fields disagree"       // pos, len or handed-over address differ within a transaction
 	IntegrityDuplicate = "conflicting duplicate" // one event printed twice with different values
 )
 

@@ -20,6 +20,8 @@ type Report struct {
 	// Device or file the tool exercised.
 	Device string `json:"device,omitempty"`
 	Seed   int64  `json:"seed"`
+	// Threads the tool ran.
+	Threads int `json:"threads,omitempty"`
 	// Seconds the tool ran.
 	Seconds float64 `json:"seconds"`
 	// Reads and Writes are operations whose data the tool verified (evidence for clean).
@@ -75,7 +77,8 @@ func Parse(data []byte) (*Report, error) {
 	return r, nil
 }
 
-// Mismatches returns blkstress-shaped details, or nil when details have another shape.
+// BlockMismatches returns blkstress-shaped details, or nil when details have another
+// shape.
 func (r *Report) BlockMismatches() []Mismatch {
 	var m []Mismatch
 	if len(r.Details) == 0 || json.Unmarshal(r.Details, &m) != nil {

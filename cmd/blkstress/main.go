@@ -17,6 +17,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"github.com/kmodlab/kmodlab/stressreport"
 	"hash/crc32"
 	"math/rand"
 	"os"
@@ -40,36 +41,7 @@ const (
 )
 
 // Mismatch is one block that did not read back as written.
-type Mismatch struct {
-	Path      string `json:"path,omitempty"`
-	Block     int64  `json:"block"`
-	Offset    int64  `json:"offset"`
-	WantGen   uint64 `json:"want_gen"`
-	WantCRC   string `json:"want_crc"`
-	SeenCRC   string `json:"seen_crc"`
-	Holds     string `json:"holds"` // what the bytes look like: "block 12 gen 3", "zeros", "garbage"
-	Thread    int    `json:"thread"`
-	CPU       int    `json:"cpu"`
-	ElapsedMS int64  `json:"elapsed_ms"`
-}
-
-// Report is what blkstress writes.
-type Report struct {
-	Mode         string     `json:"mode"`
-	Device       string     `json:"device"`
-	Seed         int64      `json:"seed"`
-	Threads      int        `json:"threads"`
-	Seconds      float64    `json:"seconds"`
-	Writes       int64      `json:"writes"`
-	Reads        int64      `json:"reads"`
-	BytesWritten int64      `json:"bytes_written"`
-	BytesRead    int64      `json:"bytes_read"`
-	IOErrors     int64      `json:"io_errors"`
-	Mismatches   int        `json:"mismatches"`
-	FirstMS      int64      `json:"first_mismatch_ms"` // -1 when none
-	Details      []Mismatch `json:"details"`
-	Errors       []string   `json:"errors,omitempty"`
-}
+type Mismatch = stressreport.Mismatch
 
 type opts struct {
 	dev      string
@@ -125,11 +97,12 @@ func main() {
 
 // state collects results from all threads.
 type state struct {
-	mu    sync.Mutex
-	rep   *Report
-	start time.Time
-	bytes int64
-	o     opts
+	mu      sync.Mutex
+	rep     *stressreport.Report
+	details []Mismatch
+	start   time.Time
+	bytes   int64
+	o       opts
 }
 
 func (s *state) add(w, r, bw, br, ioerr int64) {
@@ -150,8 +123,8 @@ func (s *state) mismatch(m Mismatch) {
 		s.rep.FirstMS = m.ElapsedMS
 	}
 	s.rep.Mismatches++
-	if len(s.rep.Details) < 50 {
-		s.rep.Details = append(s.rep.Details, m)
+	if len(s.details) < 50 {
+		s.details = append(s.details, m)
 	}
 }
 
@@ -164,8 +137,8 @@ func (s *state) done() bool {
 	return s.o.maxBytes > 0 && s.rep.BytesRead+s.rep.BytesWritten >= s.o.maxBytes
 }
 
-func run(o opts) (*Report, error) {
-	rep := &Report{Mode: o.mode, Device: o.dev, Seed: o.seed, Threads: o.threads, FirstMS: -1, Details: []Mismatch{}}
+func run(o opts) (*stressreport.Report, error) {
+	rep := &stressreport.Report{Tool: "blkstress", Mode: o.mode, Device: o.dev, Seed: o.seed, Threads: o.threads, FirstMS: -1}
 	if o.threads < 1 {
 		return rep, fmt.Errorf("-threads %d: want at least 1", o.threads)
 	}
@@ -181,6 +154,10 @@ func run(o opts) (*Report, error) {
 		err = fmt.Errorf("-mode %q: want odirect or fs", o.mode)
 	}
 	rep.Seconds = time.Since(s.start).Seconds()
+	if s.details == nil {
+		s.details = []Mismatch{}
+	}
+	rep.Details, _ = json.Marshal(s.details)
 	return rep, err
 }
 
@@ -405,8 +382,8 @@ func runFS(s *state) error {
 					gens[id][b]++
 					fill(buf[b*blockSize:(b+1)*blockSize], s.o.seed, int64(id*fileBlocks+b), gens[id][b])
 				}
-				if err := os.WriteFile(filepath.Join(s.o.mnt, fmt.Sprintf("f%03d", id)), buf, 0o644); err != nil {
-					if !errors.Is(err, unix.EIO) {
+				if err := writeSynced(filepath.Join(s.o.mnt, fmt.Sprintf("f%03d", id)), buf); err != nil {
+					if !ioError(err) {
 						return err
 					}
 					s.add(0, 0, 0, 0, 1)
@@ -422,7 +399,6 @@ func runFS(s *state) error {
 		if err != nil {
 			return err
 		}
-		unix.Sync()
 		if err := os.WriteFile("/proc/sys/vm/drop_caches", []byte("3\n"), 0o200); err != nil {
 			return fmt.Errorf("drop caches: %w", err)
 		}
@@ -434,7 +410,7 @@ func runFS(s *state) error {
 				name := filepath.Join(s.o.mnt, fmt.Sprintf("f%03d", id))
 				data, err := os.ReadFile(name)
 				if err != nil {
-					if errors.Is(err, unix.EIO) {
+					if ioError(err) {
 						s.add(0, 0, 0, 0, 1)
 						continue
 					}
@@ -456,6 +432,30 @@ func runFS(s *state) error {
 		}
 	}
 	return nil
+}
+
+// writeSynced writes a file and waits for its write-back (fsync), so a write the device
+// failed is counted as an I/O error, never mistaken later for data read back wrong.
+func writeSynced(name string, data []byte) error {
+	f, err := os.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+// ioError says whether err is the device failing I/O (the daemon answered with an
+// error, or went away), as opposed to a problem of the tool itself.
+func ioError(err error) bool {
+	return errors.Is(err, unix.EIO) || errors.Is(err, unix.ENXIO) || errors.Is(err, unix.ENOSPC) || errors.Is(err, unix.EROFS)
 }
 
 // parseCPUs reads "0-2,4"; empty means the CPUs of our affinity mask (isolcpus= ones

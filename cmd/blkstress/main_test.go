@@ -1,6 +1,7 @@
 package main
 
 import (
+	"github.com/kmodlab/kmodlab/stressreport"
 	"testing"
 )
 
@@ -29,11 +30,11 @@ func TestPatternAndDescribe(t *testing.T) {
 }
 
 func TestCheckFindsWrongBlock(t *testing.T) {
-	s := &state{rep: &Report{FirstMS: -1}, o: opts{seed: 7}}
+	s := &state{rep: &stressreport.Report{FirstMS: -1}, o: opts{seed: 7}}
 	got := make([]byte, blockSize)
 	fill(got, 7, 99, 1) // block 99's data where block 12 should be
 	check(s, got, "", 12, 12*blockSize, 1, 0, 0)
-	if s.rep.Mismatches != 1 || s.rep.Details[0].Holds != "block 99 gen 1" {
+	if s.rep.Mismatches != 1 || s.details[0].Holds != "block 99 gen 1" {
 		t.Fatalf("%+v", s.rep)
 	}
 	fill(got, 7, 12, 1)

@@ -253,9 +253,7 @@ func (r *Run) Matrix() string {
 			v := "-"
 			if c != nil {
 				v = c.Verdict
-				if len(c.Runs) > 1 {
-					v += fmt.Sprintf(" %d/%d", c.Counts(c.Verdict), len(c.Runs))
-				}
+				v += c.rateSuffix()
 				if !c.Met {
 					v += "!"
 				}

@@ -67,3 +67,34 @@ func TestMatrixAndMarkdownAndHTML(t *testing.T) {
 		t.Errorf("html lacks chart or missed mark")
 	}
 }
+
+func TestRepeatsAndInconclusive(t *testing.T) {
+	r := &Run{Job: "j", Cells: []*Cell{
+		{ID: "x/a", Target: "x", Verdict: Reproduced, Expect: "reproduces", Met: true, Rate: "REPRODUCED 29/30, clean 1/30",
+			Runs: append(make([]RunResult, 29, 30), RunResult{Verdict: Clean, FirstDivergenceMS: -1})},
+		{ID: "x/b", Target: "x", Verdict: Inconclusive, Expect: "clean", Reasons: []string{"only 3 verified reads and writes (the job asks for 40)"}},
+	}}
+	for i := range r.Cells[0].Runs[:29] {
+		r.Cells[0].Runs[i] = RunResult{Verdict: Reproduced, FirstDivergenceMS: int64(100 * (i + 1))}
+	}
+	if m := r.Matrix(); !strings.Contains(m, "REPRODUCED 29/30") || !strings.Contains(m, "INCONCLUSIVE!") {
+		t.Errorf("matrix:\n%s", m)
+	}
+	if d := r.Details(); !strings.Contains(d, "repeats: REPRODUCED 29/30, clean 1/30, first divergence median 1.5 s") {
+		t.Errorf("details:\n%s", d)
+	}
+	md := r.Markdown()
+	if !strings.Contains(md, "| REPRODUCED 29/30 |") || !strings.Contains(md, "**x/b**: INCONCLUSIVE, expected clean: only 3 verified") {
+		t.Errorf("markdown:\n%s", md)
+	}
+	if h := r.HTML(); !strings.Contains(h, `class="inconclusive missed"`) || !strings.Contains(h, "<small>REPRODUCED 29/30, clean 1/30</small>") {
+		t.Errorf("html lacks the inconclusive class or the rate")
+	}
+	if r.Code() != 1 {
+		t.Errorf("INCONCLUSIVE exits 1, got %d", r.Code())
+	}
+	j, _ := r.JUnit()
+	if !strings.Contains(string(j), `failures="1"`) {
+		t.Errorf("junit: %s", j)
+	}
+}

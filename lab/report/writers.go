@@ -105,15 +105,23 @@ func (r *Run) Markdown() string {
 			case c == nil:
 				b.WriteString(" - |")
 			case c.Met:
-				fmt.Fprintf(&b, " %s |", c.Verdict)
+				fmt.Fprintf(&b, " %s%s |", c.Verdict, c.rateSuffix())
 			default:
-				fmt.Fprintf(&b, " **%s** (expected %s) |", c.Verdict, c.Expect)
+				fmt.Fprintf(&b, " **%s**%s (expected %s) |", c.Verdict, c.rateSuffix(), c.Expect)
 			}
 		}
 		b.WriteString("\n")
 	}
 	fmt.Fprintf(&b, "\nExit code %d; %.0f s.\n", r.Code(), r.Seconds)
 	for _, c := range r.Cells {
+		if !c.Met {
+			fmt.Fprintf(&b, "\n- **%s**: %s, expected %s: %s\n", c.ID, c.Verdict, c.Expect, strings.Join(c.Reasons, "; "))
+		}
+	}
+	for _, c := range r.Cells {
+		if c.Crash != nil && c.Attributed {
+			fmt.Fprintf(&b, "\n<details><summary>%s: %s</summary>\n\n%s\n\n```\n%s\n```\n</details>\n", c.ID, c.Crash.Title, c.Attribution, c.Crash.Text)
+		}
 		if c.Trace == nil || c.Trace.First == nil {
 			continue
 		}
@@ -142,13 +150,13 @@ body{font-family:sans-serif;margin:2em;color:#222}
 table.m{border-collapse:collapse}
 .m td,.m th{border:1px solid #ccc;padding:.4em .8em;text-align:center}
 .reproduced{background:#fde2c8}.crashed{background:#f7b6b6}.clean{background:#d4f0d4}
-.hung,.infra,.cannotdetect{background:#ddd}.missed{outline:3px solid #c00}
+.hung,.infra,.cannotdetect{background:#ddd}.inconclusive{background:#fff3b0}.missed{outline:3px solid #c00}
 pre{background:#f6f6f6;padding:.6em;overflow:auto;font-size:85%}
 </style></head><body>
 <h1>kmodlab: {{.R.Job}}</h1>
 <p>{{.R.JobFile}} · started {{.R.Started.Format "2006-01-02 15:04:05 MST"}} · {{printf "%.0f" .R.Seconds}} s · exit code {{.R.ExitCode}}</p>
 <table class="m"><tr><th>target</th>{{range .Cols}}<th>{{.}}</th>{{end}}</tr>
-{{range $t := .Rows}}<tr><th>{{$t}}</th>{{range $c := $.Cols}}{{with index $.At (printf "%s|%s" $t $c)}}<td class="{{cls .}}"><a href="#{{.ID}}">{{.Verdict}}</a></td>{{else}}<td>-</td>{{end}}{{end}}</tr>
+{{range $t := .Rows}}<tr><th>{{$t}}</th>{{range $c := $.Cols}}{{with index $.At (printf "%s|%s" $t $c)}}<td class="{{cls .}}"><a href="#{{.ID}}">{{.Verdict}}</a>{{with .Rate}}<br><small>{{.}}</small>{{end}}</td>{{else}}<td>-</td>{{end}}{{end}}</tr>
 {{end}}</table>
 {{range .R.Cells}}
 <h2 id="{{.ID}}">{{.ID}}: {{.Verdict}}{{if not .Met}} (expected {{.Expect}}){{end}}</h2>
@@ -156,7 +164,8 @@ pre{background:#f6f6f6;padding:.6em;overflow:auto;font-size:85%}
 {{if .Error}}<pre>{{.Error}}</pre>{{end}}
 {{if .Divergences}}<p>Divergences over the stress run (ms):</p>{{chart .Divergences}}{{end}}
 {{with .Trace}}{{with .First}}<p>First diverging transaction: {{.Kind}}: {{.Detail}}</p>{{end}}{{if .FirstTable}}<pre>{{.FirstTable}}</pre>{{end}}{{end}}
-{{with .Crash}}<p>Crash: {{.Title}}</p><pre>{{.Text}}</pre>{{end}}
+{{with .Crash}}<p>Crash: {{.Title}}</p>{{if .Frames}}<ul class="frames">{{range .Frames}}{{if .Module}}<li><code>{{.String}}</code></li>{{end}}{{end}}</ul>{{end}}<pre>{{.Text}}</pre>{{end}}
+{{with .Runs}}<table class="m"><tr><th>repeat</th><th>verdict</th><th>first divergence</th><th>stopped</th></tr>{{range .}}<tr><td>{{.Repeat}}</td><td>{{.Verdict}}</td><td>{{if ge .FirstDivergenceMS 0}}{{.FirstDivergenceMS}} ms{{else}}-{{end}}</td><td>{{if ge .StopMS 0}}{{.StopMS}} ms{{end}}</td></tr>{{end}}</table>{{end}}
 <p>Kernel {{.Kernel}} · runner {{.Runner}} · logs in <code>{{.LogDir}}</code></p>
 <p>Replay: <code>{{.Replay}}</code></p>
 {{end}}
@@ -202,4 +211,12 @@ func (r *Run) HTML() string {
 		return "<p>report error: " + template.HTMLEscapeString(err.Error()) + "</p>"
 	}
 	return b.String()
+}
+
+// rateSuffix is " 29/30" for a repeated cell: how many repeats gave its verdict.
+func (c *Cell) rateSuffix() string {
+	if len(c.Runs) < 2 {
+		return ""
+	}
+	return fmt.Sprintf(" %d/%d", c.Counts(c.Verdict), len(c.Runs))
 }

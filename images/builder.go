@@ -20,6 +20,7 @@ import (
 	"os/exec"
 	"path"
 	"path/filepath"
+	"regexp"
 	"runtime"
 	"sort"
 	"strings"
@@ -149,6 +150,13 @@ func (b *Builder) resolve(ctx context.Context, t *Target) error {
 	if err != nil {
 		return fmt.Errorf("%s: %s: %w", t.Name, meta, err)
 	}
+	// Newer packaging splits the image package: the kernel and its modules are in
+	// linux-binary-REL and linux-modules-REL, which it depends on at the same version.
+	deps, err := root.ShowField(ctx, k.Image+":"+t.DebArch, "Depends")
+	if err != nil {
+		return fmt.Errorf("%s: %w", t.Name, err)
+	}
+	k.Parts = kernelParts(k, deps)
 	if b.resolved == nil {
 		b.resolved = map[string]Kernel{}
 	}
@@ -156,6 +164,23 @@ func (b *Builder) resolve(ctx context.Context, t *Target) error {
 	t.Kernel = k
 	b.log().Info("kernel line resolved", "target", t.Name, "release", k.Release, "version", k.Version)
 	return nil
+}
+
+// kernelParts picks the split-out kernel packages (same release, same version) from the
+// image package's Depends.
+func kernelParts(k Kernel, depends string) []string {
+	var parts []string
+	for _, d := range strings.Split(depends, ",") {
+		alt, _, _ := strings.Cut(strings.TrimSpace(d), "|")
+		name, ver, _ := strings.Cut(strings.TrimSpace(alt), " ")
+		if !strings.HasSuffix(name, "-"+k.Release) || !strings.Contains(ver, k.Version) {
+			continue
+		}
+		if strings.HasPrefix(name, "linux-binary-") || strings.HasPrefix(name, "linux-modules-") || strings.HasPrefix(name, "linux-base-") {
+			parts = append(parts, name)
+		}
+	}
+	return parts
 }
 
 // kernelFromDepends reads the versioned kernel out of a linux-image-FLAVOUR
@@ -279,6 +304,10 @@ func (b *Builder) build(ctx context.Context, t *Target, dir string, client ssh.P
 	defer os.RemoveAll(out)
 
 	kernel := filepath.Join(stage, "boot", "vmlinuz-"+t.Kernel.Release)
+	if _, err := os.Stat(kernel); err != nil {
+		// Newer packaging (sid) keeps the image with its modules.
+		kernel = filepath.Join(stage, "usr/lib/modules", t.Kernel.Release, "vmlinuz")
+	}
 	kernelFile := "vmlinuz"
 	switch t.QEMU.KernelFormat {
 	case "", "bzimage", "zimage":
@@ -361,7 +390,7 @@ func (b *Builder) Headers(ctx context.Context, t *Target) (string, error) {
 	if err := b.resolve(ctx, t); err != nil {
 		return "", err
 	}
-	h := sha256.Sum256([]byte(fmt.Sprintf("headers-v2\n%s\n%s\n%s\n%s", t.Kernel.Release, t.Kernel.Version,
+	h := sha256.Sum256([]byte(fmt.Sprintf("headers-v5\n%s\n%s\n%s\n%s", t.Kernel.Release, t.Kernel.Version,
 		strings.Join(t.HeaderPackages(hostDebArch()), "\n"), strings.Join(t.KbuildLibs, ","))))
 	dir := filepath.Join(b.CacheDir, "headers", t.Name+"-"+hex.EncodeToString(h[:8]))
 	build := filepath.Join(dir, "usr/src", "linux-headers-"+t.Kernel.Release)
@@ -391,7 +420,13 @@ func (b *Builder) Headers(ctx context.Context, t *Target) (string, error) {
 		return "", fmt.Errorf("headers for %s: %w", t.Name, err)
 	}
 	fixed := strings.ReplaceAll(string(data), "include /usr/src/", "include $(dir $(lastword $(MAKEFILE_LIST)))../")
+	// Newer headers (sid) also name their own absolute directory as the output tree.
+	fixed = regexp.MustCompile(`(?m)^KBUILD_OUTPUT\s*:?=\s*/usr/src/\S+$`).ReplaceAllString(fixed,
+		"KBUILD_OUTPUT:=$(abspath $(dir $(lastword $(MAKEFILE_LIST))))")
 	if err := os.WriteFile(mk, []byte(fixed), 0o644); err != nil {
+		return "", err
+	}
+	if err := fixCompiler(dir, build, t.ModuleBuild.CrossCompile); err != nil {
 		return "", err
 	}
 	if len(t.KbuildLibs) > 0 {
@@ -403,6 +438,48 @@ func (b *Builder) Headers(ctx context.Context, t *Target) (string, error) {
 		return "", err
 	}
 	return build, nil
+}
+
+// fixCompiler points the headers' CC at the host's compiler when the versioned one
+// they name (a newer suite's gcc-14, gcc-16) is not installed: the module is then built
+// by the host's gcc, which kbuild accepts (Debian's headers skip the version check).
+func fixCompiler(dir, build, cross string) error {
+	vars := filepath.Join(build, ".kernelvariables")
+	data, err := os.ReadFile(vars)
+	if err != nil {
+		return nil // older headers have no such file
+	}
+	re := regexp.MustCompile(`\$\(CROSS_COMPILE\)gcc-(\d+)`)
+	m := re.FindSubmatch(data)
+	if m == nil {
+		return nil
+	}
+	if _, err := exec.LookPath(cross + "gcc-" + string(m[1])); err == nil {
+		return nil
+	}
+	if err := os.WriteFile(vars, re.ReplaceAll(data, []byte("$(CROSS_COMPILE)gcc")), 0o644); err != nil {
+		return err
+	}
+	// gcc 14's -fmin-function-alignment (x86 kernels ask for it) is -falign-functions
+	// to an older gcc: the same function alignment for the module's code.
+	mks, _ := filepath.Glob(filepath.Join(dir, "usr/src/linux-headers-*-common/Makefile"))
+	for _, mk := range mks {
+		if data, err := os.ReadFile(mk); err == nil && bytes.Contains(data, []byte("-fmin-function-alignment=")) {
+			if _, ok := exec.LookPath(cross + "gcc"); ok == nil && !gccAccepts(cross+"gcc", "-fmin-function-alignment=16") {
+				data = bytes.ReplaceAll(data, []byte("-fmin-function-alignment="), []byte("-falign-functions="))
+				if err := os.WriteFile(mk, data, 0o644); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	return nil
+}
+
+func gccAccepts(gcc, flag string) bool {
+	cmd := exec.Command(gcc, flag, "-x", "c", "-c", "-o", os.DevNull, "-")
+	cmd.Stdin = strings.NewReader("int x;\n")
+	return cmd.Run() == nil
 }
 
 // ExtractVmlinux finds the XZ stream inside a compressed kernel image and writes the
@@ -467,6 +544,7 @@ func ResolveModules(tree string, names []string) ([]string, error) {
 	if err != nil {
 		return nil, fmt.Errorf("modules: %w", err)
 	}
+	builtin := Builtin(tree)
 	var order []string
 	state := map[string]int{} // 1 visiting, 2 done
 	var visit func(name, from string) error
@@ -479,6 +557,10 @@ func ResolveModules(tree string, names []string) ([]string, error) {
 			return nil
 		}
 		p, ok := index[name]
+		if !ok && builtin[name] {
+			state[name] = 2 // built into this kernel (another line may have it as a module)
+			return nil
+		}
 		if !ok {
 			if from != "" {
 				return fmt.Errorf("module %s (needed by %s) not found under %s", name, from, tree)
@@ -506,6 +588,18 @@ func ResolveModules(tree string, names []string) ([]string, error) {
 		}
 	}
 	return order, nil
+}
+
+// Builtin reads the modules.builtin list of a modules tree (names, "-" as "_").
+func Builtin(tree string) map[string]bool {
+	b := map[string]bool{}
+	data, _ := os.ReadFile(filepath.Join(tree, "modules.builtin"))
+	for _, l := range strings.Split(string(data), "\n") {
+		if l = strings.TrimSpace(l); l != "" {
+			b[modName(path.Base(l))] = true
+		}
+	}
+	return b
 }
 
 func modName(file string) string {

@@ -59,6 +59,7 @@ type Line struct {
 	Suite      string   `yaml:"suite"` // default: the line's name
 	Kernel     Kernel   `yaml:"kernel"`
 	KbuildLibs []string `yaml:"kbuild_libs"`
+	Modules    []string `yaml:"modules"` // replaces the target's modules when set
 }
 
 // DefaultLine is the kernel line of a target named without @LINE.
@@ -73,6 +74,9 @@ type Kernel struct {
 	Release string   `yaml:"release"` // uname -r, e.g. 6.1.0-50-armmp-lpae
 	Version string   `yaml:"version"` // Debian package version, e.g. 6.1.176-1
 	Image   string   `yaml:"image"`   // linux-image package
+	// Parts are packages the image package is split into (sid: linux-binary-*,
+	// linux-modules-*), installed with it at the same version.
+	Parts   []string `yaml:"parts"`
 	Headers []string `yaml:"headers"` // linux-headers packages ("name" = target arch, "name:all")
 	Kbuild  string   `yaml:"kbuild"`  // linux-kbuild package, installed for the host's arch
 }
@@ -219,6 +223,9 @@ func (t *Target) WithLine(line string) (*Target, error) {
 	c.Kernel = l.Kernel
 	c.Kernel.Headers = append([]string(nil), l.Kernel.Headers...)
 	c.KbuildLibs = l.KbuildLibs
+	if l.Modules != nil {
+		c.Modules = l.Modules
+	}
 	return &c, nil
 }
 
@@ -291,7 +298,11 @@ func (t *Target) ImagePackages() []string {
 
 // KernelPackages is the kernel image package, from the line's suite.
 func (t *Target) KernelPackages() []string {
-	return []string{fmt.Sprintf("%s:%s=%s", t.Kernel.Image, t.DebArch, t.Kernel.Version)}
+	pk := []string{fmt.Sprintf("%s:%s=%s", t.Kernel.Image, t.DebArch, t.Kernel.Version)}
+	for _, p := range t.Kernel.Parts {
+		pk = append(pk, qualify(p, t.DebArch, t.Kernel.Version))
+	}
+	return pk
 }
 
 // UserlandPackages is the boot userland (busybox, dropbear, …), from the default

@@ -381,6 +381,38 @@ func (r *Root) Download(ctx context.Context, specs []string) ([]string, error) {
 	return paths, nil
 }
 
+// DownloadClosure fetches packages for arch with everything they depend on (not what
+// they recommend) into dir, as apt resolves it against an empty system, and returns the
+// .deb files of arch or "all" (dependencies apt satisfies with the host's architecture
+// are left out).
+func (r *Root) DownloadClosure(ctx context.Context, names []string, arch, dir string) ([]string, error) {
+	if err := os.MkdirAll(filepath.Join(dir, "partial"), 0o755); err != nil {
+		return nil, err
+	}
+	status := filepath.Join(dir, "empty-status")
+	if err := os.WriteFile(status, nil, 0o644); err != nil {
+		return nil, err
+	}
+	args := []string{"apt-get", "-q", "-y", "install", "--download-only", "--no-install-recommends",
+		"-o", "Dir::Cache::Archives=" + dir + "/", "-o", "Dir::State::status=" + status}
+	for _, n := range names {
+		args = append(args, n+":"+arch)
+	}
+	out, err := r.apt(ctx, r.Dir, args...)
+	if err != nil {
+		return nil, fmt.Errorf("apt-get install --download-only %s for %s in %s: %w\n%s", strings.Join(names, " "), arch, r.suite(), err, tail(out, 10))
+	}
+	var debs []string
+	for _, a := range []string{arch, "all"} {
+		m, _ := filepath.Glob(filepath.Join(dir, "*_"+a+".deb"))
+		debs = append(debs, m...)
+	}
+	if len(debs) == 0 {
+		return nil, fmt.Errorf("apt-get fetched no package for %s", strings.Join(names, " "))
+	}
+	return debs, nil
+}
+
 // cached finds the .deb for a spec: exact version when pinned, else the newest candidate.
 func (r *Root) cached(spec string) string {
 	name, arch, version := SplitSpec(spec)

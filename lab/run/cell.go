@@ -162,7 +162,7 @@ func (cr *cellRun) do(ctx context.Context) verdict.Decision {
 	}
 	cr.windowStart = true
 	cr.follow = startFollower(ctx, cr.r, cr.agentPath(), seq, filepath.Join(rc.LogDir, "kern.log"), cr.onDivergence)
-	cr.watch = startWatcher(cr.r.Log(), cr.follow)
+	cr.watch = startWatcher(cr.r, cr.follow)
 	defer cr.watch.stop()
 
 	to := p.o.Job.Timeouts

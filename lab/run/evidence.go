@@ -1,14 +1,17 @@
 package run
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"path/filepath"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/kmodlab/kmodlab/lab/console"
 	"github.com/kmodlab/kmodlab/lab/report"
+	"github.com/kmodlab/kmodlab/lab/runner"
 	"github.com/kmodlab/kmodlab/lab/trace"
 	"github.com/kmodlab/kmodlab/lab/verdict"
 	"github.com/kmodlab/kmodlab/stressreport"
@@ -55,6 +58,9 @@ func (cr *cellRun) judge(f *follower) verdict.Decision {
 	// log could be streamed; the kernel log sees what the console's log level hides.
 	// Both are read; a report seen in both is counted once.
 	ev.Crashes = mergeReports(console.Find(con), kernReports)
+	if cr.watch != nil && cr.watch.panicked() && !console.Fatal(ev.Crashes) {
+		ev.Crashes = append(ev.Crashes, console.Report{Title: "kernel panic (the guest's pvpanic device said so)", Kind: console.KindPanic})
+	}
 
 	d := verdict.Decide(ev, verdict.Expect{Want: cr.c.Expect, MinTransactions: p.o.Job.Expect.Evidence().Transactions,
 		MinIO: p.o.Job.Expect.Evidence().IO, MinOps: p.o.Job.Expect.Evidence().Ops})
@@ -77,8 +83,30 @@ func (cr *cellRun) judge(f *follower) verdict.Decision {
 		}
 		rc.Error = strings.Join(errs, "\n")
 	}
+	if d.Verdict == verdict.Hung {
+		cr.diagnose()
+	}
 	cr.summarize(ev, d)
 	return d
+}
+
+// diagnose asks a hung machine for its blocked tasks and stacks, where it can.
+func (cr *cellRun) diagnose() {
+	dg, ok := cr.r.(runner.Diagnoser)
+	if !ok {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	out, err := dg.Diagnose(ctx)
+	if err != nil {
+		cr.rc.Evidence = append(cr.rc.Evidence, "diagnosis failed: "+firstLine(err.Error()))
+		return
+	}
+	file := filepath.Join(cr.rc.LogDir, "diagnose.log")
+	if os.WriteFile(file, []byte(out), 0o644) == nil {
+		cr.rc.Evidence = append(cr.rc.Evidence, "diagnosis (sysrq w, t): "+file)
+	}
 }
 
 // pins compares the replay's --pin values with what this run has.

@@ -126,6 +126,7 @@ func poll(ctx context.Context, r runner.Runner, cmd string) error {
 // log) as it grows, only the new part each time, and with the kernel-log follower
 // tells whether the kernel crashed.
 type watcher struct {
+	r       runner.Runner
 	log     runner.Log
 	follow  *follower
 	mu      sync.Mutex
@@ -139,8 +140,9 @@ type watcher struct {
 
 const maxConsole = 8 << 20
 
-func startWatcher(l runner.Log, f *follower) *watcher {
-	w := &watcher{log: l, follow: f, done: make(chan struct{})}
+func startWatcher(r runner.Runner, f *follower) *watcher {
+	l := r.Log()
+	w := &watcher{r: r, log: l, follow: f, done: make(chan struct{})}
 	if l != nil {
 		w.off = l.Len()
 		go w.loop()
@@ -191,7 +193,13 @@ func (w *watcher) fatal() bool {
 	w.mu.Lock()
 	c := crashIn(&w.sc)
 	w.mu.Unlock()
-	return c || (w.follow != nil && w.follow.crashed())
+	return c || (w.follow != nil && w.follow.crashed()) || w.panicked()
+}
+
+// panicked reports the machine's own panic signal (pvpanic), where it has one.
+func (w *watcher) panicked() bool {
+	p, ok := w.r.(runner.Panicker)
+	return ok && p.Panicked()
 }
 
 func crashIn(sc *console.Scanner) bool {

@@ -99,3 +99,17 @@ func (e *ExitError) Error() string {
 // ErrConnectionLost is wrapped by Run's error when the connection to the machine dies
 // under a running command.
 var ErrConnectionLost = errors.New("ssh connection lost")
+
+// Diagnoser is a machine that can say more about a hang: a QEMU guest asks its kernel
+// for the blocked tasks and all task stacks (sysrq w and t) through its monitor, as
+// syzkaller's Diagnose does. The pipeline saves the answer with a HUNG cell's logs.
+type Diagnoser interface {
+	Diagnose(ctx context.Context) (string, error)
+}
+
+// Panicker is a machine that reports its kernel's panic on its own channel (QEMU's
+// pvpanic device: the GUEST_PANICKED event), which the crash watcher trusts even when
+// the console has not printed the panic yet.
+type Panicker interface {
+	Panicked() bool
+}

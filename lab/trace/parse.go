@@ -9,7 +9,7 @@ import (
 var ops = map[string]bool{"write": true, "write1": true, "read0": true, "read1": true, "read2": true,
 	"readx": true, "read3": true, "rfault": true, "wfault": true}
 
-type start struct{ prefix, op int }
+type start struct{ prefix, op, tok int } // byte offsets of the record and its op; tok: the op's token index
 
 // field is one whitespace-separated token and where it starts.
 type field struct {
@@ -17,8 +17,10 @@ type field struct {
 	off int
 }
 
-func fields(s string) []field {
-	var out []field
+func fields(s string) []field { return appendFields(nil, s) }
+
+// appendFields appends s's tokens to out (reused between lines by the Analyzer).
+func appendFields(out []field, s string) []field {
 	i := 0
 	for i < len(s) {
 		for i < len(s) && isSpace(s[i]) {
@@ -40,23 +42,26 @@ func isSpace(c byte) bool { return c == ' ' || c == '\t' || c == '\r' || c == '\
 
 // opStarts finds where trace records start in a line: an op token followed by a hex
 // token, with the "userblkN:" token before it when there is one.
-func opStarts(s string) []start {
+func opStarts(s string) []start { st, _ := appendStarts(nil, nil, s); return st }
+
+// appendStarts appends the record starts of s to out; it returns the tokens it cut
+// (in buf's storage) for the caller to parse a single record from.
+func appendStarts(out []start, buf []field, s string) ([]start, []field) {
 	if !strings.Contains(s, "read") && !strings.Contains(s, "write") && !strings.Contains(s, "fault") {
-		return nil
+		return out, buf[:0]
 	}
-	f := fields(s)
-	var out []start
+	f := appendFields(buf[:0], s)
 	for i := 0; i+1 < len(f); i++ {
 		if !ops[strings.TrimSuffix(f[i].s, ":")] || !isHex(f[i+1].s, 1, 16) {
 			continue
 		}
-		st := start{prefix: f[i].off, op: f[i].off}
+		st := start{prefix: f[i].off, op: f[i].off, tok: i}
 		if i > 0 && isDiskToken(f[i-1].s) {
 			st.prefix = f[i-1].off
 		}
 		out = append(out, st)
 	}
-	return out
+	return out, f
 }
 
 // isDiskToken matches the "userblk0:" prefix: word characters ending in a digit, then ':'.
@@ -104,11 +109,17 @@ func isDec(t string, max int) bool {
 
 // parseAt parses one record: seg starts at its prefix (or op) and op is the op token's
 // offset in seg.
-func parseAt(seg string, op int) (ev Event, ok bool) {
+func parseAt(seg string, op int) (ev Event, ok bool) { return parseFields(nil, seg, op) }
+
+func parseFields(buf []field, seg string, op int) (ev Event, ok bool) {
 	if op > 0 {
 		ev.Disk = strings.TrimSuffix(strings.TrimSpace(seg[:op]), ":")
 	}
-	f := fields(seg[op:])
+	return parseTokens(appendFields(buf[:0], seg[op:]), ev)
+}
+
+// parseTokens parses a record from its tokens, the op first; ev holds the disk.
+func parseTokens(f []field, ev Event) (Event, bool) {
 	if len(f) < 6 {
 		return ev, false
 	}

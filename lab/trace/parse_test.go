@@ -85,7 +85,7 @@ func TestParseColumns(t *testing.T) {
 	if st := opStarts("x read1"); len(st) != 0 {
 		t.Errorf("an op at the end of a line starts nothing: %v", st)
 	}
-	if st := opStarts("userblk0: read1 1 userblk1: write 2"); len(st) != 2 || st[0] != (start{0, 10}) || st[1] != (start{18, 28}) {
+	if st := opStarts("userblk0: read1 1 userblk1: write 2"); len(st) != 2 || st[0] != (start{0, 10, 1}) || st[1] != (start{18, 28, 4}) {
 		t.Errorf("opStarts = %v", st)
 	}
 }

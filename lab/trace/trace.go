@@ -158,7 +158,10 @@ type Analyzer struct {
 	MaxOpen      int // open transactions (default MaxOpen)
 
 	res        Result
+	starts     []start
+	fbuf       []field
 	pages      map[uint64]bool
+	addrs      map[string]bool // addresses already looked at for HandedPages
 	open       map[key]*tx
 	head, tail *tx // open transactions, oldest first
 	seq        uint64
@@ -166,7 +169,8 @@ type Analyzer struct {
 
 // NewAnalyzer returns an empty oracle.
 func NewAnalyzer() *Analyzer {
-	return &Analyzer{Keep: Keep, MaxOpen: MaxOpen, open: map[key]*tx{}, pages: map[uint64]bool{},
+	return &Analyzer{Keep: Keep, MaxOpen: MaxOpen, open: map[key]*tx{}, pages: map[uint64]bool{}, addrs: map[string]bool{},
+		fbuf: make([]field, 0, 48), starts: make([]start, 0, 4),
 		res: Result{Kinds: map[string]int{}, Divergences: []Divergence{}, FirstTS: -1, LastTS: -1}}
 }
 
@@ -189,7 +193,8 @@ func (a *Analyzer) LongLine() {
 }
 
 func (a *Analyzer) feed(s string, ts int64) {
-	starts := opStarts(s)
+	a.starts, a.fbuf = appendStarts(a.starts[:0], a.fbuf, s)
+	starts := a.starts
 	if len(starts) == 0 {
 		return
 	}
@@ -204,7 +209,17 @@ func (a *Analyzer) feed(s string, ts int64) {
 		if i+1 < len(starts) {
 			end = starts[i+1].prefix
 		}
-		ev, ok := parseAt(s[st.prefix:end], st.op-st.prefix)
+		var ev Event
+		var ok bool
+		if len(starts) == 1 {
+			// One record: parse the tokens appendStarts already cut.
+			if st.prefix != st.op {
+				ev.Disk = strings.TrimSuffix(a.fbuf[st.tok-1].s, ":")
+			}
+			ev, ok = parseTokens(a.fbuf[st.tok:], ev)
+		} else {
+			ev, ok = parseFields(nil, s[st.prefix:end], st.op-st.prefix)
+		}
 		if !ok {
 			a.res.Unparsed++
 			continue
@@ -224,7 +239,8 @@ func (a *Analyzer) add(ev Event) {
 		}
 		r.LastTS = ev.TS
 	}
-	if (ev.Mode == "atomic" || ev.Mode == "local") && ev.Addr != "" && len(a.pages) < MaxPages {
+	if (ev.Mode == "atomic" || ev.Mode == "local") && ev.Addr != "" && len(a.pages) < MaxPages && !a.addrs[ev.Addr] {
+		a.addrs[ev.Addr] = true
 		if v, err := strconv.ParseUint(ev.Addr, 16, 64); err == nil && !a.pages[v&^0xfff] {
 			a.pages[v&^0xfff] = true
 			r.HandedPages = append(r.HandedPages, v&^0xfff)

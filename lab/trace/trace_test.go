@@ -1,9 +1,14 @@
 package trace
 
 import (
+	"bufio"
+	"fmt"
 	"os"
+	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestSeedTable(t *testing.T) {
@@ -119,4 +124,55 @@ func BenchmarkAnalyze(b *testing.B) {
 	for i := 0; i < b.N; i++ {
 		AnalyzeString(string(data))
 	}
+}
+
+// BenchmarkAnalyze50MB streams a 50 MB kernel log in which every read transaction
+// diverges (the worst case for memory) and reports throughput and the peak heap.
+func BenchmarkAnalyze50MB(b *testing.B) {
+	file := filepath.Join(b.TempDir(), "kern.log")
+	f, err := os.Create(file)
+	if err != nil {
+		b.Fatal(err)
+	}
+	w := bufio.NewWriter(f)
+	size := 0
+	for x := 1; size < 50<<20; x++ {
+		for _, l := range read(uint64(x), 0x11111111, 0x22222222, "atomic", "0badcafe") {
+			n, _ := fmt.Fprintln(w, l)
+			size += n
+		}
+	}
+	w.Flush()
+	f.Close()
+	b.SetBytes(int64(size))
+	b.ResetTimer()
+	var peak uint64
+	for i := 0; i < b.N; i++ {
+		runtime.GC()
+		stop := make(chan struct{})
+		done := make(chan uint64)
+		go func() {
+			var m runtime.MemStats
+			var p uint64
+			for {
+				runtime.ReadMemStats(&m)
+				p = max(p, m.HeapInuse)
+				select {
+				case <-stop:
+					done <- p
+					return
+				case <-time.After(5 * time.Millisecond):
+				}
+			}
+		}()
+		in, _ := os.Open(file)
+		res, err := Analyze(in)
+		in.Close()
+		close(stop)
+		peak = max(peak, <-done)
+		if err != nil || res.Diverged() == 0 {
+			b.Fatalf("%v %d", err, res.Diverged())
+		}
+	}
+	b.ReportMetric(float64(peak)/(1<<20), "peak-heap-MB")
 }

@@ -201,11 +201,16 @@ func (c *Client) Copy(ctx context.Context, local, remotePath string, mode os.Fil
 		return err
 	}
 	defer f.Close()
+	bin, err := scpCommand("-qt", remotePath)
+	if err != nil {
+		return err
+	}
 	sc, err := scp.NewClientBySSH(c.c)
 	if err != nil {
 		return err
 	}
 	defer sc.Close()
+	sc.RemoteBinary = bin
 	if err := sc.CopyFromFile(ctx, *f, remotePath, fmt.Sprintf("%04o", mode.Perm())); err != nil {
 		return fmt.Errorf("scp %s -> %s:%s: %w", local, c.addr, remotePath, err)
 	}
@@ -214,15 +219,37 @@ func (c *Client) Copy(ctx context.Context, local, remotePath string, mode os.Fil
 
 // Fetch copies a remote file to w.
 func (c *Client) Fetch(ctx context.Context, remotePath string, w io.Writer) error {
+	bin, err := scpCommand("-f", remotePath)
+	if err != nil {
+		return err
+	}
 	sc, err := scp.NewClientBySSH(c.c)
 	if err != nil {
 		return err
 	}
 	defer sc.Close()
+	sc.RemoteBinary = bin
 	if err := sc.CopyFromRemotePassThru(ctx, w, remotePath, nil); err != nil {
 		return fmt.Errorf("scp %s:%s: %w", c.addr, remotePath, err)
 	}
 	return nil
+}
+
+// scpCommand is the remote command go-scp starts for remotePath. go-scp appends the
+// path itself, quoted with Go's %q, which a shell does not read back as written ($ and
+// ` expand inside double quotes). So the command carries the path quoted for the shell
+// and ends in " #": go-scp's own " -qt \"…\"" becomes a comment. The path goes into
+// the protocol's header line too, which a newline or NUL would break.
+func scpCommand(flag, remotePath string) (string, error) {
+	if remotePath == "" || strings.ContainsAny(remotePath, "\n\r\x00") {
+		return "", fmt.Errorf("scp: remote path %q: empty, or holds a newline or NUL", remotePath)
+	}
+	return "scp " + flag + " " + ShellQuote(remotePath) + " #", nil
+}
+
+// ShellQuote quotes s as one word for a POSIX shell.
+func ShellQuote(s string) string {
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }
 
 // Close ends the connection.

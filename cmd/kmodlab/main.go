@@ -39,8 +39,11 @@ var (
 )
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+	go handleSignals(sigs, cancel, os.Exit)
 	root := &cobra.Command{
 		Use:           "kmodlab",
 		Short:         "A QEMU-based, cross-architecture CI lab for Linux kernel modules",
@@ -67,6 +70,18 @@ func main() {
 		os.Exit(ee.code)
 	}
 	os.Exit(exitInfra)
+}
+
+// handleSignals: the first Ctrl-C (or SIGTERM) cancels the context, so the running
+// command shuts its guests down, writes its reports and exits 2; a second one exits at
+// once, for when that clean-up itself hangs.
+func handleSignals(sigs <-chan os.Signal, cancel context.CancelFunc, exit func(int)) {
+	s := <-sigs
+	fmt.Fprintf(os.Stderr, "kmodlab: %s: cleaning up (again to exit at once)\n", s)
+	cancel()
+	<-sigs
+	fmt.Fprintln(os.Stderr, "kmodlab: exiting without cleaning up")
+	exit(exitInfra)
 }
 
 func versionCmd() *cobra.Command {

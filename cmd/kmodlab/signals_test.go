@@ -1,0 +1,27 @@
+package main
+
+import (
+	"context"
+	"os"
+	"syscall"
+	"testing"
+)
+
+func TestSecondSignalExitsAtOnce(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	sigs := make(chan os.Signal, 2)
+	exited := make(chan int, 1)
+	go handleSignals(sigs, cancel, func(code int) { exited <- code })
+	sigs <- os.Interrupt
+	<-ctx.Done() // the first one cancels, so the command cleans up
+	select {
+	case code := <-exited:
+		t.Fatalf("exited (%d) on the first signal, before cleaning up", code)
+	default:
+	}
+	sigs <- syscall.SIGTERM
+	if code := <-exited; code != exitInfra {
+		t.Errorf("second signal: exit %d, want %d", code, exitInfra)
+	}
+}

@@ -809,14 +809,16 @@ out_unlock:
 /*
  * userblk_copy_out - give a write's data to the daemon: through the submitter's mapping
  * (atomic, local, kmap) or through our own (copier). Runs in the daemon's thread, with
- * the request BUSY, with page faults disabled: returns the bytes not copied. Does not
- * sleep.
+ * the request BUSY, with page faults disabled: returns the bytes not copied (all of
+ * them for a buffer outside user space). Does not sleep.
  */
 static unsigned long userblk_copy_out(struct userblk_req *req, void __user *ubuf)
 {
 	unsigned long left;
 	void *p;
 
+	if (!access_ok(ubuf, req->len))
+		return req->len;
 	pagefault_disable();
 	if (req->addr) {
 		left = __copy_to_user_inatomic(ubuf, req->addr, req->len);
@@ -839,6 +841,9 @@ static unsigned long userblk_copy_in(struct userblk_req *req, const void __user 
 	unsigned long left;
 	void *p;
 
+	/* The _inatomic copies neither check the range nor zero a short copy's tail. */
+	if (!access_ok(ubuf, req->len))
+		return req->len;
 	pagefault_disable();
 	if (req->addr) {
 		left = __copy_from_user_inatomic(req->addr, ubuf, req->len);
@@ -863,6 +868,8 @@ static bool user_side_faults(void __user *ubuf, u32 len, unsigned long left, boo
 	unsigned long n;
 	char bounce = 0;
 
+	if (!access_ok(at, 1))
+		return true;
 	pagefault_disable();
 	if (to_user)
 		n = __copy_to_user_inatomic(at, &bounce, 1);
@@ -945,7 +952,7 @@ again:
 	}
 	if (!left) {
 		pagefault_disable();
-		left = __copy_to_user_inatomic(uarg, &r, sizeof(r));
+		left = copy_to_user(uarg, &r, sizeof(r));
 		pagefault_enable();
 	}
 	if (left) {

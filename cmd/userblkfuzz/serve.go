@@ -1,0 +1,354 @@
+package main
+
+import (
+	"bufio"
+	"fmt"
+	"math/rand"
+	"os"
+	"os/signal"
+	"runtime"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/kmodlab/kmodlab/daemon/uapi"
+	"golang.org/x/sys/unix"
+)
+
+// The serving child: one process that creates a disk and serves it adversarially, so
+// the parent can kill it at any point. It talks to the parent in lines on stdout:
+//
+//	INDEX <n>               the disk it serves
+//	OPS <total>             ioctl calls so far (every 100 ms, and at exit)
+//	V <invariant>\t<detail> a violated invariant
+//	NOTE <text>             something the parent should report (no userfaultfd, …)
+//
+// SIGUSR1 makes it SHUTDOWN the disk (it then drains and exits); SIGTERM too.
+type child struct {
+	f      *fuzzer
+	fd     int
+	rng    *rand.Rand
+	out    *bufio.Writer
+	outMu  sync.Mutex
+	mu     sync.Mutex
+	handed map[uint64]bool // xids GET_REQUEST returned
+	done   map[uint64]bool // xids a COMPLETE succeeded on
+	maxXid uint64
+	store  map[uint64][]byte // 4 KiB blocks by byte offset / 4096
+	size   uint64
+	bad    *badPointers
+	stalls int
+	// serveMu: the second serving thread holds it shared from its GET_REQUEST until it
+	// has recorded the xid; the racer holds it while guessing xids, so an xid it
+	// completes was either recorded as handed out or never handed out at all.
+	serveMu sync.RWMutex
+}
+
+func (c *child) say(format string, args ...any) {
+	c.outMu.Lock()
+	fmt.Fprintf(c.out, format+"\n", args...)
+	c.out.Flush()
+	c.outMu.Unlock()
+}
+
+func (c *child) violation(inv, detail string) { c.say("V %s\t%s", inv, detail) }
+
+func runChild(f *fuzzer, mode uint32, size uint64, ioTimeout uint32) int {
+	c := &child{f: f, rng: rand.New(rand.NewSource(f.seed)), out: bufio.NewWriter(os.Stdout),
+		handed: map[uint64]bool{}, done: map[uint64]bool{}, store: map[uint64][]byte{}, size: size}
+	var err error
+	if c.bad, err = newBadPointers(); err != nil {
+		c.say("NOTE bad pointers: %v", err)
+		return 2
+	}
+	c.fd, err = unix.Open(f.ctl, unix.O_RDWR|unix.O_CLOEXEC, 0)
+	if err != nil {
+		c.say("NOTE open %s: %v", f.ctl, err)
+		return 2
+	}
+	cr := uapi.Create{Size: size, MapMode: mode, IOTimeout: ioTimeout}
+	if err := f.ioctl(c.fd, uapi.IocCreate, ptr(&cr)); err != nil {
+		c.say("NOTE CREATE: %v", err)
+		return 2
+	}
+	c.say("INDEX %d", cr.Index)
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, syscall.SIGUSR1, syscall.SIGTERM)
+	go func() {
+		<-sigs
+		f.ioctl(c.fd, uapi.IocShutdown, 0)
+	}()
+	go func() {
+		for {
+			c.say("OPS %d", f.ops.Load())
+			time.Sleep(100 * time.Millisecond)
+		}
+	}()
+	var wg sync.WaitGroup
+	for i := 0; i < 2; i++ {
+		wg.Add(1)
+		seed := c.rng.Int63()
+		go func() {
+			defer wg.Done()
+			runtime.LockOSThread()
+			c.serve(rand.New(rand.NewSource(seed)), i == 0)
+		}()
+	}
+	wg.Wait()
+	c.say("OPS %d", f.ops.Load())
+	unix.Close(c.fd)
+	return 0
+}
+
+// serve loops on GET_REQUEST/COMPLETE until the disk shuts down, misbehaving at
+// random. The first thread also stalls its buffer with userfaultfd now and then.
+func (c *child) serve(rng *rand.Rand, staller bool) {
+	buf := alignedBuf(uapi.MaxSegment)
+	rbuf := alignedBuf(uapi.MaxSegment)
+	for {
+		r := uapi.Request{Buf: uint64(ptr(&buf[0])), BufLen: uapi.MaxSegment}
+		var stall *stallRegion
+		arg := ptr(&r)
+		switch n := rng.Intn(100); {
+		case n < 4: // a bad buffer: a write's data cannot land there
+			p, _ := c.bad.pick(rng.Int())
+			r.Buf = uint64(p)
+		case n < 6: // the argument itself is bad
+			arg, _ = c.bad.pick(rng.Int())
+		case n < 8:
+			r.Flags = 1 << uint(1+rng.Intn(31)) // unknown flag
+		case n < 10:
+			r.BufLen = uint32(rng.Intn(4096))
+		case n < 22 && staller:
+			if s, err := newStallRegion(uapi.MaxSegment); err == nil {
+				stall = s
+				r.Buf = uint64(s.addr())
+			} else if c.stalls == 0 {
+				c.stalls = -1
+				c.say("NOTE userfaultfd unavailable (%v): stalls use no userfaultfd", err)
+			}
+		}
+		var raced chan struct{}
+		if stall != nil {
+			raced = make(chan struct{})
+			go c.race(stall, rng.Int63(), raced)
+		}
+		if !staller {
+			// NOWAIT, so it never sleeps holding serveMu.
+			c.serveMu.RLock()
+			r.Flags |= uapi.GetNowait
+		}
+		err := c.f.ioctl(c.fd, uapi.IocGetRequest, arg)
+		if stall != nil {
+			stall.getDone.Store(true)
+			<-raced
+			stall.close()
+			c.stalls++
+		}
+		if !staller {
+			if err == nil && arg == ptr(&r) {
+				c.record(&r)
+			}
+			c.serveMu.RUnlock()
+			if err == unix.EAGAIN {
+				time.Sleep(time.Millisecond)
+				continue
+			}
+		} else if err == nil && arg == ptr(&r) {
+			c.record(&r)
+		}
+		if err == unix.ESHUTDOWN {
+			return
+		}
+		if err != nil {
+			if r.Flags&^uint32(uapi.GetNowait) != 0 && err != unix.EINVAL && err != unix.EINTR {
+				c.violation("unknown GET_REQUEST flags accepted", fmt.Sprintf("flags %#x: %s", r.Flags, errno(err)))
+			}
+			continue
+		}
+		if r.Flags&^uint32(uapi.GetNowait) != 0 {
+			c.violation("unknown GET_REQUEST flags accepted", fmt.Sprintf("flags %#x returned xid %08x", r.Flags, r.Xid))
+		}
+		if arg != ptr(&r) {
+			// The kernel wrote the description through a bad pointer: it "succeeded".
+			c.violation("GET_REQUEST wrote through a bad pointer", fmt.Sprintf("arg %#x", arg))
+			continue
+		}
+		if r.Op == uapi.OpWrite && r.Buf != uint64(ptr(&buf[0])) && (stall == nil || r.Buf != uint64(stall.addr())) {
+			c.violation("GET_REQUEST copied a write into a bad buffer", fmt.Sprintf("buf %#x xid %08x", r.Buf, r.Xid))
+		}
+		data := buf[:r.Len]
+		if stall != nil {
+			data = stall.mem[:r.Len] // already resolved: the write's data is there
+		}
+		c.answer(rng, &r, data, rbuf)
+	}
+}
+
+// record notes an xid GET_REQUEST returned.
+func (c *child) record(r *uapi.Request) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.done[r.Xid] {
+		c.violation("request served twice", fmt.Sprintf("xid %08x handed out after it was completed", r.Xid))
+	}
+	c.handed[r.Xid] = true
+	if r.Xid > c.maxXid {
+		c.maxXid = r.Xid
+	}
+}
+
+// answer completes one request, perhaps after some wrong COMPLETEs.
+func (c *child) answer(rng *rand.Rand, r *uapi.Request, data, rbuf []byte) {
+	good := uapi.Complete{Xid: r.Xid}
+	if r.Op == uapi.OpRead {
+		c.readStore(r.Pos, rbuf[:r.Len])
+		good.Buf, good.Len = uint64(ptr(&rbuf[0])), r.Len
+	}
+	if rng.Intn(400) == 0 {
+		return // never complete: the submitter's io_timeout must end it
+	}
+	n := rng.Intn(100)
+	switch {
+	case n < 8: // a wrong length
+		bad := good
+		bad.Len = good.Len + 512
+		if r.Op == uapi.OpWrite {
+			bad.Len = 4096
+		}
+		c.expectFail(&bad, "wrong length")
+	case n < 13 && r.Op == uapi.OpRead: // data from a bad pointer
+		bad := good
+		p, name := c.bad.pick(rng.Int())
+		bad.Buf = uint64(p)
+		if name == "read-only" {
+			break // readable: a legitimate source
+		}
+		c.expectFail(&bad, name+" buffer")
+	case n < 16: // a future xid
+		fut := good
+		fut.Xid = r.Xid + 1000 + uint64(rng.Intn(1000))
+		c.expectFail(&fut, "future xid")
+	case n < 20: // fail it
+		good = uapi.Complete{Xid: r.Xid, Status: -int32(unix.EIO)}
+	}
+	if good.Status == 0 && r.Op == uapi.OpWrite {
+		c.writeStore(r.Pos, data)
+	}
+	err := c.f.ioctl(c.fd, uapi.IocComplete, ptr(&good))
+	if err == nil {
+		c.completed(r.Xid)
+	}
+	if n >= 20 && n < 25 { // duplicate and stale completions
+		if err := c.f.ioctl(c.fd, uapi.IocComplete, ptr(&good)); err == nil {
+			c.violation("completed twice", fmt.Sprintf("xid %08x: a second COMPLETE succeeded", r.Xid))
+		}
+		c.mu.Lock()
+		var stale uint64
+		for x := range c.done {
+			stale = x
+			break
+		}
+		c.mu.Unlock()
+		if stale != 0 {
+			s := uapi.Complete{Xid: stale, Status: -int32(unix.EIO)}
+			if err := c.f.ioctl(c.fd, uapi.IocComplete, ptr(&s)); err == nil {
+				c.violation("completed twice", fmt.Sprintf("stale xid %08x: COMPLETE succeeded again", stale))
+			}
+		}
+	}
+}
+
+// expectFail issues a COMPLETE that must be refused.
+func (c *child) expectFail(bad *uapi.Complete, what string) {
+	err := c.f.ioctl(c.fd, uapi.IocComplete, ptr(bad))
+	if err != nil {
+		return
+	}
+	c.completed(bad.Xid)
+	c.mu.Lock()
+	handed := c.handed[bad.Xid]
+	c.mu.Unlock()
+	if !handed {
+		c.violation("COMPLETE accepted an xid never handed out", fmt.Sprintf("%s: xid %08x", what, bad.Xid))
+		return
+	}
+	c.violation("COMPLETE accepted a bad completion", fmt.Sprintf("%s: xid %08x", what, bad.Xid))
+}
+
+func (c *child) completed(xid uint64) {
+	c.mu.Lock()
+	if c.done[xid] {
+		c.violation("completed twice", fmt.Sprintf("xid %08x", xid))
+	}
+	c.done[xid] = true
+	c.mu.Unlock()
+}
+
+// race runs while the serving thread's GET_REQUEST may be stalled copying into the
+// userfaultfd region: it tries to COMPLETE the request being copied (its xid is the
+// next one), sometimes SHUTDOWNs the disk mid-copy, then lets the copy go on.
+func (c *child) race(s *stallRegion, seed int64, done chan<- struct{}) {
+	defer close(done)
+	runtime.LockOSThread()
+	rng := rand.New(rand.NewSource(seed))
+	if !s.waitFault() {
+		s.resolve()
+		return
+	}
+	c.serveMu.Lock()
+	defer c.serveMu.Unlock()
+	c.mu.Lock()
+	next := c.maxXid
+	c.mu.Unlock()
+	rb := alignedBuf(4096)
+	for x := next + 1; x <= next+6; x++ {
+		c.mu.Lock()
+		handed := c.handed[x]
+		c.mu.Unlock()
+		if handed {
+			continue // the other thread's: completing it would be legitimate (and wrong data)
+		}
+		for _, l := range []uint32{0, 4096} {
+			try := uapi.Complete{Xid: x, Buf: uint64(ptr(&rb[0])), Len: l}
+			if err := c.f.ioctl(c.fd, uapi.IocComplete, ptr(&try)); err == nil {
+				c.completed(x)
+				c.violation("COMPLETE accepted an xid never handed out",
+					fmt.Sprintf("xid %08x completed while GET_REQUEST was still copying it", x))
+			}
+		}
+	}
+	if rng.Intn(8) == 0 {
+		c.f.ioctl(c.fd, uapi.IocShutdown, 0) // SHUTDOWN mid-copy
+	}
+	time.Sleep(time.Duration(rng.Intn(20)) * time.Millisecond)
+	s.resolve()
+	unix.Munmap(rb)
+}
+
+func (c *child) readStore(pos uint64, p []byte) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for i := 0; i < len(p); {
+		at := pos + uint64(i)
+		b, in := c.store[at/4096], int(at%4096)
+		n := min(4096-in, len(p)-i)
+		if b == nil {
+			clear(p[i : i+n])
+		} else {
+			copy(p[i:i+n], b[in:])
+		}
+		i += n
+	}
+}
+
+func (c *child) writeStore(pos uint64, p []byte) {
+	if pos%4096 != 0 || len(p)%4096 != 0 || pos+uint64(len(p)) > c.size {
+		return // the parent only does aligned I/O; anything else is not ours to check
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for i := 0; i < len(p); i += 4096 {
+		c.store[(pos+uint64(i))/4096] = append([]byte(nil), p[i:i+4096]...)
+	}
+}

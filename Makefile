@@ -8,7 +8,7 @@ JOB ?= jobs/highmem-coherency.yaml
 RUNFLAGS ?=
 E2E_TIMEOUT ?= 45m
 
-.PHONY: all setup build images kmod repro test unit e2e fuzz bench vet clean
+.PHONY: all setup build images kmod repro test unit e2e fuzz soak bench vet clean
 
 all: build
 
@@ -46,6 +46,11 @@ fuzz:
 	$(GO) test ./lab/trace/ -run '^$$' -fuzz FuzzAnalyze -fuzztime 60s
 	$(GO) test ./lab/job/ -run '^$$' -fuzz FuzzParse -fuzztime 60s
 	$(GO) test ./lab/console/ -run '^$$' -fuzz FuzzFind -fuzztime 60s
+
+# userblkfuzz against userblk.ko for a long time on every target (SOAK=10m per cell).
+SOAK ?= 10m
+soak: build
+	$(KMODLAB) run jobs/userblk-fuzz.yaml --set fuzz=$(SOAK) $(RUNFLAGS)
 
 bench: build
 	$(KMODLAB) bench boot

@@ -80,6 +80,17 @@ func (cr *cellRun) step(ctx context.Context, phase string, i int, s job.Step, de
 			ready, _ := j.Expand(s.Ready, c, seed, cr.extra)
 			err = poll(sctx, cr.r, ready)
 		}
+	} else if phase == "stress" {
+		// Remember the step's process, so a step the lab stops (a sure verdict, a
+		// timeout) is killed on the machine too and does not hold the device during
+		// teardown.
+		pidfile := fmt.Sprintf("%s/.kmodlab-step-%s.pid", j.Dest(), name)
+		err = cr.r.Run(sctx, fmt.Sprintf("echo $$ > %s && exec sh -c %s", runner.Quote(pidfile), runner.Quote(cmd)), w, w)
+		if sctx.Err() != nil && !cr.lost && !crashed() {
+			kctx, kcancel := context.WithTimeout(context.WithoutCancel(ctx), 15*time.Second)
+			cr.r.Run(kctx, fmt.Sprintf("p=$(cat %[1]s 2>/dev/null) && { pkill -KILL -P $p; kill -KILL $p; }; rm -f %[1]s", runner.Quote(pidfile)), nil, nil)
+			kcancel()
+		}
 	} else {
 		err = cr.r.Run(sctx, cmd, w, w)
 	}

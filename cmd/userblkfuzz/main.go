@@ -99,7 +99,30 @@ func main() {
 	flag.StringVar(&f.modeName, "mode", "default", "map mode of the disks it serves")
 	timeout := flag.Uint("io-timeout", 3, "io_timeout of the disks it serves, seconds")
 	flag.StringVar(&f.jsonPath, "json", "", "write the stress report here")
+	probeUID := flag.Int("probe-open-uid", -1, "only try to open -ctl as this (non-root) uid, print the result and exit 0 if refused")
+	probe := flag.Bool("probe-open", false, "internal: open -ctl and exit")
 	flag.Parse()
+	if *probe {
+		fd, err := unix.Open(f.ctl, unix.O_RDWR|unix.O_CLOEXEC, 0)
+		if err != nil {
+			fmt.Printf("open %s as uid %d: %v\n", f.ctl, os.Getuid(), err)
+			os.Exit(0)
+		}
+		unix.Close(fd)
+		fmt.Printf("open %s as uid %d: succeeded\n", f.ctl, os.Getuid())
+		os.Exit(1)
+	}
+	if *probeUID >= 0 {
+		exe, _ := os.Executable()
+		cmd := exec.Command(exe, "-probe-open", "-ctl", f.ctl)
+		cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(*probeUID), Gid: uint32(*probeUID)}}
+		if err := cmd.Run(); err != nil {
+			fmt.Println("a non-root opener was NOT refused:", err)
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
 	m, ok := uapi.ModeNames[f.modeName]
 	if !ok {
 		fmt.Fprintf(os.Stderr, "userblkfuzz: -mode %q unknown\n", f.modeName)

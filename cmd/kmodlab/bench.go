@@ -1,53 +1,138 @@
 package main
 
 import (
+	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"sort"
+	"strings"
+	"text/tabwriter"
 	"time"
 
 	"github.com/kmodlab/kmodlab/lab/qemu"
+	"github.com/kmodlab/kmodlab/lab/report"
 	"github.com/spf13/cobra"
 )
 
 func benchCmd() *cobra.Command {
-	c := &cobra.Command{Use: "bench", Short: "Benchmarks"}
-	var n int
-	var accel string
+	c := &cobra.Command{Use: "bench", Short: "Benchmarks: boot (ours vs the naive recipe) and a whole job by phase"}
+	c.AddCommand(benchBootCmd(), benchJobCmd())
+	return c
+}
+
+func benchBootCmd() *cobra.Command {
+	var (
+		n          int
+		accel      string
+		baseline   bool
+		noSnapshot bool
+	)
 	boot := &cobra.Command{
 		Use:   "boot [TARGET...]",
-		Short: "QEMU start to first SSH command answered, median of N boots per target",
+		Short: "QEMU start to first SSH command answered, median of N machines per target",
+		Long: `Boots N machines per target the way the lab does (restoring the image's saved machine
+state; the first boot of an image saves it) and prints the median time from starting QEMU
+to the first SSH command answered.
+
+--baseline also boots the naive recipe in the same run: Debian's compressed kernel as
+packaged, a gzip initramfs, no saved state. It prints ours, the baseline and their ratio.`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ts, err := targetsOrAll(args)
 			if err != nil {
 				return err
 			}
+			ctx := cmd.Context()
 			b := builder()
+			tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
+			head := "target\taccel\tours\thow"
+			if baseline {
+				head += "\tbaseline\tratio"
+			}
+			fmt.Fprintln(tw, head+"\truns (s)")
 			for _, t := range ts {
-				img, err := b.Build(cmd.Context(), t)
+				img, err := b.Build(ctx, t)
 				if err != nil {
 					return err
 				}
-				var times []float64
-				mode := ""
-				for i := 0; i < n; i++ {
-					g, err := qemu.Boot(cmd.Context(), qemu.Config{Image: img, Accel: accel}, b.KeyDir(), 4*time.Minute)
+				cfg := qemu.Config{Image: img, Accel: accel, NoSnapshot: noSnapshot}
+				how := "cold"
+				if qemu.SnapshotsEnabled(cfg) {
+					how = "restore"
+					// The first machine of an image saves its state: not what later
+					// machines cost, so it is not counted.
+					g, err := qemu.Boot(ctx, cfg, b.KeyDir(), 4*time.Minute)
 					if err != nil {
 						return err
 					}
-					times = append(times, g.BootTime.Seconds())
-					mode = g.Accel
+					if !g.Restored {
+						fmt.Fprintf(os.Stderr, "kmodlab: %s: booted cold and saved its machine state in %.2fs (not counted)\n", t.Name, g.BootTime.Seconds())
+					}
 					g.Close()
 				}
-				sort.Float64s(times)
-				fmt.Printf("%-11s %-3s median %.2fs  (runs: %v)\n", t.Name, mode, times[len(times)/2], fmtSecs(times))
+				ours, mode, restored, err := bootTimes(ctx, cfg, b.KeyDir(), n)
+				if err != nil {
+					return err
+				}
+				if how == "restore" && restored < n {
+					how = fmt.Sprintf("restore %d/%d", restored, n)
+				}
+				line := fmt.Sprintf("%s\t%s\t%.2fs\t%s", t.Name, mode, median(ours), how)
+				runs := "ours " + strings.Join(fmtSecs(ours), " ")
+				if baseline {
+					k, i, err := b.NaiveBoot(ctx, img)
+					if err != nil {
+						return err
+					}
+					naive := *img
+					naive.Kernel, naive.Initrd = k, i
+					base, _, _, err := bootTimes(ctx, qemu.Config{Image: &naive, Accel: accel, NoSnapshot: true}, b.KeyDir(), n)
+					if err != nil {
+						return err
+					}
+					line += fmt.Sprintf("\t%.2fs\t%.2f", median(base), median(ours)/median(base))
+					runs += " | baseline " + strings.Join(fmtSecs(base), " ")
+				}
+				fmt.Fprintf(tw, "%s\t%s\n", line, runs)
+				tw.Flush()
 			}
-			return nil
+			return tw.Flush()
 		},
 	}
-	boot.Flags().IntVarP(&n, "count", "n", 3, "boots per target")
+	boot.Flags().IntVarP(&n, "count", "n", 3, "machines per target (and per recipe)")
 	boot.Flags().StringVar(&accel, "accel", "auto", "kvm, tcg or auto")
-	c.AddCommand(boot)
-	return c
+	boot.Flags().BoolVar(&baseline, "baseline", false, "also boot the naive recipe (packaged vmlinuz, gzip initramfs, no saved state) and print the ratio")
+	boot.Flags().BoolVar(&noSnapshot, "no-snapshot", false, "boot cold instead of restoring the saved machine state (also: "+qemu.EnvNoSnapshot+"=1)")
+	return boot
+}
+
+// bootTimes boots n machines one after another and returns their boot-to-SSH times.
+func bootTimes(ctx context.Context, cfg qemu.Config, keyDir string, n int) (times []float64, accel string, restored int, err error) {
+	for i := 0; i < n; i++ {
+		g, err := qemu.Boot(ctx, cfg, keyDir, 4*time.Minute)
+		if err != nil {
+			return nil, "", 0, err
+		}
+		times = append(times, g.BootTime.Seconds())
+		accel = g.Accel
+		if g.Restored {
+			restored++
+		}
+		g.Close()
+	}
+	return times, accel, restored, nil
+}
+
+func median(v []float64) float64 {
+	s := append([]float64(nil), v...)
+	sort.Float64s(s)
+	if len(s) == 0 {
+		return 0
+	}
+	return s[len(s)/2]
 }
 
 func fmtSecs(t []float64) []string {
@@ -56,4 +141,109 @@ func fmtSecs(t []float64) []string {
 		s = append(s, fmt.Sprintf("%.2f", v))
 	}
 	return s
+}
+
+// benchPhases are the cells' Timings keys, in pipeline order.
+var benchPhases = []string{"machine", "setup", "stress", "collect", "teardown"}
+
+func benchJobCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "job JOB [run flags]",
+		Short: "Run a job and print its wall time, the per-phase split and transactions verified per second of stress",
+		Long: `Runs 'kmodlab run JOB [run flags]' (in a child process, into a temporary --out unless one
+is given), then reads its results.json and prints, per cell and in total: the time to get a
+machine (boot or restore), setup, stress, collect and teardown, the verdict, and the
+transactions the trace oracle verified per second of stress.`,
+		Example:            `  kmodlab bench job jobs/highmem-coherency.yaml --set stress=6s -j 2`,
+		Args:               cobra.MinimumNArgs(1),
+		DisableFlagParsing: true, // everything after JOB belongs to 'kmodlab run'
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if args[0] == "-h" || args[0] == "--help" {
+				return cmd.Help()
+			}
+			out := ""
+			for i, a := range args {
+				if a == "--out" && i+1 < len(args) {
+					out = args[i+1]
+				} else if strings.HasPrefix(a, "--out=") {
+					out = strings.TrimPrefix(a, "--out=")
+				}
+			}
+			runArgs := append([]string{"run"}, args...)
+			if out == "" {
+				dir, err := os.MkdirTemp("", "kmodlab-bench-")
+				if err != nil {
+					return err
+				}
+				defer os.RemoveAll(dir)
+				out = dir
+				runArgs = append(runArgs, "--out", dir)
+			}
+			self, err := os.Executable()
+			if err != nil {
+				return err
+			}
+			ctx := cmd.Context()
+			c := exec.CommandContext(ctx, self, runArgs...)
+			c.Stdout, c.Stderr = os.Stderr, os.Stderr
+			// Ctrl-C: the run shuts its machines down and writes its reports; give it time.
+			c.Cancel = func() error { return c.Process.Signal(os.Interrupt) }
+			c.WaitDelay = 30 * time.Second
+			t0 := time.Now()
+			runErr := c.Run()
+			wall := time.Since(t0).Seconds()
+			var ee *exec.ExitError
+			if runErr != nil && !errors.As(runErr, &ee) {
+				return runErr
+			}
+			data, err := os.ReadFile(filepath.Join(out, "results.json"))
+			if err != nil {
+				return fmt.Errorf("the run wrote no results (%v): %w", runErr, err)
+			}
+			var rep report.Run
+			if err := json.Unmarshal(data, &rep); err != nil {
+				return err
+			}
+			printJobBench(&rep, wall)
+			if ee != nil {
+				return &exitError{ee.ExitCode(), fmt.Errorf("kmodlab run exited %d", ee.ExitCode())}
+			}
+			return nil
+		},
+	}
+}
+
+func printJobBench(rep *report.Run, wall float64) {
+	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "cell\tmachine\tsetup\tstress\tcollect\tteardown\tverdict\ttx verified\ttx/s stress\t")
+	sum := map[string]float64{}
+	var tx int
+	for _, c := range rep.Cells {
+		row := c.ID
+		for _, p := range benchPhases {
+			row += fmt.Sprintf("\t%.1f", c.Timings[p])
+			sum[p] += c.Timings[p]
+		}
+		n := 0
+		if c.Trace != nil {
+			n = c.Trace.Transactions
+		}
+		tx += n
+		rate := "-"
+		if s := c.Timings["stress"]; s > 0 {
+			rate = fmt.Sprintf("%.0f", float64(n)/s)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t\n", row, c.Verdict, n, rate)
+	}
+	row := "sum"
+	for _, p := range benchPhases {
+		row += fmt.Sprintf("\t%.1f", sum[p])
+	}
+	rate := "-"
+	if sum["stress"] > 0 {
+		rate = fmt.Sprintf("%.0f", float64(tx)/sum["stress"])
+	}
+	fmt.Fprintf(tw, "%s\t\t%d\t%s\t\n", row, tx, rate)
+	tw.Flush()
+	fmt.Printf("wall %.1fs for %d cells (the run's own clock: %.1fs)\n", wall, len(rep.Cells), rep.Seconds)
 }

@@ -23,6 +23,7 @@ type Fleet struct {
 	BootTimeout time.Duration
 	Boards      *board.Config // nil: none configured
 	Log         *slog.Logger
+	NoSnapshot  bool // boot every QEMU machine cold (no saved machine state)
 }
 
 // Known reports whether a target or board name (or board label) exists.
@@ -98,7 +99,7 @@ func (f *Fleet) Acquire(ctx context.Context, target, consoleLog string) (runner.
 		if timeout == 0 {
 			timeout = 4 * time.Minute
 		}
-		g, err := qemu.Boot(ctx, qemu.Config{Image: img, Accel: f.Accel, ConsoleLog: consoleLog, Log: f.Log}, f.Builder.KeyDir(), timeout)
+		g, err := qemu.Boot(ctx, qemu.Config{Image: img, Accel: f.Accel, ConsoleLog: consoleLog, Log: f.Log, NoSnapshot: f.NoSnapshot}, f.Builder.KeyDir(), timeout)
 		if err != nil {
 			return nil, err
 		}

@@ -61,7 +61,7 @@ func Args(s Spec) []string {
 	// log_buf_len: trace lines of a whole stress run stay in the kernel's buffer;
 	// loglevel=5: only warnings and worse reach the slow serial console.
 	cmdline := []string{"console=" + q.Console, "rdinit=/init", "loglevel=5", "log_buf_len=16M",
-		"panic=-1", "printk.devkmsg=on"}
+		"panic=-1", "printk.devkmsg=on", "sysrq_always_enabled"} // sysrq: Diagnose's task dumps from the serial line
 	if q.Append != "" {
 		cmdline = append(cmdline, q.Append)
 	}

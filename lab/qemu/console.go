@@ -26,6 +26,8 @@ type Console struct {
 	ready bool
 	crash *console.Report
 	last  time.Time
+	// onCrash runs once, when the first kernel panic line is seen.
+	onCrash func()
 }
 
 func newConsole(path string) (*Console, error) {
@@ -59,6 +61,9 @@ func (c *Console) line(l string) {
 	}
 	if i := strings.Index(l, "Kernel panic - not syncing"); i >= 0 && c.crash == nil {
 		c.crash = &console.Report{Title: "kernel panic: " + strings.TrimSpace(strings.TrimPrefix(l[i+len("Kernel panic - not syncing"):], ":")), Kind: "panic"}
+		if c.onCrash != nil {
+			go c.onCrash()
+		}
 	}
 }
 

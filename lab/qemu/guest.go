@@ -4,7 +4,9 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -19,19 +21,55 @@ type Guest struct {
 	*Instance
 	ssh      *remote.Client
 	info     runner.Info
-	BootTime time.Duration // QEMU start to first SSH command answered
+	BootTime time.Duration // QEMU start to first SSH command answered (restore-to-SSH when Restored)
 }
 
 var _ runner.Runner = (*Guest)(nil)
 
-// Boot starts a guest and waits until a first SSH command has run. On any error the
-// instance is already closed.
+// Boot starts a guest and waits until a first SSH command has run. With snapshot boots
+// on (the default, see SnapshotsEnabled) it resumes the image's saved machine state, or
+// boots cold and saves one; a restore that fails is logged and falls back to a cold boot.
+// On any error the instance is already closed.
 func Boot(ctx context.Context, cfg Config, keyDir string, timeout time.Duration) (*Guest, error) {
-	inst, err := Start(ctx, cfg)
+	bin, accel, log, err := prepare(cfg)
 	if err != nil {
 		return nil, err
 	}
-	g, err := attach(ctx, inst, keyDir, timeout)
+	var snap *snapshot
+	if SnapshotsEnabled(cfg) {
+		s, err := snapshotFor(ctx, cfg, bin, accel)
+		if err != nil {
+			log.Warn("snapshot boots off for this machine", "target", cfg.Image.Target.Name, "why", err)
+		} else {
+			snap = &s
+		}
+	}
+	if snap != nil && snap.exists() {
+		g, err := bootRestore(ctx, cfg, bin, accel, log, *snap, keyDir, timeout)
+		if err == nil {
+			return g, nil
+		}
+		if ctx.Err() != nil {
+			return nil, err
+		}
+		log.Warn("snapshot restore failed: booting cold and saving a new state", "target", cfg.Image.Target.Name,
+			"snapshot", snap.file(), "why", err.Error())
+		snap.remove()
+	}
+	inst, err := startRetry(ctx, cfg, bin, accel, log, "")
+	if err != nil {
+		return nil, err
+	}
+	if err := inst.WaitReady(ctx, timeout); err != nil {
+		inst.Close()
+		return nil, fmt.Errorf("boot %s: %w", inst.Image.Target.Name, err)
+	}
+	if snap != nil && !snap.exists() {
+		if err := inst.save(ctx, *snap); err != nil {
+			log.Warn("saving the machine state failed: later boots stay cold", "target", cfg.Image.Target.Name, "why", err.Error())
+		}
+	}
+	g, err := attach(ctx, inst, keyDir)
 	if err != nil {
 		inst.Close()
 		return nil, err
@@ -39,10 +77,30 @@ func Boot(ctx context.Context, cfg Config, keyDir string, timeout time.Duration)
 	return g, nil
 }
 
-func attach(ctx context.Context, inst *Instance, keyDir string, timeout time.Duration) (*Guest, error) {
-	if err := inst.WaitReady(ctx, timeout); err != nil {
-		return nil, fmt.Errorf("boot %s: %w", inst.Image.Target.Name, err)
+func bootRestore(ctx context.Context, cfg Config, bin, accel string, log *slog.Logger, s snapshot, keyDir string, timeout time.Duration) (*Guest, error) {
+	if timeout > restoreTimeout {
+		timeout = restoreTimeout
 	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	inst, err := restore(ctx, cfg, bin, accel, log, s)
+	if err != nil {
+		return nil, err
+	}
+	inst.con.WriteString(fmt.Sprintf("kmodlab: resumed the machine state saved at READY (%s)\n", filepath.Base(s.file())))
+	g, err := attach(ctx, inst, keyDir)
+	if err != nil {
+		inst.Close()
+		return nil, err
+	}
+	log.Info("machine restored", "target", cfg.Image.Target.Name, "seconds", g.BootTime.Seconds())
+	return g, nil
+}
+
+// attach connects over SSH and runs the first command. It sets the guest's wall clock
+// (a restored or paused guest's clock is stale) and mixes host entropy into its pool
+// (restored guests would otherwise share one).
+func attach(ctx context.Context, inst *Instance, keyDir string) (*Guest, error) {
 	signer, err := images.ClientKey(keyDir)
 	if err != nil {
 		return nil, err
@@ -51,7 +109,8 @@ func attach(ctx context.Context, inst *Instance, keyDir string, timeout time.Dur
 	if err != nil {
 		return nil, fmt.Errorf("boot %s: %w", inst.Image.Target.Name, err)
 	}
-	rel, err := c.Output(ctx, "uname -r")
+	first := fmt.Sprintf("date -s @%d >/dev/null 2>&1; echo %s > /dev/urandom; uname -r", time.Now().Unix(), randHex(32))
+	rel, err := c.Output(ctx, first)
 	if err != nil {
 		c.Close()
 		return nil, fmt.Errorf("boot %s: first command: %w", inst.Image.Target.Name, err)

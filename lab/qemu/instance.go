@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"os"
@@ -15,6 +16,7 @@ import (
 	"time"
 
 	"github.com/digitalocean/go-qemu/qmp"
+	"github.com/digitalocean/go-qemu/qmp/raw"
 	"github.com/kmodlab/kmodlab/images"
 	"github.com/kmodlab/kmodlab/lab/remote"
 )
@@ -29,6 +31,11 @@ type Config struct {
 	MemoryMB   int
 	SMP        int
 	Log        *slog.Logger
+	// NoSnapshot boots cold even when a saved machine state exists (KMODLAB_NO_SNAPSHOT=1
+	// does the same for every boot). SnapshotDir is where saved states live (default: the
+	// "snapshots" directory next to the image cache).
+	NoSnapshot  bool
+	SnapshotDir string
 }
 
 // Instance is one running QEMU.
@@ -38,9 +45,14 @@ type Instance struct {
 	SSHPort int
 	Dir     string // private temp dir: QMP socket; removed by Close
 	Started time.Time
+	// Restored: this machine resumed a saved state instead of booting (Snapshot boots).
+	Restored bool
 
 	cmd     *exec.Cmd
+	stdin   io.WriteCloser // the serial console's input (sysrq after a break)
 	mon     *qmp.SocketMonitor
+	raw     *raw.Monitor
+	spec    Spec
 	con     *Console
 	exited  chan struct{}
 	exitErr error
@@ -51,6 +63,7 @@ type Instance struct {
 	closeErr  error
 	mu        sync.Mutex
 	panicked  bool
+	panicCh   chan struct{} // closed on GUEST_PANICKED (pvpanic) or a console panic
 }
 
 // BootError is a guest that did not come up, with the console output that explains it.
@@ -66,23 +79,36 @@ func (e *BootError) Error() string {
 // Start launches QEMU. The guest is not ready yet: call WaitReady. Close must be called
 // on every path, including when Start returns an Instance and a later step fails.
 func Start(ctx context.Context, cfg Config) (*Instance, error) {
-	t := cfg.Image.Target
-	bin, err := Binary(t)
+	bin, accel, log, err := prepare(cfg)
 	if err != nil {
 		return nil, err
+	}
+	return startRetry(ctx, cfg, bin, accel, log, "")
+}
+
+// prepare finds the QEMU binary and the accelerator for cfg.
+func prepare(cfg Config) (bin, accel string, log *slog.Logger, err error) {
+	t := cfg.Image.Target
+	if bin, err = Binary(t); err != nil {
+		return
 	}
 	accel, why, err := ResolveAccel(cfg.Accel, t)
 	if err != nil {
-		return nil, err
+		return
 	}
-	log := cfg.Log
+	log = cfg.Log
 	if log == nil {
 		log = slog.Default()
 	}
 	log.Info("accelerator", "target", t.Name, "accel", accel, "why", why)
+	return bin, accel, log, nil
+}
+
+// startRetry is start, retried when the randomly picked host port was taken meanwhile.
+func startRetry(ctx context.Context, cfg Config, bin, accel string, log *slog.Logger, incoming string) (*Instance, error) {
 	var lastErr error
 	for attempt := 0; attempt < 3; attempt++ {
-		inst, err := start(ctx, cfg, bin, accel, log)
+		inst, err := start(ctx, cfg, bin, accel, log, incoming)
 		if err == nil {
 			return inst, nil
 		}
@@ -94,7 +120,9 @@ func Start(ctx context.Context, cfg Config) (*Instance, error) {
 	return nil, lastErr
 }
 
-func start(ctx context.Context, cfg Config, bin, accel string, log *slog.Logger) (*Instance, error) {
+// start launches one QEMU. incoming, when set, is a saved machine state to restore
+// (-incoming) instead of booting the kernel.
+func start(ctx context.Context, cfg Config, bin, accel string, log *slog.Logger, incoming string) (*Instance, error) {
 	port, err := freePort()
 	if err != nil {
 		return nil, fmt.Errorf("no free local port: %w", err)
@@ -104,11 +132,18 @@ func start(ctx context.Context, cfg Config, bin, accel string, log *slog.Logger)
 		return nil, err
 	}
 	inst := &Instance{Image: cfg.Image, Accel: accel, SSHPort: port, Dir: dir, log: log,
-		exited: make(chan struct{}), events: make(chan qmp.Event, 16)}
+		exited: make(chan struct{}), events: make(chan qmp.Event, 16), panicCh: make(chan struct{})}
 	spec := Spec{Target: cfg.Image.Target, Kernel: cfg.Image.Kernel, Initrd: cfg.Image.Initrd, Accel: accel,
 		SSHPort: port, QMP: filepath.Join(dir, "qmp.sock"), Append: cfg.Append, MemoryMB: cfg.MemoryMB, SMP: cfg.SMP}
+	inst.spec = spec
 	args := Args(spec)
+	if incoming != "" {
+		args = append(args, "-incoming", "exec:cat "+shellQuote(incoming))
+	}
 	cmd := exec.Command(bin, args...)
+	// Wait returns at most this long after QEMU exits even if a child (the -incoming
+	// cat) still holds the console pipe.
+	cmd.WaitDelay = 5 * time.Second
 	// Own process group: a Ctrl-C in the terminal reaches us, and we shut QEMU down.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	out, err := cmd.StdoutPipe()
@@ -117,6 +152,12 @@ func start(ctx context.Context, cfg Config, bin, accel string, log *slog.Logger)
 		return nil, err
 	}
 	cmd.Stderr = cmd.Stdout
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		os.RemoveAll(dir)
+		return nil, err
+	}
+	inst.stdin = stdin
 	// Without a console log of the caller's, the console spills into the private dir.
 	conPath := cfg.ConsoleLog
 	if conPath == "" {
@@ -130,10 +171,12 @@ func start(ctx context.Context, cfg Config, bin, accel string, log *slog.Logger)
 	inst.Started = time.Now()
 	if err := cmd.Start(); err != nil {
 		inst.con.close()
+		stdin.Close()
 		os.RemoveAll(dir)
 		return nil, fmt.Errorf("start %s: %w", bin, err)
 	}
 	inst.cmd = cmd
+	inst.con.onCrash = inst.markPanicked
 	go inst.con.read(out)
 	go func() {
 		inst.exitErr = cmd.Wait()
@@ -172,8 +215,12 @@ func (i *Instance) connectQMP(ctx context.Context, sock string) error {
 				}
 				if err == nil {
 					i.mon = mon
-					evs, _ := mon.Events(ctx)
-					go i.watchEvents(evs)
+					i.raw = raw.NewMonitor(mon)
+					// The event stream ends when the monitor disconnects (Close), not
+					// with the boot's context.
+					if evs, err := mon.Events(context.Background()); err == nil {
+						go i.watchEvents(evs)
+					}
 					return nil
 				}
 			}
@@ -196,9 +243,8 @@ func (i *Instance) watchEvents(evs <-chan qmp.Event) {
 	for e := range evs {
 		i.log.Debug("qmp event", "event", e.Event)
 		if e.Event == "GUEST_PANICKED" {
-			i.mu.Lock()
-			i.panicked = true
-			i.mu.Unlock()
+			i.log.Warn("guest panicked (pvpanic)", "target", i.Image.Target.Name, "data", e.Data)
+			i.markPanicked()
 		}
 		select {
 		case i.events <- e:
@@ -249,6 +295,20 @@ func (i *Instance) Panicked() bool {
 	return i.panicked
 }
 
+// PanicSignal is closed when the guest panics: QEMU's GUEST_PANICKED event (the pvpanic
+// device; the kernel reports a panic there before it prints it all) or a panic line on
+// the console. A crash watcher selects on it next to the console's new output.
+func (i *Instance) PanicSignal() <-chan struct{} { return i.panicCh }
+
+func (i *Instance) markPanicked() {
+	i.mu.Lock()
+	defer i.mu.Unlock()
+	if !i.panicked {
+		i.panicked = true
+		close(i.panicCh)
+	}
+}
+
 // Close shuts QEMU down (QMP quit, then SIGTERM, then SIGKILL to its process group),
 // waits for it and removes the private temp dir. It is safe to call more than once.
 func (i *Instance) Close() error {
@@ -260,6 +320,9 @@ func (i *Instance) Close() error {
 			i.mon.Disconnect()
 		}
 		i.con.close()
+		if i.stdin != nil {
+			i.stdin.Close()
+		}
 		os.RemoveAll(i.Dir)
 	})
 	return i.closeErr
@@ -279,8 +342,8 @@ func (i *Instance) stop() error {
 		return nil
 	default:
 	}
-	if i.mon != nil {
-		go i.mon.Run([]byte(`{"execute":"quit"}`))
+	if i.raw != nil {
+		go i.raw.Quit()
 		if wait(3 * time.Second) {
 			return nil
 		}
@@ -305,3 +368,5 @@ func freePort() (int, error) {
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port, nil
 }
+
+func shellQuote(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" }

@@ -70,10 +70,10 @@ type Kernel struct {
 	// Resolve names a kernel flavour (armmp-lpae, amd64) whose newest kernel the suite
 	// serves is taken at build time (sid): Release, Version, Image, Headers and Kbuild
 	// are then filled by Builder.Resolve and recorded in the image manifest.
-	Resolve string   `yaml:"resolve"`
-	Release string   `yaml:"release"` // uname -r, e.g. 6.1.0-50-armmp-lpae
-	Version string   `yaml:"version"` // Debian package version, e.g. 6.1.176-1
-	Image   string   `yaml:"image"`   // linux-image package
+	Resolve string `yaml:"resolve"`
+	Release string `yaml:"release"` // uname -r, e.g. 6.1.0-50-armmp-lpae
+	Version string `yaml:"version"` // Debian package version, e.g. 6.1.176-1
+	Image   string `yaml:"image"`   // linux-image package
 	// Parts are packages the image package is split into (sid: linux-binary-*,
 	// linux-modules-*), installed with it at the same version.
 	Parts   []string `yaml:"parts"`

@@ -36,6 +36,7 @@ type Job struct {
 	Collect     []string            `yaml:"collect"`
 	Timeouts    Timeouts            `yaml:"timeouts"`
 	Expect      Expect              `yaml:"expect"`
+	Guest       Guest               `yaml:"guest"` // packages and in-tree modules the machines need (guest.go)
 
 	File string `yaml:"-"`
 }
@@ -271,6 +272,9 @@ func (j *Job) check(root *yaml.Node, known func(string) bool) error {
 	}
 	if len(j.Stress) == 0 {
 		return bad("stress", "at least one stress step is needed")
+	}
+	if err := j.checkGuest(root); err != nil {
+		return err
 	}
 	steps := map[string][]Step{"setup": j.Setup, "stress": j.Stress, "teardown": j.Teardown}
 	for phase, ss := range steps {

@@ -19,11 +19,14 @@ func bootCmd() *cobra.Command {
 		accel   string
 		timeout time.Duration
 		conLog  string
+		add     images.Additions
 	)
 	c := &cobra.Command{
-		Use:   "boot TARGET [--keep | -- CMD [ARGS...]]",
+		Use:   "boot TARGET[@LINE] [--package P] [--module M] [--keep | -- CMD [ARGS...]]",
 		Short: "Boot a fresh guest, run CMD over SSH, print its output, shut down, exit with CMD's status",
 		Example: `  kmodlab boot armv7-lpae -- grep HighTotal /proc/meminfo
+  kmodlab boot armv7-lpae@sid -- uname -r
+  kmodlab boot x86_64 --package e2fsprogs --module loop -- 'modprobe loop && mkfs.ext4 -V'
   kmodlab boot i386-pae --keep`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -37,7 +40,7 @@ func bootCmd() *cobra.Command {
 			}
 			ctx := cmd.Context()
 			b := builder()
-			img, err := b.Build(ctx, t)
+			img, err := b.BuildWith(ctx, t, add)
 			if err != nil {
 				return err
 			}
@@ -73,6 +76,8 @@ func bootCmd() *cobra.Command {
 	c.Flags().StringVar(&accel, "accel", "auto", "kvm, tcg or auto (kvm only when really usable)")
 	c.Flags().DurationVar(&timeout, "boot-timeout", 4*time.Minute, "how long the guest may take to answer SSH")
 	c.Flags().StringVar(&conLog, "console-log", "", "also write the serial console to this file")
+	c.Flags().StringSliceVar(&add.Packages, "package", nil, "add a Debian package of the target's suite (with its libraries); repeatable")
+	c.Flags().StringSliceVar(&add.Modules, "module", nil, "add an in-tree module of the target's kernel (modprobe-able); repeatable")
 	return c
 }
 

@@ -38,9 +38,10 @@ func targetsOrAll(names []string) ([]*images.Target, error) {
 func imagesCmd() *cobra.Command {
 	c := &cobra.Command{Use: "images", Short: "Build and inspect guest images"}
 	var refresh bool
+	var add images.Additions
 	build := &cobra.Command{
-		Use:   "build [TARGET...]",
-		Short: "Fetch the pinned Debian packages and build guest images (cached by recipe hash)",
+		Use:   "build [TARGET[@LINE]...] [--package P] [--module M]",
+		Short: "Fetch the pinned Debian packages and build guest images (cached by recipe hash; additions by content)",
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ts, err := targetsOrAll(args)
 			if err != nil {
@@ -50,7 +51,7 @@ func imagesCmd() *cobra.Command {
 			b.Refresh = refresh
 			for _, t := range ts {
 				start := time.Now()
-				img, err := b.Build(cmd.Context(), t)
+				img, err := b.BuildWith(cmd.Context(), t, add)
 				if err != nil {
 					return err
 				}
@@ -64,6 +65,8 @@ func imagesCmd() *cobra.Command {
 		},
 	}
 	build.Flags().BoolVar(&refresh, "refresh", false, "update the private apt lists first")
+	build.Flags().StringSliceVar(&add.Packages, "package", nil, "also build the overlay with this Debian package (repeatable)")
+	build.Flags().StringSliceVar(&add.Modules, "module", nil, "also build the overlay with this in-tree module (repeatable)")
 	var headers bool
 	path := &cobra.Command{
 		Use:   "path TARGET",
@@ -94,7 +97,7 @@ func imagesCmd() *cobra.Command {
 	path.Flags().BoolVar(&headers, "headers", false, "the kernel headers tree for module builds")
 	list := &cobra.Command{
 		Use:   "list",
-		Short: "List the built-in targets",
+		Short: "List the built-in targets and their kernel lines (TARGET@LINE)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ts, err := images.Targets()
@@ -103,6 +106,14 @@ func imagesCmd() *cobra.Command {
 			}
 			for _, t := range ts {
 				fmt.Printf("%-11s %-24s %s\n", t.Name, t.Kernel.Release, t.Description)
+				for _, l := range t.LineNames()[1:] {
+					lt, _ := t.WithLine(l)
+					rel := lt.Kernel.Release
+					if rel == "" {
+						rel = "newest " + lt.Kernel.Resolve + " (at build)"
+					}
+					fmt.Printf("  @%-8s %-24s %s kernel\n", l, rel, lt.Suite)
+				}
 			}
 			return nil
 		},

@@ -18,6 +18,7 @@ import (
 
 // Fleet is every machine a job can name.
 type Fleet struct {
+	Guest       images.Additions // the job's guest: field (guest.go): installed on QEMU targets, checked on boards
 	Builder     *images.Builder
 	Accel       string
 	BootTimeout time.Duration
@@ -91,7 +92,7 @@ func (f *Fleet) Strategy(ctx context.Context, target, cacheDir string, strict bo
 // Acquire implements run.Machines: boot a QEMU guest or connect to a board.
 func (f *Fleet) Acquire(ctx context.Context, target, consoleLog string) (runner.Runner, error) {
 	if t, err := images.Lookup(target); err == nil {
-		img, err := f.Builder.Build(ctx, t)
+		img, err := f.Builder.BuildWith(ctx, t, f.Guest)
 		if err != nil {
 			return nil, err
 		}
@@ -110,6 +111,10 @@ func (f *Fleet) Acquire(ctx context.Context, target, consoleLog string) (runner.
 	}
 	s, err := f.Boards.Attach(ctx, target) // an idle board of the label, not the first one
 	if err != nil {
+		return nil, err
+	}
+	if err := f.checkBoard(ctx, s); err != nil {
+		s.Close()
 		return nil, err
 	}
 	return s, nil

@@ -1,0 +1,57 @@
+package fleet
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/kmodlab/kmodlab/images"
+	"github.com/kmodlab/kmodlab/lab/job"
+	"github.com/kmodlab/kmodlab/lab/runner"
+)
+
+// CheckGuest takes the job's guest: field as the additions every machine gets and
+// checks, before anything boots, that each QEMU target's suite has the packages and
+// its kernel package the modules; the error points at the job file's line.
+func (f *Fleet) CheckGuest(ctx context.Context, j *job.Job) error {
+	f.Guest = images.Additions{Packages: j.Guest.Packages, Modules: j.Guest.Modules}
+	if f.Guest.Empty() {
+		return nil
+	}
+	seen := map[string]bool{}
+	for _, name := range j.Targets {
+		t, err := images.Lookup(name)
+		if err != nil || seen[t.Name] {
+			continue // a board: checked when attached
+		}
+		seen[t.Name] = true
+		if err := f.Builder.CheckAdditions(ctx, t, f.Guest); err != nil {
+			var ae *images.AdditionError
+			if errors.As(err, &ae) {
+				return j.GuestError(ae.Field, ae.Msg)
+			}
+			return err
+		}
+	}
+	return nil
+}
+
+// checkBoard runs the additions check on an attached board: what it lacks is an
+// infrastructure problem of that board, listed.
+func (f *Fleet) checkBoard(ctx context.Context, r runner.Runner) error {
+	if f.Guest.Empty() {
+		return nil
+	}
+	var out bytes.Buffer
+	err := r.Run(ctx, images.CheckAdditionsCommand(f.Guest), &out, &out)
+	missing, perr := images.ParseMissing(out.String())
+	if perr != nil {
+		return fmt.Errorf("%s: guest additions check: %v (%v)", r.Info().Name, perr, err)
+	}
+	if len(missing) > 0 {
+		return fmt.Errorf("%s lacks the job's guest additions: %s", r.Info().Name, strings.Join(missing, ", "))
+	}
+	return nil
+}

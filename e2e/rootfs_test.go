@@ -124,7 +124,9 @@ func (c *chroot) mount(args ...string) {
 	if out, err := exec.Command("mount", args...).CombinedOutput(); err != nil {
 		c.t.Fatalf("mount %v: %v: %s", args, err, out)
 	}
-	c.mounts = append(c.mounts, target)
+	if !strings.Contains(strings.Join(args, " "), "remount") {
+		c.mounts = append(c.mounts, target)
+	}
 }
 
 // mountsUnder lists the mount points at or below dir.

@@ -154,6 +154,7 @@ func start(ctx context.Context, cfg Config, bin, accel string, log *slog.Logger,
 	cmd.Stderr = cmd.Stdout
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
+		out.Close()
 		os.RemoveAll(dir)
 		return nil, err
 	}
@@ -164,6 +165,8 @@ func start(ctx context.Context, cfg Config, bin, accel string, log *slog.Logger,
 		conPath = filepath.Join(dir, "console.log")
 	}
 	if inst.con, err = newConsole(conPath); err != nil {
+		out.Close()
+		stdin.Close()
 		os.RemoveAll(dir)
 		return nil, err
 	}
@@ -171,6 +174,7 @@ func start(ctx context.Context, cfg Config, bin, accel string, log *slog.Logger,
 	inst.Started = time.Now()
 	if err := cmd.Start(); err != nil {
 		inst.con.close()
+		out.Close()
 		stdin.Close()
 		os.RemoveAll(dir)
 		return nil, fmt.Errorf("start %s: %w", bin, err)

@@ -1,0 +1,91 @@
+package symbolize
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// testdata/oops-armv7-local.log is a real oops of userblk's local mode on armv7-lpae
+// (6.1.0-50-armmp-lpae); testdata/userblk-armv7.ko is the module that ran, reduced to
+// its symbols and DWARF (objcopy --only-keep-debug).
+func TestARMOopsFromRecordedKO(t *testing.T) {
+	oops, err := os.ReadFile("testdata/oops-armv7-local.log")
+	if err != nil {
+		t.Fatal(err)
+	}
+	root, _ := filepath.Abs("../..")
+	mods := []Module{{Name: "userblk", KO: "testdata/userblk-armv7.ko", SrcDir: "kmod", Root: root}}
+	frames, err := Report(string(oops), mods)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(frames) != 1 {
+		t.Fatalf("want the one userblk frame (LR and call trace are the same), got %+v", frames)
+	}
+	f := frames[0]
+	// addr2line -i on userblk_ioctl+0x5db: uaccess.h:524 <- uaccess.h:105 <- userblk.c:824
+	// (userblk_copy_out) <- userblk.c:939 (userblk_get_request) <- userblk.c:1061.
+	if got, want := f.String(), "userblk_ioctl+0x5dc/0xd8c [userblk] (kmod/userblk.c:824)"; got != want {
+		t.Errorf("frame = %q, want %q", got, want)
+	}
+	if strings.Join(f.Inline, " | ") != "userblk_get_request (kmod/userblk.c:939) | userblk_ioctl (kmod/userblk.c:1061)" {
+		t.Errorf("inline chain = %q", f.Inline)
+	}
+	ann := Annotate(string(oops), frames)
+	if !strings.Contains(ann, "LR is at userblk_ioctl+0x5dc/0xd8c [userblk] (kmod/userblk.c:824)") {
+		t.Errorf("annotated report lacks the source line:\n%s", ann)
+	}
+	if strings.Contains(ann, "sys_ioctl+0x118/0xad0 (") {
+		t.Error("frames outside the job's modules must stay as they are")
+	}
+}
+
+func TestBareAddressFrameNeedsTextAddr(t *testing.T) {
+	root, _ := filepath.Abs("../..")
+	line := "[<bf1957a4>] (userblk_ioctl [userblk]) from [<c0703338>] (sys_ioctl+0x118/0xad0)"
+	// userblk_ioctl is at .text+0x11c8 in this build: a .text loaded at 0xbf1957a4-0x11c8-0x5dc.
+	text := uint64(0xbf1957a4 - 0x11c8 - 0x5dc)
+	mods := []Module{{Name: "userblk", KO: "testdata/userblk-armv7.ko", SrcDir: "kmod", Root: root, TextAddr: text}}
+	frames, err := Report(line, mods)
+	if err != nil || len(frames) != 1 || frames[0].String() != "userblk_ioctl+0x5dc/0xd8c [userblk] (kmod/userblk.c:824)" {
+		t.Fatalf("frames = %+v, %v", frames, err)
+	}
+	mods[0].TextAddr = 0
+	if frames, _ := Report(line, mods); len(frames) != 0 {
+		t.Errorf("without the load address a bare address cannot be placed: %+v", frames)
+	}
+}
+
+func TestOtherModulesAndMissingDWARF(t *testing.T) {
+	mods := []Module{{Name: "userblk", KO: "testdata/userblk-armv7.ko"}}
+	frames, err := Report("PC is at loop_queue_rq+0x10/0x200 [loop]", mods)
+	if err != nil || len(frames) != 0 {
+		t.Fatalf("a frame of another module: %+v %v", frames, err)
+	}
+	// An object without DWARF: the host's own /bin/true stands in for a -g-less .ko.
+	if _, err := os.Stat("/bin/true"); err == nil {
+		mods[0].KO = "/bin/true"
+		_, err := Report("LR is at userblk_ioctl+0x5dc/0xd8c [userblk]", mods)
+		if err == nil || !strings.Contains(err.Error(), "no DWARF") {
+			t.Errorf("want a no-DWARF error, got %v", err)
+		}
+	}
+}
+
+// The x86 targets' modules: the same module (examples/byom/sumdev) built for i386
+// (REL relocations) and x86_64 (RELA), a faulting-PC frame each.
+func TestX86Objects(t *testing.T) {
+	root, _ := filepath.Abs("../..")
+	for _, c := range []struct{ ko, report, want string }{
+		{"testdata/sumdev-amd64.ko", "RIP: 0010:sumdev_write+0x40/0x11d [sumdev]", "sumdev_write+0x40/0x11d [sumdev] (examples/byom/sumdev/sumdev.c:41)"},
+		{"testdata/sumdev-i386.ko", "EIP: sumdev_write+0x40/0x13b [sumdev]", "sumdev_write+0x40/0x13b [sumdev] (examples/byom/sumdev/sumdev.c:46)"},
+	} {
+		mods := []Module{{Name: "sumdev", KO: c.ko, SrcDir: "examples/byom/sumdev", Root: root}}
+		frames, err := Report(c.report, mods)
+		if err != nil || len(frames) != 1 || frames[0].String() != c.want {
+			t.Errorf("%s: frames = %v, %v; want %s", c.ko, frames, err, c.want)
+		}
+	}
+}

@@ -89,7 +89,8 @@ func TestDropbearKeyRoundTrip(t *testing.T) {
 }
 
 func TestClientKeyIsPrivate(t *testing.T) {
-	dir := t.TempDir()
+	dir := filepath.Join(t.TempDir(), "keys")
+	os.MkdirAll(dir, 0o755) // an existing, too open directory is tightened
 	s1, err := ClientKey(dir)
 	if err != nil {
 		t.Fatal(err)
@@ -97,6 +98,12 @@ func TestClientKeyIsPrivate(t *testing.T) {
 	st, _ := os.Stat(filepath.Join(dir, "id_ed25519"))
 	if st.Mode().Perm() != 0o600 {
 		t.Errorf("key mode %v", st.Mode().Perm())
+	}
+	if st, _ := os.Stat(dir); st.Mode().Perm() != 0o700 {
+		t.Errorf("key directory mode %v", st.Mode().Perm())
+	}
+	if left, _ := filepath.Glob(filepath.Join(dir, "*.tmp*")); len(left) != 0 {
+		t.Errorf("temp files left: %v", left)
 	}
 	s2, _ := ClientKey(dir)
 	if !bytes.Equal(s1.PublicKey().Marshal(), s2.PublicKey().Marshal()) {

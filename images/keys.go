@@ -71,6 +71,11 @@ func ClientKey(dir string) (ssh.Signer, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, err
 	}
+	// An existing directory (made by an older version, or by hand) may be group- or
+	// world-readable: the private key's directory is the owner's alone.
+	if err := os.Chmod(dir, 0o700); err != nil {
+		return nil, err
+	}
 	_, priv, err := ed25519.GenerateKey(rand.Reader)
 	if err != nil {
 		return nil, err
@@ -79,8 +84,19 @@ func ClientKey(dir string) (ssh.Signer, error) {
 	if err != nil {
 		return nil, err
 	}
-	tmp := file + ".tmp"
-	if err := os.WriteFile(tmp, pem.EncodeToMemory(blk), 0o600); err != nil {
+	// A fresh, exclusively created temp file (mode 0600 from the start): never a
+	// predictable name another process could have planted or be writing.
+	f, err := os.CreateTemp(dir, "id_ed25519.tmp-*")
+	if err != nil {
+		return nil, err
+	}
+	tmp := f.Name()
+	defer os.Remove(tmp) // gone after the rename; removed on every error path
+	if _, err := f.Write(pem.EncodeToMemory(blk)); err != nil {
+		f.Close()
+		return nil, err
+	}
+	if err := f.Close(); err != nil {
 		return nil, err
 	}
 	signer, err := ssh.NewSignerFromKey(priv)

@@ -241,12 +241,20 @@ func First(reps []Report) *Report {
 	return nil
 }
 
-// frames reads the report's code locations, innermost first.
+// frames reads the report's code locations, innermost first, each once (ARM prints
+// the LR's function again as the first call-trace entry).
 func frames(body []string) []Frame {
 	var out []Frame
+	seen := map[Frame]bool{}
+	add := func(f Frame) {
+		if !seen[f] {
+			seen[f] = true
+			out = append(out, f)
+		}
+	}
 	for _, l := range body {
 		if m := pcRe.FindStringSubmatch(l); m != nil {
-			out = append(out, frame(m[1], m[2], m[3], m[4]))
+			add(frame(m[1], m[2], m[3], m[4]))
 			break
 		}
 	}
@@ -259,7 +267,7 @@ func frames(body []string) []Frame {
 			if m[1] != "" { // "? fn+0x…": not reliable
 				continue
 			}
-			out = append(out, frame(m[2], m[3], m[4], m[5]))
+			add(frame(m[2], m[3], m[4], m[5]))
 		}
 	}
 	return out

@@ -126,7 +126,15 @@ func (r *Run) Annotations() []string {
 		file = "file=" + escapeProperty(filepath.ToSlash(filepath.Clean(r.JobFile))) + ","
 	}
 	for _, c := range r.Cells {
-		if c.Met && c.Verdict != Infra {
+		where, kind := file, "error"
+		if c.CrashSource != nil {
+			// A crash placed at a source line is annotated there, as a notice when
+			// the job expected it.
+			where = "file=" + escapeProperty(c.CrashSource.File) + ",line=" + fmt.Sprint(c.CrashSource.Line) + ","
+			if c.Met {
+				kind = "notice"
+			}
+		} else if c.Met && c.Verdict != Infra {
 			continue
 		}
 		msg := fmt.Sprintf("%s: %s, expected %s", c.ID, c.Verdict, c.Expect)
@@ -138,7 +146,10 @@ func (r *Run) Annotations() []string {
 		}
 		msg += "\nreplay: " + c.Replay
 		title := fmt.Sprintf("%s: %s", c.ID, c.Verdict)
-		out = append(out, "::error "+file+"title="+escapeProperty(title)+"::"+escapeData(msg))
+		if c.CrashSource != nil {
+			msg += "\nat " + c.CrashSource.Frame
+		}
+		out = append(out, "::"+kind+" "+where+"title="+escapeProperty(title)+"::"+escapeData(msg))
 	}
 	return out
 }

@@ -134,3 +134,19 @@ func TestAnnotations(t *testing.T) {
 		t.Errorf("annotation must be one line with the error: %q", a[1])
 	}
 }
+
+// A crash placed at a source line is annotated at that line: an error when the cell
+// missed its expectation, a notice when the job expected it.
+func TestAnnotationAtCrashSource(t *testing.T) {
+	src := &Source{File: "kmod/userblk.c", Line: 503, Frame: "userblk_ioctl+0x5dc/0xd8c [userblk] (kmod/userblk.c:503)"}
+	r := &Run{JobFile: "jobs/j.yaml", Cells: []*Cell{
+		{ID: "a/local", Verdict: Crashed, Expect: "reproduces", Met: true, CrashSource: src},
+		{ID: "a/kmap", Verdict: Crashed, Expect: "clean", CrashSource: src},
+		{ID: "a/copier", Verdict: Clean, Expect: "clean", Met: true},
+	}}
+	a := r.Annotations()
+	if len(a) != 2 || !strings.HasPrefix(a[0], "::notice file=kmod/userblk.c,line=503,title=a/local") ||
+		!strings.HasPrefix(a[1], "::error file=kmod/userblk.c,line=503,title=a/kmap") || !strings.Contains(a[1], "at userblk_ioctl+0x5dc") {
+		t.Errorf("%q", a)
+	}
+}

@@ -48,6 +48,13 @@ type Stress struct {
 	Tools      string  `json:"tools,omitempty"` // the reports' writers
 }
 
+// Source is a place in the job's sources.
+type Source struct {
+	File  string `json:"file"` // relative to the job's root
+	Line  int    `json:"line"`
+	Frame string `json:"frame"` // "userblk_ioctl+0x5dc/0xd8c [userblk] (kmod/userblk.c:503)"
+}
+
 // Window is the cell's kernel-log window, by record sequence number.
 type Window struct {
 	Start   uint64 `json:"start"` // the newest record before the cell
@@ -103,12 +110,15 @@ type Cell struct {
 	LogDir      string             `json:"log_dir"`
 	Divergences []int64            `json:"divergence_ms,omitempty"` // ms since stress start, for the chart
 	// Reasons are the verdict's own reasons (Evidence adds the numbers behind them).
-	Reasons     []string `json:"reasons,omitempty"`
-	Attributed  bool     `json:"attributed,omitempty"`
-	Attribution string   `json:"attribution,omitempty"`
-	CanaryState string   `json:"canary_state,omitempty"`
-	Highmem     bool     `json:"highmem"`
-	Window      *Window  `json:"window,omitempty"`
+	Reasons    []string `json:"reasons,omitempty"`
+	Attributed bool     `json:"attributed,omitempty"`
+	// CrashSource is the first frame of the crash in the job's own modules, at its
+	// source line (from the built module's debug info), when it could be placed.
+	CrashSource *Source `json:"crash_source,omitempty"`
+	Attribution string  `json:"attribution,omitempty"`
+	CanaryState string  `json:"canary_state,omitempty"`
+	Highmem     bool    `json:"highmem"`
+	Window      *Window `json:"window,omitempty"`
 	// FirstDivergenceMS is the first divergence after stress started (-1 none);
 	// StopMS when stress stopped, and StopReason why (a sure verdict, or the end).
 	FirstDivergenceMS int64  `json:"first_divergence_ms"`

@@ -12,6 +12,7 @@ import (
 	"github.com/kmodlab/kmodlab/lab/console"
 	"github.com/kmodlab/kmodlab/lab/report"
 	"github.com/kmodlab/kmodlab/lab/runner"
+	"github.com/kmodlab/kmodlab/lab/symbolize"
 	"github.com/kmodlab/kmodlab/lab/trace"
 	"github.com/kmodlab/kmodlab/lab/verdict"
 	"github.com/kmodlab/kmodlab/stressreport"
@@ -83,11 +84,51 @@ func (cr *cellRun) judge(f *follower) verdict.Decision {
 		}
 		rc.Error = strings.Join(errs, "\n")
 	}
+	if d.Crash != nil {
+		cr.symbolize(d.Crash)
+	}
 	if d.Verdict == verdict.Hung {
 		cr.diagnose()
 	}
 	cr.summarize(ev, d)
 	return d
+}
+
+// symbolize puts source lines on the crash's frames in the job's modules (from the
+// built .ko's DWARF and where the module was loaded) and names the first in the title.
+func (cr *cellRun) symbolize(r *console.Report) {
+	j := cr.p.o.Job
+	var mods []symbolize.Module
+	for _, m := range j.Build.Modules {
+		ko := cr.p.hostKOs[m.Name]
+		if ko == "" {
+			continue // built on the machine: no host copy to read
+		}
+		mods = append(mods, symbolize.Module{Name: m.Name, KO: ko, TextAddr: cr.textAddrs[m.Name], SrcDir: m.Dir, Root: j.RootDir()})
+	}
+	if len(mods) == 0 {
+		return
+	}
+	frames, err := symbolize.Report(r.Text, mods)
+	if err != nil {
+		cr.rc.Evidence = append(cr.rc.Evidence, "symbolize: "+firstLine(err.Error()))
+	}
+	for _, f := range frames {
+		if f.File == "" {
+			continue
+		}
+		for i := range r.Frames {
+			fr := &r.Frames[i]
+			if fr.Func == f.Func && fr.Offset == f.Offset && fr.Module == f.Module {
+				fr.Source = fmt.Sprintf("%s:%d", f.File, f.Line)
+			}
+		}
+		if cr.rc.CrashSource == nil {
+			cr.rc.CrashSource = &report.Source{File: f.File, Line: f.Line, Frame: f.String()}
+			r.Title += " at " + f.Func + " (" + fmt.Sprintf("%s:%d", f.File, f.Line) + ")"
+		}
+	}
+	r.Text = symbolize.Annotate(r.Text, frames)
 }
 
 // diagnose asks a hung machine for its blocked tasks and stacks, where it can.

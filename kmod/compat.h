@@ -1,7 +1,11 @@
 /* SPDX-License-Identifier: GPL-2.0 */
 /*
  * Kernel-version differences userblk meets between 6.1 (Debian bookworm) and the 6.6 and
- * 6.12 kernels a Raspberry Pi 4 runs.
+ * 6.12 kernels a Raspberry Pi 4 runs. Built and run by jobs/kernels.yaml on
+ * armv7-lpae@trixie (6.12.107) and armv7-lpae@sid (7.2.13). kmap_atomic() is still
+ * there in 7.2 (deprecated, a wrapper that disables preemption and page faults around
+ * the same CPU-local kmap_local_page() slot), so map_mode=atomic keeps its meaning:
+ * the report's code, a mapping valid on the submitting CPU only.
  */
 #ifndef USERBLK_COMPAT_H
 #define USERBLK_COMPAT_H

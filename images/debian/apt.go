@@ -442,7 +442,7 @@ func (r *Root) explain(ctx context.Context, specs []string, out []byte, err erro
 		case len(bytes.TrimSpace(pol)) == 0:
 			msgs = append(msgs, fmt.Sprintf("%s: not known to the mirror for %s (is %s in the sources? try: kmodlab images build --refresh)", name, arch, arch))
 		case version != "" && !bytes.Contains(pol, []byte("| "+version+" |")):
-			msgs = append(msgs, fmt.Sprintf("%s: pinned version %s is no longer served (the mirror has: %s); bump kernel.version/release in the recipe under images/recipes",
+			msgs = append(msgs, fmt.Sprintf("%s: pinned version %s is no longer served (the mirror has: %s); bump kernel.version/release (or lines.LINE.kernel) in the recipe under images/recipes",
 				q, version, strings.Join(versions(pol), ", ")))
 		}
 	}

@@ -208,7 +208,7 @@ func (f *fuzzer) apiRound(rng *rand.Rand) {
 		f.note("bad pointers: " + err.Error())
 		return
 	}
-	defer unix.Munmap(bad.roMem)
+	defer bad.free()
 	fd, err := unix.Open(f.ctl, unix.O_RDWR|unix.O_CLOEXEC, 0)
 	if err != nil {
 		f.note(fmt.Sprintf("open %s: %v", f.ctl, err))
@@ -218,14 +218,15 @@ func (f *fuzzer) apiRound(rng *rand.Rand) {
 		return
 	}
 	// Before CREATE nothing but CREATE works.
-	var r uapi.Request
-	var c uapi.Complete
-	for _, call := range []struct {
+	scratch := getScratch()
+	defer putScratch(scratch)
+	for _, c := range []struct {
 		req uintptr
 		arg uintptr
-	}{{uapi.IocGetRequest, ptr(&r)}, {uapi.IocComplete, ptr(&c)}, {uapi.IocShutdown, 0}, {uapi.IocGetRequest, bad.kernel}} {
-		if err := f.ioctl(fd, call.req, call.arg); err == nil {
-			f.violate("ioctl worked before CREATE", fmt.Sprintf("ioctl %#x", call.req))
+	}{{uapi.IocGetRequest, uintptr(unsafe.Pointer(&scratch[0]))}, {uapi.IocComplete, uintptr(unsafe.Pointer(&scratch[0]))},
+		{uapi.IocShutdown, 0}, {uapi.IocGetRequest, bad.kernel}} {
+		if err := f.ioctl(fd, c.req, c.arg); err == nil {
+			f.violate("ioctl worked before CREATE", fmt.Sprintf("ioctl %#x", c.req))
 		}
 	}
 	if err := f.ioctl(fd, 0xdeadbeef&^uintptr(0xff00)|uapi.Magic<<8, 0); err == nil {
@@ -238,7 +239,7 @@ func (f *fuzzer) apiRound(rng *rand.Rand) {
 	}
 	for _, bc := range badCreates {
 		x := bc
-		if err := f.ioctl(fd, uapi.IocCreate, ptr(&x)); err == nil {
+		if err := call(f, fd, uapi.IocCreate, &x); err == nil {
 			f.violate("bad CREATE accepted", fmt.Sprintf("%+v made userblk%d", bc, x.Index))
 			unix.Close(fd)
 			fd, _ = unix.Open(f.ctl, unix.O_RDWR|unix.O_CLOEXEC, 0)
@@ -252,7 +253,7 @@ func (f *fuzzer) apiRound(rng *rand.Rand) {
 	if !unsafeAllowed() {
 		for _, m := range []uint32{uapi.MapAtomic, uapi.MapLocal} {
 			x := uapi.Create{Size: 1 << 20, MapMode: m}
-			if err := f.ioctl(fd, uapi.IocCreate, ptr(&x)); err == nil {
+			if err := call(f, fd, uapi.IocCreate, &x); err == nil {
 				f.violate("bug mode accepted without unsafe_modes", fmt.Sprintf("map_mode %s made userblk%d", uapi.ModeList[m], x.Index))
 				unix.Close(fd)
 				fd, _ = unix.Open(f.ctl, unix.O_RDWR|unix.O_CLOEXEC, 0)
@@ -279,8 +280,10 @@ func (f *fuzzer) apiRound(rng *rand.Rand) {
 			defer wg.Done()
 			runtime.LockOSThread()
 			defer runtime.UnlockOSThread()
-			x := uapi.Create{Size: 1 << 20, MapMode: f.mode, IOTimeout: f.timeout}
-			arg := ptr(&x)
+			x := getScratch()
+			defer putScratch(x)
+			*(*uapi.Create)(unsafe.Pointer(&x[0])) = uapi.Create{Size: 1 << 20, MapMode: f.mode, IOTimeout: f.timeout}
+			arg := uintptr(unsafe.Pointer(&x[0]))
 			if roArg != 0 && i == 0 {
 				arg = roArg
 			}
@@ -309,35 +312,35 @@ func (f *fuzzer) apiRound(rng *rand.Rand) {
 	// A second CREATE on a served fd is refused.
 	if len(mine) > 0 {
 		x := uapi.Create{Size: 1 << 20, MapMode: f.mode}
-		if err := f.ioctl(fd, uapi.IocCreate, ptr(&x)); err == nil {
+		if err := call(f, fd, uapi.IocCreate, &x); err == nil {
 			f.violate("two disks from one fd", fmt.Sprintf("a later CREATE made userblk%d", x.Index))
 		}
 		// Unknown flags are refused; NOWAIT on an idle disk says EAGAIN.
 		buf := alignedBuf(uapi.MaxSegment)
 		for i := 0; i < 4; i++ {
 			r := uapi.Request{Buf: uint64(ptr(&buf[0])), BufLen: uapi.MaxSegment, Flags: uapi.GetNowait | 1<<uint(1+rng.Intn(31))}
-			if err := f.ioctl(fd, uapi.IocGetRequest, ptr(&r)); err != unix.EINVAL {
+			if err := call(f, fd, uapi.IocGetRequest, &r); err != unix.EINVAL {
 				f.violate("unknown GET_REQUEST flags accepted", fmt.Sprintf("flags %#x: %s", r.Flags, errno(err)))
 			}
 		}
 		r := uapi.Request{Buf: uint64(ptr(&buf[0])), BufLen: uapi.MaxSegment, Flags: uapi.GetNowait}
-		if err := f.ioctl(fd, uapi.IocGetRequest, ptr(&r)); err == nil {
+		if err := call(f, fd, uapi.IocGetRequest, &r); err == nil {
 			f.violate("GET_REQUEST invented a request", fmt.Sprintf("xid %08x on an idle disk", r.Xid))
 		}
 		// Stale, future and garbage xids on an idle disk.
 		for i := 0; i < 8; i++ {
 			c := uapi.Complete{Xid: rng.Uint64() >> uint(rng.Intn(64)), Status: -int32(rng.Intn(200))}
-			if err := f.ioctl(fd, uapi.IocComplete, ptr(&c)); err == nil {
+			if err := call(f, fd, uapi.IocComplete, &c); err == nil {
 				f.violate("COMPLETE accepted an xid never handed out", fmt.Sprintf("xid %#x on an idle disk", c.Xid))
 			}
 		}
 		c := uapi.Complete{Xid: 1, Status: 5}
-		if err := f.ioctl(fd, uapi.IocComplete, ptr(&c)); err == nil {
+		if err := call(f, fd, uapi.IocComplete, &c); err == nil {
 			f.violate("COMPLETE accepted a positive status", "")
 		}
 		if rng.Intn(2) == 0 {
 			f.ioctl(fd, uapi.IocShutdown, 0)
-			if err := f.ioctl(fd, uapi.IocGetRequest, ptr(&r)); err != unix.ESHUTDOWN {
+			if err := call(f, fd, uapi.IocGetRequest, &r); err != unix.ESHUTDOWN {
 				f.violate("GET_REQUEST after SHUTDOWN", errno(err))
 			}
 		}

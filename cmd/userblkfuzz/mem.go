@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"sync"
 	"sync/atomic"
 	"unsafe"
 
@@ -22,22 +23,56 @@ func (f *fuzzer) ioctl(fd int, req uintptr, arg uintptr) error {
 
 func ptr[T any](p *T) uintptr { return uintptr(unsafe.Pointer(p)) }
 
+// Ioctl arguments live in mmap'd scratch pages, never in Go memory: the kernel keeps
+// writing to the address it was given, and a goroutine's stack may move.
+var (
+	scratchMu   sync.Mutex
+	scratchFree [][]byte
+)
+
+func getScratch() []byte {
+	scratchMu.Lock()
+	defer scratchMu.Unlock()
+	if n := len(scratchFree); n > 0 {
+		s := scratchFree[n-1]
+		scratchFree = scratchFree[:n-1]
+		return s
+	}
+	return alignedBuf(4096)
+}
+
+func putScratch(s []byte) {
+	scratchMu.Lock()
+	scratchFree = append(scratchFree, s)
+	scratchMu.Unlock()
+}
+
+// call issues an ioctl with *v as its argument (copied in and back through scratch).
+func call[T any](f *fuzzer, fd int, req uintptr, v *T) error {
+	s := getScratch()
+	defer putScratch(s)
+	p := (*T)(unsafe.Pointer(&s[0]))
+	*p = *v
+	err := f.ioctl(fd, req, uintptr(unsafe.Pointer(&s[0])))
+	*v = *p
+	return err
+}
+
 // badPointers are addresses no ioctl may use: unmapped, read-only, the kernel's.
 type badPointers struct {
 	unmapped, readOnly, kernel uintptr
-	roMem                      []byte
+	roMem, noneMem             []byte
 }
 
 func newBadPointers() (*badPointers, error) {
 	b := &badPointers{}
-	m, err := unix.Mmap(-1, 0, 4096, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS)
+	// Reserved without access, and kept: an unmapped page could be reused by a later mmap.
+	m, err := unix.Mmap(-1, 0, 1<<17, unix.PROT_NONE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS)
 	if err != nil {
 		return nil, err
 	}
+	b.noneMem = m
 	b.unmapped = uintptr(unsafe.Pointer(&m[0]))
-	if err := unix.Munmap(m); err != nil {
-		return nil, err
-	}
 	ro, err := unix.Mmap(-1, 0, 1<<17, unix.PROT_READ, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS)
 	if err != nil {
 		return nil, err
@@ -55,6 +90,11 @@ func newBadPointers() (*badPointers, error) {
 }
 
 // pick returns one bad pointer and its name.
+func (b *badPointers) free() {
+	unix.Munmap(b.roMem)
+	unix.Munmap(b.noneMem)
+}
+
 func (b *badPointers) pick(n int) (uintptr, string) {
 	switch n % 3 {
 	case 0:
@@ -110,7 +150,7 @@ func newStallRegion(size int) (*stallRegion, error) {
 		return nil, fmt.Errorf("userfaultfd: %w", e)
 	}
 	api := uffdioAPIArg{API: uffdAPI}
-	if _, _, e := unix.Syscall(unix.SYS_IOCTL, fd, uffdioAPI, ptr(&api)); e != 0 {
+	if _, _, e := unix.Syscall(unix.SYS_IOCTL, fd, uffdioAPI, uintptr(unsafe.Pointer(&api))); e != 0 {
 		unix.Close(int(fd))
 		return nil, fmt.Errorf("UFFDIO_API: %w", e)
 	}
@@ -120,7 +160,7 @@ func newStallRegion(size int) (*stallRegion, error) {
 		return nil, err
 	}
 	reg := uffdioRegisterArg{Start: uint64(uintptr(unsafe.Pointer(&mem[0]))), Len: uint64(size), Mode: uffdRegisterMiss}
-	if _, _, e := unix.Syscall(unix.SYS_IOCTL, fd, uffdioRegister, ptr(&reg)); e != 0 {
+	if _, _, e := unix.Syscall(unix.SYS_IOCTL, fd, uffdioRegister, uintptr(unsafe.Pointer(&reg))); e != 0 {
 		unix.Munmap(mem)
 		unix.Close(int(fd))
 		return nil, fmt.Errorf("UFFDIO_REGISTER: %w", e)
@@ -151,7 +191,7 @@ func (s *stallRegion) waitFault() bool {
 // resolve maps zero pages under the whole region: every stalled access proceeds.
 func (s *stallRegion) resolve() {
 	z := uffdioZeropageArg{Start: uint64(s.addr()), Len: uint64(len(s.mem))}
-	unix.Syscall(unix.SYS_IOCTL, uintptr(s.uffd), uffdioZeropage, ptr(&z))
+	unix.Syscall(unix.SYS_IOCTL, uintptr(s.uffd), uffdioZeropage, uintptr(unsafe.Pointer(&z)))
 }
 
 func (s *stallRegion) close() {

@@ -67,7 +67,7 @@ func runChild(f *fuzzer, mode uint32, size uint64, ioTimeout uint32) int {
 		return 2
 	}
 	cr := uapi.Create{Size: size, MapMode: mode, IOTimeout: ioTimeout}
-	if err := f.ioctl(c.fd, uapi.IocCreate, ptr(&cr)); err != nil {
+	if err := call(f, c.fd, uapi.IocCreate, &cr); err != nil {
 		c.say("NOTE CREATE: %v", err)
 		return 2
 	}
@@ -108,13 +108,13 @@ func (c *child) serve(rng *rand.Rand, staller bool) {
 	for {
 		r := uapi.Request{Buf: uint64(ptr(&buf[0])), BufLen: uapi.MaxSegment}
 		var stall *stallRegion
-		arg := ptr(&r)
+		var badArg uintptr // nonzero: pass this instead of the request
 		switch n := rng.Intn(100); {
 		case n < 4: // a bad buffer: a write's data cannot land there
 			p, _ := c.bad.pick(rng.Int())
 			r.Buf = uint64(p)
 		case n < 6: // the argument itself is bad
-			arg, _ = c.bad.pick(rng.Int())
+			badArg, _ = c.bad.pick(rng.Int())
 		case n < 8:
 			r.Flags = 1 << uint(1+rng.Intn(31)) // unknown flag
 		case n < 10:
@@ -138,7 +138,12 @@ func (c *child) serve(rng *rand.Rand, staller bool) {
 			c.serveMu.RLock()
 			r.Flags |= uapi.GetNowait
 		}
-		err := c.f.ioctl(c.fd, uapi.IocGetRequest, arg)
+		var err error
+		if badArg != 0 {
+			err = c.f.ioctl(c.fd, uapi.IocGetRequest, badArg)
+		} else {
+			err = call(c.f, c.fd, uapi.IocGetRequest, &r)
+		}
 		if stall != nil {
 			stall.getDone.Store(true)
 			<-raced
@@ -146,7 +151,7 @@ func (c *child) serve(rng *rand.Rand, staller bool) {
 			c.stalls++
 		}
 		if !staller {
-			if err == nil && arg == ptr(&r) {
+			if err == nil && badArg == 0 {
 				c.record(&r)
 			}
 			c.serveMu.RUnlock()
@@ -154,7 +159,7 @@ func (c *child) serve(rng *rand.Rand, staller bool) {
 				time.Sleep(time.Millisecond)
 				continue
 			}
-		} else if err == nil && arg == ptr(&r) {
+		} else if err == nil && badArg == 0 {
 			c.record(&r)
 		}
 		if err == unix.ESHUTDOWN {
@@ -169,9 +174,9 @@ func (c *child) serve(rng *rand.Rand, staller bool) {
 		if r.Flags&^uint32(uapi.GetNowait) != 0 {
 			c.violation("unknown GET_REQUEST flags accepted", fmt.Sprintf("flags %#x returned xid %08x", r.Flags, r.Xid))
 		}
-		if arg != ptr(&r) {
+		if badArg != 0 {
 			// The kernel wrote the description through a bad pointer: it "succeeded".
-			c.violation("GET_REQUEST wrote through a bad pointer", fmt.Sprintf("arg %#x", arg))
+			c.violation("GET_REQUEST wrote through a bad pointer", fmt.Sprintf("arg %#x", badArg))
 			continue
 		}
 		if r.Op == uapi.OpWrite && r.Buf != uint64(ptr(&buf[0])) && (stall == nil || r.Buf != uint64(stall.addr())) {
@@ -235,12 +240,12 @@ func (c *child) answer(rng *rand.Rand, r *uapi.Request, data, rbuf []byte) {
 	if good.Status == 0 && r.Op == uapi.OpWrite {
 		c.writeStore(r.Pos, data)
 	}
-	err := c.f.ioctl(c.fd, uapi.IocComplete, ptr(&good))
+	err := call(c.f, c.fd, uapi.IocComplete, &good)
 	if err == nil {
 		c.completed(r.Xid)
 	}
 	if n >= 20 && n < 25 { // duplicate and stale completions
-		if err := c.f.ioctl(c.fd, uapi.IocComplete, ptr(&good)); err == nil {
+		if err := call(c.f, c.fd, uapi.IocComplete, &good); err == nil {
 			c.violation("completed twice", fmt.Sprintf("xid %08x: a second COMPLETE succeeded", r.Xid))
 		}
 		c.mu.Lock()
@@ -252,7 +257,7 @@ func (c *child) answer(rng *rand.Rand, r *uapi.Request, data, rbuf []byte) {
 		c.mu.Unlock()
 		if stale != 0 {
 			s := uapi.Complete{Xid: stale, Status: -int32(unix.EIO)}
-			if err := c.f.ioctl(c.fd, uapi.IocComplete, ptr(&s)); err == nil {
+			if err := call(c.f, c.fd, uapi.IocComplete, &s); err == nil {
 				c.violation("completed twice", fmt.Sprintf("stale xid %08x: COMPLETE succeeded again", stale))
 			}
 		}
@@ -261,7 +266,7 @@ func (c *child) answer(rng *rand.Rand, r *uapi.Request, data, rbuf []byte) {
 
 // expectFail issues a COMPLETE that must be refused.
 func (c *child) expectFail(bad *uapi.Complete, what string) {
-	err := c.f.ioctl(c.fd, uapi.IocComplete, ptr(bad))
+	err := call(c.f, c.fd, uapi.IocComplete, bad)
 	if err != nil {
 		return
 	}
@@ -311,7 +316,7 @@ func (c *child) race(s *stallRegion, seed int64, done chan<- struct{}) {
 		}
 		for _, l := range []uint32{0, 4096} {
 			try := uapi.Complete{Xid: x, Buf: uint64(ptr(&rb[0])), Len: l}
-			if err := c.f.ioctl(c.fd, uapi.IocComplete, ptr(&try)); err == nil {
+			if err := call(c.f, c.fd, uapi.IocComplete, &try); err == nil {
 				c.completed(x)
 				c.violation("COMPLETE accepted an xid never handed out",
 					fmt.Sprintf("xid %08x completed while GET_REQUEST was still copying it", x))

@@ -101,6 +101,7 @@ MODULE_PARM_DESC(unsafe_modes,
 static int map_mode = USERBLK_MAP_COPIER;
 static bool userblk_loaded;	/* set at the end of init: map_mode is then checked at once */
 
+/* mode_is_unsafe - atomic and local, the bug modes. Does not sleep. */
 static bool mode_is_unsafe(int mode)
 {
 	return mode == USERBLK_MAP_ATOMIC || mode == USERBLK_MAP_LOCAL;
@@ -235,11 +236,13 @@ struct userblk_ctl {
 
 static DEFINE_IDA(userblk_ida);
 
+/* mode_name - a mode's name for the log. Does not sleep. */
 static const char *mode_name(int mode)
 {
 	return mode > 0 && mode < ARRAY_SIZE(mode_names) ? mode_names[mode] : "?";
 }
 
+/* userblk_crc - crc32 (IEEE) of len bytes at p. Does not sleep. */
 static u32 userblk_crc(const void *p, u32 len)
 {
 	return crc32_le(~0, p, len) ^ ~0;
@@ -327,6 +330,7 @@ static void userblk_trace_fault(struct userblk_dev *ub, struct userblk_req *req,
 				    ub->index, op, left, req->len, side, mode_name(req->mode));
 }
 
+/* req_put - drop a reference; the last one frees. Does not sleep. */
 static void req_put(struct userblk_req *req)
 {
 	if (refcount_dec_and_test(&req->ref))
@@ -1025,7 +1029,8 @@ again:
 		if (left) {
 			if (!req_give_back(ub, req, REQ_SENT))
 				return -ESHUTDOWN;
-			if (++tries >= USERBLK_COPY_TRIES || fault_in_readable(ubuf, req->len)) {
+			/* req is not ours any more: c.len is its length (checked above) */
+			if (++tries >= USERBLK_COPY_TRIES || fault_in_readable(ubuf, c.len)) {
 				pr_warn_ratelimited("userblk%d: COMPLETE %08llx: the daemon's buffer faults (user side)\n",
 						    ub->index, c.xid);
 				return -EFAULT;

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -47,18 +48,22 @@ packaged, a gzip initramfs, no saved state. It prints ours, the baseline and the
 			}
 			ctx := cmd.Context()
 			b := builder()
-			tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
-			head := "target\taccel\tours\thow"
-			if baseline {
-				head += "\tbaseline\tratio"
+			// Only warnings (a failed restore) between the table's rows, unless -v.
+			log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+			if flagVerbose {
+				log = slog.Default()
 			}
-			fmt.Fprintln(tw, head+"\truns (s)")
+			head := fmt.Sprintf("%-16s %-5s %7s %-12s", "target", "accel", "ours", "how")
+			if baseline {
+				head += fmt.Sprintf(" %8s %6s", "baseline", "ratio")
+			}
+			fmt.Println(head + "  runs (s)")
 			for _, t := range ts {
 				img, err := b.Build(ctx, t)
 				if err != nil {
 					return err
 				}
-				cfg := qemu.Config{Image: img, Accel: accel, NoSnapshot: noSnapshot}
+				cfg := qemu.Config{Image: img, Accel: accel, NoSnapshot: noSnapshot, Log: log}
 				how := "cold"
 				if qemu.SnapshotsEnabled(cfg) {
 					how = "restore"
@@ -80,7 +85,7 @@ packaged, a gzip initramfs, no saved state. It prints ours, the baseline and the
 				if how == "restore" && restored < n {
 					how = fmt.Sprintf("restore %d/%d", restored, n)
 				}
-				line := fmt.Sprintf("%s\t%s\t%.2fs\t%s", t.Name, mode, median(ours), how)
+				line := fmt.Sprintf("%-16s %-5s %6.2fs %-12s", t.Name, mode, median(ours), how)
 				runs := "ours " + strings.Join(fmtSecs(ours), " ")
 				if baseline {
 					k, i, err := b.NaiveBoot(ctx, img)
@@ -89,17 +94,16 @@ packaged, a gzip initramfs, no saved state. It prints ours, the baseline and the
 					}
 					naive := *img
 					naive.Kernel, naive.Initrd = k, i
-					base, _, _, err := bootTimes(ctx, qemu.Config{Image: &naive, Accel: accel, NoSnapshot: true}, b.KeyDir(), n)
+					base, _, _, err := bootTimes(ctx, qemu.Config{Image: &naive, Accel: accel, NoSnapshot: true, Log: log}, b.KeyDir(), n)
 					if err != nil {
 						return err
 					}
-					line += fmt.Sprintf("\t%.2fs\t%.2f", median(base), median(ours)/median(base))
+					line += fmt.Sprintf(" %7.2fs %6.2f", median(base), median(ours)/median(base))
 					runs += " | baseline " + strings.Join(fmtSecs(base), " ")
 				}
-				fmt.Fprintf(tw, "%s\t%s\n", line, runs)
-				tw.Flush()
+				fmt.Printf("%s  %s\n", line, runs)
 			}
-			return tw.Flush()
+			return nil
 		},
 	}
 	boot.Flags().IntVarP(&n, "count", "n", 3, "machines per target (and per recipe)")

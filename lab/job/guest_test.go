@@ -1,0 +1,52 @@
+package job
+
+import (
+	"strings"
+	"testing"
+)
+
+const guestJob = `name: g
+targets: [x86_64, armv7-lpae@trixie]
+guest:
+  packages: [e2fsprogs, fio]
+  modules: [loop, zram]
+stress:
+  - run: "true"
+`
+
+func TestGuestField(t *testing.T) {
+	j, err := Parse("g.yaml", []byte(guestJob), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(j.Guest.Packages, ",") != "e2fsprogs,fio" || strings.Join(j.Guest.Modules, ",") != "loop,zram" || j.Guest.Empty() {
+		t.Fatalf("guest = %+v", j.Guest)
+	}
+	if j.Cells()[1].ID != "armv7-lpae@trixie" {
+		t.Errorf("a kernel line is part of the cell ID: %s", j.Cells()[1].ID)
+	}
+	err = j.GuestError("guest.packages", `no package "fio" for armhf in trixie`)
+	if err.Error() != `g.yaml:4: guest.packages: no package "fio" for armhf in trixie` {
+		t.Errorf("GuestError = %v", err)
+	}
+	if err := j.GuestError("guest.modules", "x"); !strings.HasPrefix(err.Error(), "g.yaml:5: guest.modules") {
+		t.Errorf("GuestError = %v", err)
+	}
+}
+
+func TestGuestFieldErrors(t *testing.T) {
+	for _, c := range []struct{ yaml, want string }{
+		{strings.Replace(guestJob, "fio]", "Bad Name]", 1), `g.yaml:4: guest.packages: "Bad Name" is not a Debian package name`},
+		{strings.Replace(guestJob, "zram]", "zr/am]", 1), `g.yaml:5: guest.modules: "zr/am" is not a module name`},
+		{strings.Replace(guestJob, "  modules:", "  module:", 1), "g.yaml:5: field module not found"},
+	} {
+		_, err := Parse("g.yaml", []byte(c.yaml), nil)
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("want %q, got %v", c.want, err)
+		}
+	}
+	j, err := Parse("g.yaml", []byte("name: n\ntargets: [x86_64]\nstress: [{run: 'true'}]\n"), nil)
+	if err != nil || !j.Guest.Empty() {
+		t.Errorf("no guest field: %+v %v", j, err)
+	}
+}

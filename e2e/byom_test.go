@@ -80,7 +80,7 @@ func TestExampleJobUnknownPackage(t *testing.T) {
 }
 
 // TestTrixieBootWithModprobe boots a newer kernel line with additions: packages from
-// trixie, and zram, whose dependency zsmalloc modprobe must find in modules.dep.
+// trixie, and zram, whose dependencies modprobe must find in modules.dep.
 func TestTrixieBootWithModprobe(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
 	defer cancel()

@@ -230,7 +230,19 @@ func (cr *cellRun) agentPath() string { return cr.p.o.Job.Dest() + "/kmodlab-kms
 func (cr *cellRun) agentLast(ctx context.Context) (uint64, error) {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	out, err := runner.Output(ctx, cr.r, cr.agentPath()+" last")
+	var out string
+	var err error
+	// The command is idempotent, so a session the SSH server refused to start (seen
+	// with dropbear right after the previous cell's follower was stopped: "EOF") is
+	// tried again; a command that ran and failed is not.
+	for try := 0; try < 3; try++ {
+		out, err = runner.Output(ctx, cr.r, cr.agentPath()+" last")
+		var ee *runner.ExitError
+		if err == nil || errors.As(err, &ee) || errors.Is(err, runner.ErrConnectionLost) || ctx.Err() != nil {
+			break
+		}
+		time.Sleep(time.Duration(try+1) * 300 * time.Millisecond)
+	}
 	if err != nil {
 		return 0, fmt.Errorf("read the kernel log's sequence number: %w", err)
 	}

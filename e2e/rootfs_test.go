@@ -215,6 +215,7 @@ func TestWorkflowScriptInBookwormRootfs(t *testing.T) {
 		t.Fatalf("git clone: %v: %s", err, out)
 	}
 	c.mount("--bind", "/dev", filepath.Join(dir, "dev"))
+	c.mount("--bind", "/dev/pts", filepath.Join(dir, "dev/pts")) // apt's terminal log, as in a container
 	c.mount("-t", "proc", "proc", filepath.Join(dir, "proc"))
 	c.mount("--bind", "/sys", filepath.Join(dir, "sys"))
 	goroot := runtime.GOROOT()

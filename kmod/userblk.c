@@ -256,7 +256,7 @@ static u32 userblk_crc(const void *p, u32 len)
  *   userblk<N>: <op> <xid> <pos> <len> <crc> <addr> <tid> cpu=<cpu> mode=<mode> dev=<dev>[ side=<side>]
  *
  *   N     the disk's index (/dev/userblkN), decimal
- *   op    write, write1, read0, read1, read2, readx, read3, rfault, wfault; padded with
+ *   op    write, write1, write2, read0, read1, read2, readx, read3, rfault, wfault; padded with
  *         spaces to 6 columns (columns are separated by one or more spaces)
  *   xid   the transaction id, %08llx (sequential per disk, from 1)
  *   pos   byte offset on the disk, %016llx
@@ -273,8 +273,10 @@ static u32 userblk_crc(const void *p, u32 len)
  *   side  rfault/wfault only: "kernel" when the handed-over mapping faulted, "user"
  *         when the daemon's buffer did
  *
- * Events: write (submitter, before queueing), write1 (daemon, after copying it out);
- * read0 (submitter, before queueing), read1 (daemon, after copying data in), read2
+ * Events: write (submitter, before queueing), write1 (daemon, after copying it out),
+ * write2 (submitter, after the daemon's copy, before unmapping: tells a stale mapping,
+ * where the submitter still sees what it wrote, from a page the filesystem changed
+ * while it was under I/O, where both threads see the new bytes); read0 (submitter, before queueing), read1 (daemon, after copying data in), read2
  * (submitter, after waking), readx (daemon, after read2), read3 (submitter, after
  * pause_ms, before unmapping).
  */
@@ -618,6 +620,8 @@ static int userblk_segment(struct userblk_dev *ub, int op, u64 pos, struct bio_v
 	}
 	ret = req_wait_done(ub, req);
 
+	if (req->traced && write && ret == 0)
+		userblk_trace(ub, req, "write2");
 	if (req->traced && !write && ret == 0) {
 		unsigned int pause = min_t(unsigned int, READ_ONCE(pause_ms), USERBLK_MAX_PAUSE_MS);
 

@@ -141,6 +141,7 @@ type TraceSummary struct {
 	Long         int               `json:"long,omitempty"`
 	Integrity    int               `json:"integrity_errors,omitempty"`
 	UserFaults   int               `json:"user_faults,omitempty"`
+	Unstable     int               `json:"unstable_writes,omitempty"`
 	Problem      *trace.Problem    `json:"first_problem,omitempty"`
 	First        *trace.Divergence `json:"first,omitempty"`
 	FirstTable   string            `json:"first_table,omitempty"`

@@ -193,7 +193,7 @@ func (cr *cellRun) summarize(ev verdict.Evidence, d verdict.Decision) {
 	if tr := ev.Trace; tr != nil {
 		rc.Trace = &report.TraceSummary{Transactions: tr.Transactions, Reads: tr.Reads, Writes: tr.Writes,
 			Diverged: tr.Diverged(), Unparsed: tr.Unparsed, Merged: tr.Merged, Long: tr.Long,
-			Integrity: tr.IntegrityTotal, UserFaults: tr.UserFaults, Kinds: tr.Kinds}
+			Integrity: tr.IntegrityTotal, UserFaults: tr.UserFaults, Unstable: tr.Unstable, Kinds: tr.Kinds}
 		if len(tr.Divergences) > 0 {
 			first := tr.Divergences[0]
 			rc.Trace.First = &first
@@ -218,6 +218,9 @@ func (cr *cellRun) summarize(ev verdict.Evidence, d verdict.Decision) {
 			*evl = append(*evl, fmt.Sprintf("trace: %d of %d transactions diverged (%s)", tr.Diverged(), tr.Transactions, kinds(tr.Kinds)))
 		case tr.Transactions > 0:
 			*evl = append(*evl, fmt.Sprintf("trace: %d transactions (%d reads, %d writes checked), none diverged", tr.Transactions, tr.Reads, tr.Writes))
+		}
+		if tr.Unstable > 0 {
+			*evl = append(*evl, fmt.Sprintf("trace: %d writes whose page changed under I/O (both threads saw the new bytes; not counted)", tr.Unstable))
 		}
 		if tr.UserFaults > 0 {
 			*evl = append(*evl, fmt.Sprintf("trace: %d copies faulted on the daemon's own buffer (not the bug)", tr.UserFaults))

@@ -175,3 +175,39 @@ func TestStreamingBounds(t *testing.T) {
 		t.Errorf("judged out of order: %v", seen[:3])
 	}
 }
+
+// write2 is the submitter's look after the daemon's copy: a page that changed under I/O
+// (filesystem metadata does) is not a divergence; a submitter that still sees what it
+// wrote while the daemon received other bytes is.
+func TestWriteSecondLook(t *testing.T) {
+	w := func(c0, c1, c2 uint32) string {
+		return join([]string{
+			line("write", 5, 0x4000, c0, "ffeee000", 10, 0, "kmap", "07"),
+			line("write1", 5, 0x4000, c1, "ffeee000", 20, 1, "kmap", "07"),
+			line("write2", 5, 0x4000, c2, "ffeee000", 10, 0, "kmap", "07"),
+		})
+	}
+	res := AnalyzeString(w(1, 2, 2)) // the page changed: both see the new bytes
+	if res.Diverged() != 0 || res.Unstable != 1 || res.Writes != 0 {
+		t.Errorf("changed page: diverged=%d unstable=%d writes=%d", res.Diverged(), res.Unstable, res.Writes)
+	}
+	res = AnalyzeString(w(1, 2, 3)) // changed again: still nothing proven
+	if res.Diverged() != 0 || res.Unstable != 1 {
+		t.Errorf("changed twice: diverged=%d unstable=%d", res.Diverged(), res.Unstable)
+	}
+	res = AnalyzeString(w(1, 2, 1)) // the submitter still sees its bytes: stale mapping
+	if res.Diverged() != 1 || res.Writes != 1 || !strings.Contains(res.Divergences[0].Detail, "still sees it") {
+		t.Errorf("stale: diverged=%d writes=%d %+v", res.Diverged(), res.Writes, res.Divergences)
+	}
+	res = AnalyzeString(w(1, 1, 1))
+	if res.Diverged() != 0 || res.Writes != 1 || res.Unstable != 0 {
+		t.Errorf("clean write: %+v", res)
+	}
+	a := NewAnalyzer()
+	for _, l := range strings.Split(w(1, 1, 1), "\n") {
+		a.Line(l)
+	}
+	if len(a.open) != 0 {
+		t.Errorf("a write closes at write2")
+	}
+}

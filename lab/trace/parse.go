@@ -6,7 +6,7 @@ import (
 )
 
 // ops are the trace events, as the line's first column names them.
-var ops = map[string]bool{"write": true, "write1": true, "read0": true, "read1": true, "read2": true,
+var ops = map[string]bool{"write": true, "write1": true, "write2": true, "read0": true, "read1": true, "read2": true,
 	"readx": true, "read3": true, "rfault": true, "wfault": true}
 
 type start struct{ prefix, op, tok int } // byte offsets of the record and its op; tok: the op's token index

@@ -7,7 +7,7 @@
 //
 //	op xid pos len crc32 [address] tid [cpu=N] [mode=M] [dev=ID] [side=kernel|user]
 //
-// op is write, write1, read0, read1, read2, readx, read3, rfault or wfault; xid, pos,
+// op is write, write1, write2, read0, read1, read2, readx, read3, rfault or wfault; xid, pos,
 // len, crc32 and address are hex (either case), tid is decimal. dev= names the disk
 // instance (random per disk, so transactions of two disks, or of one disk created twice,
 // never merge); lines without it (the original report's table) are grouped by their
@@ -38,7 +38,7 @@ import (
 type Event struct {
 	Disk string `json:"disk,omitempty"` // the line's prefix, e.g. userblk0
 	Dev  string `json:"dev,omitempty"`  // disk instance id (dev=)
-	Op   string `json:"op"`             // write, write1, read0, read1, read2, readx, read3, rfault, wfault
+	Op   string `json:"op"`             // write, write1, write2, read0, read1, read2, readx, read3, rfault, wfault
 	Xid  uint64 `json:"xid"`
 	Pos  uint64 `json:"pos"`
 	Len  uint64 `json:"len"`
@@ -106,6 +106,10 @@ type Result struct {
 	Reads        int `json:"reads"`       // read transactions with both views
 	Writes       int `json:"writes"`      // write transactions with both views
 	UserFaults   int `json:"user_faults"` // copies that faulted on the user buffer: not the bug
+	// Unstable counts writes whose page changed while under I/O (the submitter's
+	// write2 differs from its write): both threads may rightly see other bytes, so
+	// such a write proves nothing either way.
+	Unstable int `json:"unstable_writes"`
 	// DivergedTotal counts every diverging transaction; Divergences keeps the first Keep.
 	DivergedTotal int            `json:"diverged"`
 	Kinds         map[string]int `json:"kinds"`
@@ -293,11 +297,12 @@ func (a *Analyzer) close(t *tx) {
 	a.judge(t)
 }
 
-// complete says whether a transaction has its last event: write1 or wfault for a
-// write, read3 (or a fault) for a read.
+// complete says whether a transaction has its last event: write2 (or a fault) for a
+// write, read3 for a read. A write traced without write2 (an older module, the
+// original report's table) closes when it ages out or at the end.
 func complete(evs []Event) bool {
 	last := evs[len(evs)-1].Op
-	return last == "write1" || last == "wfault" || last == "read3"
+	return last == "write2" || last == "wfault" || last == "read3"
 }
 
 func (a *Analyzer) judge(t *tx) {
@@ -474,6 +479,23 @@ func check(evs []Event, res *Result) *Divergence {
 			return nil
 		}
 		res.Writes++
+		if w2, ok := v["write2"]; ok {
+			// The submitter looked again after the daemon's copy. If it still sees
+			// what it wrote while the daemon received other bytes, the page did not
+			// change: the two threads saw different bytes at one address. If the page
+			// changed under I/O (filesystem metadata may), nothing is proven.
+			if w2.CRC != w.CRC {
+				res.Writes--
+				res.Unstable++
+				return nil
+			}
+			if w1.CRC != w.CRC {
+				return &Divergence{Kind: KindWriteMismatch, Detail: fmt.Sprintf(
+					"submitter (tid %d) wrote crc %08x at %s and still sees it, daemon (tid %d) received crc %08x at %s",
+					w.TID, w.CRC, w.Addr, w1.TID, w1.CRC, w1.Addr)}
+			}
+			return nil
+		}
 		if w.CRC != w1.CRC {
 			return &Divergence{Kind: KindWriteMismatch, Detail: fmt.Sprintf(
 				"submitter (tid %d) wrote crc %08x at %s, daemon (tid %d) received crc %08x at %s",
@@ -533,5 +555,5 @@ func Table(evs []Event) string {
 }
 
 func opRank(op string) int {
-	return strings.Index("write write1 wfault read0 read1 rfault read2 readx read3", op)
+	return strings.Index("write write1 wfault write2 read0 read1 rfault read2 readx read3", op)
 }

@@ -210,6 +210,17 @@ func TestWorkflowScriptInBookwormRootfs(t *testing.T) {
 	if data, err := os.ReadFile("/etc/resolv.conf"); err == nil {
 		os.WriteFile(filepath.Join(dir, "etc/resolv.conf"), data, 0o644)
 	}
+	// Local CAs of this host's network (a TLS-inspecting egress proxy, say) go in too, as
+	// a runner's network would be trusted: ca-certificates, which the script installs,
+	// adds them. Without them a cold run cannot download Go modules here.
+	if cas, _ := filepath.Glob("/usr/local/share/ca-certificates/*.crt"); len(cas) > 0 {
+		os.MkdirAll(filepath.Join(dir, "usr/local/share/ca-certificates"), 0o755)
+		for _, ca := range cas {
+			if data, err := os.ReadFile(ca); err == nil {
+				os.WriteFile(filepath.Join(dir, "usr/local/share/ca-certificates", filepath.Base(ca)), data, 0o644)
+			}
+		}
+	}
 	src := filepath.Join(dir, w.Workdir)
 	if out, err := exec.CommandContext(ctx, "git", "clone", "--quiet", repoRoot(t), src).CombinedOutput(); err != nil {
 		t.Fatalf("git clone: %v: %s", err, out)

@@ -17,6 +17,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"github.com/kmodlab/kmodlab/internal/daemoncpu"
 	"github.com/kmodlab/kmodlab/stressreport"
 	"hash/crc32"
 	"math/rand"
@@ -462,27 +463,7 @@ func ioError(err error) bool {
 // are not in it) without the last online CPU, or CPU 0 alone.
 func parseCPUs(spec string, n int) ([]int, error) {
 	if spec == "" {
-		var set unix.CPUSet
-		if err := unix.SchedGetaffinity(0, &set); err != nil {
-			return []int{0}, nil
-		}
-		last := -1
-		if data, err := os.ReadFile("/sys/devices/system/cpu/online"); err == nil {
-			f := strings.FieldsFunc(strings.TrimSpace(string(data)), func(r rune) bool { return r == '-' || r == ',' })
-			if len(f) > 0 {
-				last, _ = strconv.Atoi(f[len(f)-1])
-			}
-		}
-		var all []int
-		for c := 0; c < 1024; c++ {
-			if set.IsSet(c) && c != last {
-				all = append(all, c)
-			}
-		}
-		if len(all) == 0 {
-			all = []int{0}
-		}
-		return all, nil
+		return daemoncpu.Others(), nil
 	}
 	var out []int
 	for _, part := range strings.Split(spec, ",") {

@@ -20,6 +20,7 @@ func bootCmd() *cobra.Command {
 		timeout time.Duration
 		conLog  string
 		add     images.Additions
+		noSnap  bool
 	)
 	c := &cobra.Command{
 		Use:   "boot TARGET[@LINE] [--package P] [--module M] [--keep | -- CMD [ARGS...]]",
@@ -44,7 +45,7 @@ func bootCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			g, err := qemu.Boot(ctx, qemu.Config{Image: img, Accel: accel, ConsoleLog: conLog}, b.KeyDir(), timeout)
+			g, err := qemu.Boot(ctx, qemu.Config{Image: img, Accel: accel, ConsoleLog: conLog, NoSnapshot: noSnap}, b.KeyDir(), timeout)
 			if err != nil {
 				return &exitError{exitInfra, err}
 			}
@@ -73,6 +74,7 @@ func bootCmd() *cobra.Command {
 		},
 	}
 	c.Flags().BoolVar(&keep, "keep", false, "stay up and print the ssh command line; Ctrl-C shuts down")
+	c.Flags().BoolVar(&noSnap, "no-snapshot", false, "boot cold instead of restoring the image's saved machine state")
 	c.Flags().StringVar(&accel, "accel", "auto", "kvm, tcg or auto (kvm only when really usable)")
 	c.Flags().DurationVar(&timeout, "boot-timeout", 4*time.Minute, "how long the guest may take to answer SSH")
 	c.Flags().StringVar(&conLog, "console-log", "", "also write the serial console to this file")

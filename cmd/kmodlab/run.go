@@ -64,6 +64,7 @@ func runCmd() *cobra.Command {
 		strict      bool
 		repeat      int
 		full        bool
+		noSnapshot  bool
 	)
 	c := &cobra.Command{
 		Use:   "run JOB",
@@ -88,6 +89,7 @@ Exit codes: 0 every cell as expected, 1 a cell's verdict differs from its expect
 			if err != nil {
 				return &exitError{exitInfra, err}
 			}
+			f.NoSnapshot = noSnapshot
 			j, err := job.Load(args[0], f.Known)
 			if err != nil {
 				return &exitError{exitInfra, err}
@@ -148,6 +150,7 @@ Exit codes: 0 every cell as expected, 1 a cell's verdict differs from its expect
 	c.Flags().BoolVar(&strict, "strict", false, "fail module builds that warn under W=1")
 	c.Flags().IntVar(&repeat, "repeat", 1, "run each cell N times (a fresh module load each time) and report rates")
 	c.Flags().BoolVar(&full, "full", false, "run every stress step to its end, even once the verdict is sure")
+	c.Flags().BoolVar(&noSnapshot, "no-snapshot", false, "boot every QEMU machine cold instead of restoring its image's saved state (also: KMODLAB_NO_SNAPSHOT=1)")
 	c.PersistentFlags().StringVar(&flagRunners, "runners", "", "runners.yaml (default $XDG_CONFIG_HOME/kmodlab/runners.yaml)")
 	return c
 }

@@ -2,6 +2,7 @@ package run
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path"
@@ -264,11 +265,11 @@ func (p *targetRun) deploy(ctx context.Context, r runner.Runner) error {
 	}
 	sort.Strings(names)
 	for _, n := range names {
-		if err := r.Copy(ctx, p.bins[n], path.Join(dest, n), 0o755); err != nil {
+		if err := copyRetry(ctx, r, p.bins[n], path.Join(dest, n), 0o755); err != nil {
 			return err
 		}
 	}
-	if err := r.Copy(ctx, p.agent, path.Join(dest, kmsg.AgentName), 0o755); err != nil {
+	if err := copyRetry(ctx, r, p.agent, path.Join(dest, kmsg.AgentName), 0o755); err != nil {
 		return err
 	}
 	for _, f := range j.Build.Files {
@@ -287,6 +288,18 @@ func (p *targetRun) deploy(ctx context.Context, r runner.Runner) error {
 		}
 	}
 	return nil
+}
+
+// copyRetry copies a file, once more when the SSH server ended the copy's session
+// without an exit status (seen with dropbear right after a machine was restored); a
+// copy is idempotent, a lost connection is not retried.
+func copyRetry(ctx context.Context, r runner.Runner, local, remote string, mode os.FileMode) error {
+	err := r.Copy(ctx, local, remote, mode)
+	if err != nil && !errors.Is(err, runner.ErrConnectionLost) && ctx.Err() == nil {
+		time.Sleep(300 * time.Millisecond)
+		err = r.Copy(ctx, local, remote, mode)
+	}
+	return err
 }
 
 // highmem reads whether the machine's kernel has HIGHMEM memory (HighTotal > 0).

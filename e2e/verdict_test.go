@@ -43,7 +43,9 @@ expect: {default: clean}
 	if c.Verdict != report.Inconclusive || c.Met || !strings.Contains(strings.Join(c.Reasons, "\n"), "only 0 verified reads and writes") {
 		t.Errorf("%s met=%v %v\n%s", c.Verdict, c.Met, c.Reasons, log)
 	}
-	if c.Window == nil || c.Window.Records == 0 || c.Window.Lost != 0 {
+	// The window was cut (its start read from the machine) even though nothing in the
+	// cell printed a record.
+	if c.Window == nil || c.Window.Start == 0 || c.Window.End < c.Window.Start || c.Window.Lost != 0 {
 		t.Errorf("the kernel log window: %+v", c.Window)
 	}
 }

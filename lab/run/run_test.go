@@ -460,3 +460,31 @@ func TestRepeat(t *testing.T) {
 		t.Errorf("min_rate 0.6: %s", c.Rate)
 	}
 }
+
+// Ctrl-C during stress: the lab could not judge (INFRA, exit 2), never INCONCLUSIVE.
+func TestInterruptedIsInfra(t *testing.T) {
+	f := newFake()
+	started := make(chan struct{})
+	f.steps["stress-step"] = func(ctx context.Context, f *fake) error {
+		close(started)
+		<-ctx.Done()
+		return ctx.Err()
+	}
+	dir := t.TempDir()
+	file := filepath.Join(dir, "job.yaml")
+	os.WriteFile(file, []byte(testJob), 0o644)
+	j, err := job.Load(file, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() { <-started; cancel() }()
+	rep, err := Run(ctx, Options{Job: j, Cells: j.Cells(), Machines: machines{f}, CacheDir: cacheDir, Out: filepath.Join(dir, "out"),
+		Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c := one(t, rep); c.Verdict != report.Infra || rep.Code() != 2 {
+		t.Errorf("%s code=%d %v", c.Verdict, rep.Code(), c.Reasons)
+	}
+}

@@ -107,11 +107,13 @@ func (cr *cellRun) step(ctx context.Context, phase string, i int, s job.Step, de
 		cr.hung = true
 		fail(verdict.FailTimeout, fmt.Sprintf("did not finish within %s", timeout))
 	case ctx.Err() != nil:
-		fail(verdict.FailError, "cancelled: "+ctx.Err().Error())
+		// The run itself was cancelled (Ctrl-C): the lab could not judge.
+		cr.failed = append(cr.failed, verdict.Step{Phase: phase, Name: name, Kind: verdict.FailError,
+			Detail: "cancelled: " + ctx.Err().Error(), Policy: verdict.PolicyInfra})
 	case !s.IgnoreFail:
 		fail(verdict.FailExit, err.Error())
 	}
-	if report != "" && !cr.lost && !cr.crashed && !stoppedOnPurpose {
+	if report != "" && !cr.lost && !cr.crashed && !stoppedOnPurpose && ctx.Err() == nil {
 		cr.readStress(ctx, name, report)
 	}
 }

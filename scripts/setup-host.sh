@@ -4,9 +4,10 @@
 # installed here: kmodlab fetches them itself into its cache through a private apt root.
 set -euo pipefail
 
+# dwarves: pahole, which the kbuild of newer amd64 kernels (trixie 6.12, sid) runs for BTF.
 pkgs=(qemu-system-arm qemu-system-x86 gcc gcc-arm-linux-gnueabihf binutils-arm-linux-gnueabihf
       make libc6-dev libelf-dev bc flex bison kmod cpio xz-utils dpkg apt debian-archive-keyring
-      ca-certificates openssh-client)
+      ca-certificates openssh-client dwarves)
 
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then

@@ -120,21 +120,11 @@ func (b *Builder) kernelStage(ctx context.Context, t *Target) (string, func(), e
 	if err != nil {
 		return "", nil, err
 	}
-	if err := os.MkdirAll(filepath.Join(b.CacheDir, "tmp"), 0o700); err != nil {
-		return "", nil, err
-	}
-	stage, err := os.MkdirTemp(filepath.Join(b.CacheDir, "tmp"), "kernel-")
+	stage, err := b.unpack(ctx, "kernel-", debs)
 	if err != nil {
 		return "", nil, err
 	}
-	cleanup := func() { os.RemoveAll(stage) }
-	for _, d := range debs {
-		if err := debian.Extract(ctx, d, stage); err != nil {
-			cleanup()
-			return "", nil, err
-		}
-	}
-	return stage, cleanup, nil
+	return stage, func() { os.RemoveAll(stage) }, nil
 }
 
 // additionModules resolves the image's modules and the additions' together (paths

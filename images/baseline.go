@@ -9,7 +9,6 @@ import (
 	"path/filepath"
 	"strings"
 
-	"github.com/kmodlab/kmodlab/images/debian"
 	"github.com/kmodlab/kmodlab/internal/fsutil"
 )
 
@@ -53,19 +52,11 @@ func (b *Builder) packagedKernel(ctx context.Context, t *Target, dst string) err
 	if err != nil {
 		return err
 	}
-	if err := os.MkdirAll(filepath.Join(b.CacheDir, "tmp"), 0o755); err != nil {
-		return err
-	}
-	stage, err := os.MkdirTemp(filepath.Join(b.CacheDir, "tmp"), t.Name+"-naive-")
+	stage, err := b.unpack(ctx, t.Name+"-naive-", debs)
 	if err != nil {
 		return err
 	}
 	defer os.RemoveAll(stage)
-	for _, d := range debs {
-		if err := debian.Extract(ctx, d, stage); err != nil {
-			return err
-		}
-	}
 	return fsutil.CopyFile(filepath.Join(stage, "boot", "vmlinuz-"+t.Kernel.Release), dst, 0o644)
 }
 

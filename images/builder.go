@@ -284,19 +284,11 @@ func (b *Builder) build(ctx context.Context, t *Target, dir string, client ssh.P
 		return err
 	}
 	debs := append(kdebs, udebs...)
-	if err := os.MkdirAll(filepath.Join(b.CacheDir, "tmp"), 0o700); err != nil {
-		return err
-	}
-	stage, err := os.MkdirTemp(filepath.Join(b.CacheDir, "tmp"), t.Name+"-stage-")
+	stage, err := b.unpack(ctx, t.Name+"-stage-", debs)
 	if err != nil {
 		return err
 	}
 	defer os.RemoveAll(stage)
-	for _, d := range debs {
-		if err := debian.Extract(ctx, d, stage); err != nil {
-			return err
-		}
-	}
 	out, err := os.MkdirTemp(filepath.Join(b.CacheDir, "tmp"), t.Name+"-image-")
 	if err != nil {
 		return err
@@ -904,4 +896,23 @@ func (r *initramfs) write(file string) error {
 		return err
 	}
 	return f.Close()
+}
+
+// unpack extracts debs into a new private directory under the cache's tmp (0700: an
+// image stage holds the guest's SSH host key) and returns it; the caller removes it.
+func (b *Builder) unpack(ctx context.Context, prefix string, debs []string) (string, error) {
+	if err := os.MkdirAll(filepath.Join(b.CacheDir, "tmp"), 0o700); err != nil {
+		return "", err
+	}
+	stage, err := os.MkdirTemp(filepath.Join(b.CacheDir, "tmp"), prefix)
+	if err != nil {
+		return "", err
+	}
+	for _, d := range debs {
+		if err := debian.Extract(ctx, d, stage); err != nil {
+			os.RemoveAll(stage)
+			return "", err
+		}
+	}
+	return stage, nil
 }

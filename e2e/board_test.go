@@ -153,20 +153,7 @@ func TestBoardResetThroughAHang(t *testing.T) {
 	resetCmd := fmt.Sprintf(`echo "$KMODLAB_RESET_REASON" > %[1]s.tmp && mv %[1]s.tmp %[1]s && while [ -e %[1]s ]; do sleep 0.2; done`, request)
 	powerCmd := fmt.Sprintf(`if flock -n %s true; then echo free; else echo held; fi >> %s`, lock, powerLog)
 	runners := filepath.Join(dir, "runners.yaml")
-	os.WriteFile(runners, []byte(fmt.Sprintf(`boards:
-  - name: fake-pi
-    labels: [pi4]
-    address: 127.0.0.1
-    port: %d
-    user: root
-    identity: %s
-    host_key: %q
-    arch: amd64
-    build: prebuilt
-    prebuilt: %s
-    power_on_command: %q
-    hard_reset_command: %q
-`, sw.port(), keyFile, hostKey, dir, powerCmd, resetCmd)), 0o644)
+	os.WriteFile(runners, []byte(fakePi(sw.port(), keyFile, hostKey, dir, powerCmd, resetCmd)), 0o644)
 	cfg, err := board.Load(runners, state)
 	if err != nil {
 		t.Fatal(err)

@@ -274,19 +274,7 @@ dmesg | grep -c "blocked for more than" || true`
 	port := g.SSHPort
 	writeRunners := func(hk string) string {
 		f := filepath.Join(dir, "runners.yaml")
-		yml := fmt.Sprintf(`boards:
-  - name: fake-pi
-    labels: [pi4]
-    address: 127.0.0.1
-    port: %d
-    user: root
-    identity: %s
-    host_key: %q
-    arch: amd64
-    build: prebuilt
-    prebuilt: %s
-`, port, keyFile, hk, prebuilt)
-		if err := os.WriteFile(f, []byte(yml), 0o644); err != nil {
+		if err := os.WriteFile(f, []byte(fakePi(port, keyFile, hk, prebuilt, "", "")), 0o644); err != nil {
 			t.Fatal(err)
 		}
 		return f
@@ -466,4 +454,29 @@ func (s *syncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
+}
+
+// fakePi is a runners.yaml with one board, fake-pi (label pi4): a QEMU guest on a
+// forwarded port driven as a board, with its modules prebuilt; power and reset commands
+// are added when given.
+func fakePi(port int, keyFile, hostKey, prebuilt, powerCmd, resetCmd string) string {
+	y := fmt.Sprintf(`boards:
+  - name: fake-pi
+    labels: [pi4]
+    address: 127.0.0.1
+    port: %d
+    user: root
+    identity: %s
+    host_key: %q
+    arch: amd64
+    build: prebuilt
+    prebuilt: %s
+`, port, keyFile, hostKey, prebuilt)
+	if powerCmd != "" {
+		y += fmt.Sprintf("    power_on_command: %q\n", powerCmd)
+	}
+	if resetCmd != "" {
+		y += fmt.Sprintf("    hard_reset_command: %q\n", resetCmd)
+	}
+	return y
 }

@@ -390,7 +390,8 @@ func ed25519Key() (ssh.Signer, string, error) {
 	return s, strings.TrimSpace(string(ssh.MarshalAuthorizedKey(s.PublicKey()))), nil
 }
 
-// TestRunInterrupted: Ctrl-C during a cell's stress step ends `kmodlab run` with exit
+// TestRunInterrupted: Ctrl-C during a cell's stress step (--full: it cannot end early on
+// its own) ends `kmodlab run` with exit
 // code 2, reports written, and no QEMU process or temp dir left behind.
 func TestRunInterrupted(t *testing.T) {
 	bin := filepath.Join(t.TempDir(), "kmodlab")
@@ -398,7 +399,7 @@ func TestRunInterrupted(t *testing.T) {
 		t.Fatalf("%v\n%s", err, out)
 	}
 	out := t.TempDir()
-	cmd := exec.Command(bin, "run", "../jobs/highmem-coherency.yaml", "--cell", "x86_64/copier", "--set", "stress=60s", "--out", out)
+	cmd := exec.Command(bin, "run", "../jobs/highmem-coherency.yaml", "--cell", "x86_64/copier", "--set", "stress=60s", "--full", "--out", out)
 	log := &syncBuffer{}
 	cmd.Stdout, cmd.Stderr = log, log
 	dirs := qemuTempDirs()

@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"strings"
 )
 
 // Report is one stress step's result.
@@ -99,4 +100,34 @@ func (r *Report) Write(file string) error {
 		return err
 	}
 	return os.WriteFile(file, append(data, '\n'), 0o644)
+}
+
+// ProgressPrefix starts a progress line: a stress tool that prints them (to stdout or
+// stderr, while it runs) lets the lab size its stress by evidence. A tool that prints
+// them promises to stop cleanly on SIGTERM: finish the check in hand, write its report
+// and exit 0.
+const ProgressPrefix = "kmodlab-progress "
+
+// Progress is a running tool's counts so far (the fields of Report with the same names).
+type Progress struct {
+	Reads      int64 `json:"reads"`
+	Writes     int64 `json:"writes"`
+	Ops        int64 `json:"ops,omitempty"`
+	IOErrors   int64 `json:"io_errors"`
+	Mismatches int   `json:"mismatches"`
+}
+
+// Line is the progress line for p, without a newline.
+func (p Progress) Line() string {
+	b, _ := json.Marshal(p)
+	return ProgressPrefix + string(b)
+}
+
+// ParseProgress reads a progress line; ok is false for any other line.
+func ParseProgress(line string) (p Progress, ok bool) {
+	rest, found := strings.CutPrefix(strings.TrimRight(line, "\r\n"), ProgressPrefix)
+	if !found || json.Unmarshal([]byte(rest), &p) != nil {
+		return Progress{}, false
+	}
+	return p, true
 }

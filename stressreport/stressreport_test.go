@@ -35,3 +35,16 @@ func TestParseAndDetails(t *testing.T) {
 		t.Errorf("round trip: %+v %v", r, err)
 	}
 }
+
+func TestProgress(t *testing.T) {
+	p := Progress{Reads: 10, Writes: 3, Ops: 2, IOErrors: 1, Mismatches: 4}
+	got, ok := ParseProgress(p.Line() + "\r\n")
+	if !ok || got != p {
+		t.Fatalf("ParseProgress(%q) = %+v, %v", p.Line(), got, ok)
+	}
+	for _, l := range []string{"", "blkstress: odirect 1.0s", ProgressPrefix + "{", "x" + p.Line(), ProgressPrefix + `{"reads":"x"}`} {
+		if _, ok := ParseProgress(l); ok {
+			t.Errorf("ParseProgress(%q) took it", l)
+		}
+	}
+}

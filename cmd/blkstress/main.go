@@ -9,6 +9,11 @@
 //	         (user pages: on 32-bit machines these are usually HIGHMEM)
 //	fs       mke2fs, mount, files of patterned blocks, sync, drop caches, read back:
 //	         the original report's scenario (file page cache lives in HIGHMEM)
+//
+// While it runs it prints a progress line (stressreport.Progress) to stderr every
+// -progress interval. SIGTERM or SIGINT ends the run early but cleanly: the threads
+// finish the I/O in hand (fs: the file in hand), and the report is written as usual.
+// The lab relies on this to stop a step once it has enough evidence.
 package main
 
 import (
@@ -23,11 +28,14 @@ import (
 	"math/rand"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"runtime"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
+	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -55,6 +63,7 @@ type opts struct {
 	mnt      string
 	files    int
 	cpus     []int
+	progress time.Duration
 }
 
 func main() {
@@ -70,6 +79,7 @@ func main() {
 	flag.StringVar(&o.mnt, "mnt", "/mnt/blkstress", "mount point (fs)")
 	flag.IntVar(&o.files, "files", 8, "files per thread (fs)")
 	flag.StringVar(&out, "json", "", "write the report here (default stdout)")
+	flag.DurationVar(&o.progress, "progress", 250*time.Millisecond, "print a progress line to stderr this often (0: never)")
 	cpus := flag.String("cpus", "", "CPUs to pin threads to, e.g. 0-2 (default: those we may run on, but the last online CPU, which userblkd keeps for itself)")
 	flag.Parse()
 	var err error
@@ -77,6 +87,10 @@ func main() {
 		fmt.Fprintln(os.Stderr, "blkstress: -cpus:", err)
 		os.Exit(2)
 	}
+	// SIGTERM/SIGINT: stop early, but verify what is in hand and write the report.
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
+	go func() { <-sig; stopRequested.Store(true) }()
 	rep, err := run(o)
 	if err != nil {
 		rep.Errors = append(rep.Errors, err.Error())
@@ -95,6 +109,9 @@ func main() {
 		os.Exit(2)
 	}
 }
+
+// stopRequested is set by SIGTERM or SIGINT.
+var stopRequested atomic.Bool
 
 // state collects results from all threads.
 type state struct {
@@ -130,12 +147,40 @@ func (s *state) mismatch(m Mismatch) {
 }
 
 func (s *state) done() bool {
-	if time.Since(s.start) >= s.o.duration {
+	if stopRequested.Load() || time.Since(s.start) >= s.o.duration {
 		return true
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.o.maxBytes > 0 && s.rep.BytesRead+s.rep.BytesWritten >= s.o.maxBytes
+}
+
+// progress is the counts so far.
+func (s *state) progress() stressreport.Progress {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return stressreport.Progress{Reads: s.rep.Reads, Writes: s.rep.Writes, IOErrors: s.rep.IOErrors, Mismatches: s.rep.Mismatches}
+}
+
+// report prints a progress line now and every interval until the returned func is
+// called, which prints the last one.
+func (s *state) report(every time.Duration) func() {
+	done := make(chan struct{})
+	finished := make(chan struct{})
+	go func() {
+		defer close(finished)
+		t := time.NewTicker(every)
+		defer t.Stop()
+		for {
+			fmt.Fprintln(os.Stderr, s.progress().Line())
+			select {
+			case <-done:
+				return
+			case <-t.C:
+			}
+		}
+	}()
+	return func() { close(done); <-finished }
 }
 
 func run(o opts) (*stressreport.Report, error) {
@@ -145,6 +190,10 @@ func run(o opts) (*stressreport.Report, error) {
 	}
 	s := &state{rep: rep, start: time.Now(), o: o}
 	pinCPUs = o.cpus
+	if o.progress > 0 {
+		stop := s.report(o.progress)
+		defer stop()
+	}
 	var err error
 	switch o.mode {
 	case "odirect":
@@ -406,7 +455,9 @@ func runFS(s *state) error {
 		// Read phase: each thread reads files another thread wrote.
 		err = eachThread(s, func(t, cpu int) error {
 			owner := (t + 1) % s.o.threads
-			for f := 0; f < s.o.files; f++ {
+			// A round is long under emulation (seconds): the end of the run (its
+			// duration, SIGTERM) is honoured between files here, not only between rounds.
+			for f := 0; f < s.o.files && !s.done(); f++ {
 				id := owner*s.o.files + f
 				name := filepath.Join(s.o.mnt, fmt.Sprintf("f%03d", id))
 				data, err := os.ReadFile(name)

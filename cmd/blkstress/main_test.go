@@ -1,8 +1,17 @@
 package main
 
 import (
-	"github.com/kmodlab/kmodlab/stressreport"
+	"bufio"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"syscall"
 	"testing"
+	"time"
+
+	"github.com/kmodlab/kmodlab/stressreport"
+	"golang.org/x/sys/unix"
 )
 
 func TestPatternAndDescribe(t *testing.T) {
@@ -57,5 +66,68 @@ func TestParseCPUs(t *testing.T) {
 	}
 	if d, _ := parseCPUs("", 8); len(d) == 0 {
 		t.Error("default CPU list is empty")
+	}
+}
+
+// TestStopsCleanlyOnSIGTERM runs the real tool on a file: it prints progress lines,
+// and SIGTERM ends it long before its duration with a complete report and exit 0.
+func TestStopsCleanlyOnSIGTERM(t *testing.T) {
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "blkstress")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("build: %v\n%s", err, out)
+	}
+	dev := filepath.Join(dir, "dev")
+	if err := os.WriteFile(dev, make([]byte, 4<<20), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if fd, err := unix.Open(dev, unix.O_RDWR|unix.O_DIRECT, 0); err != nil {
+		t.Skipf("this filesystem has no O_DIRECT: %v", err)
+	} else {
+		unix.Close(fd)
+	}
+	out := filepath.Join(dir, "report.json")
+	cmd := exec.Command(bin, "-dev", dev, "-span", "4194304", "-duration", "5m", "-progress", "20ms", "-cpus", "0", "-json", out)
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Process.Kill()
+	sc := bufio.NewScanner(stderr)
+	var last stressreport.Progress
+	lines := 0
+	for sc.Scan() {
+		if p, ok := stressreport.ParseProgress(sc.Text()); ok {
+			last, lines = p, lines+1
+			if p.Reads > 0 && p.Writes > 0 && lines >= 3 {
+				break
+			}
+		}
+	}
+	if lines < 3 {
+		t.Fatalf("%d progress lines before the tool ended", lines)
+	}
+	cmd.Process.Signal(syscall.SIGTERM)
+	go io.Copy(io.Discard, stderr)
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("after SIGTERM: %v (want exit 0)", err)
+	}
+	if d := time.Since(start); d > time.Minute {
+		t.Fatalf("ran %s of its 5m: SIGTERM did not stop it", d)
+	}
+	data, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatalf("no report after SIGTERM: %v", err)
+	}
+	rep, err := stressreport.Parse(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Reads < last.Reads || rep.Writes < last.Writes || rep.Mismatches != 0 || rep.IOErrors != 0 || len(rep.Errors) > 0 {
+		t.Fatalf("report %+v after progress %+v", rep, last)
 	}
 }

@@ -73,8 +73,9 @@ func runCmd() *cobra.Command {
 attaches the board), deploys over SSH, runs the setup and stress steps, collects the
 kernel log, checks its CRC traces and the stress reports, and prints a verdict matrix.
 
-Stress stops once a cell's verdict is sure (a confirmed divergence); --full runs every
-stress step to its end for complete counts. --repeat N runs each cell N times and
+Stress stops once a cell's verdict is sure (a confirmed divergence or mismatch), and a
+clean cell's once it has checked expect.min_evidence × expect.evidence_factor; a step's
+duration is its cap. --full runs every stress step to its end for complete counts. --repeat N runs each cell N times and
 reports rates; a cell meets its expectation when every repeat does (expect.min_rate
 lowers that for flaky bugs).
 

@@ -112,6 +112,22 @@ type Expect struct {
 	// MinRate is the share of repeats (--repeat) that must meet the expectation, for
 	// flaky bugs; default 1: every repeat.
 	MinRate float64 `yaml:"min_rate"`
+	// EvidenceFactor sizes stress by evidence: a cell's stress steps stop once it has
+	// checked min_evidence × this (nothing diverging), or at their time cap. 0 runs
+	// every step to its cap. Default: DefaultEvidenceFactor.
+	EvidenceFactor *float64 `yaml:"evidence_factor"`
+}
+
+// DefaultEvidenceFactor is expect.evidence_factor when a job does not set it: three
+// times what a clean verdict needs, so a repeat that runs slower still clears it.
+const DefaultEvidenceFactor = 3
+
+// Factor is the job's evidence factor, with its default.
+func (e Expect) Factor() float64 {
+	if e.EvidenceFactor == nil {
+		return DefaultEvidenceFactor
+	}
+	return *e.EvidenceFactor
 }
 
 // MinEvidence is the least evidence a clean cell needs.
@@ -322,6 +338,9 @@ func (j *Job) check(root *yaml.Node, known func(string) bool) error {
 	}
 	if j.Expect.MinRate < 0 || j.Expect.MinRate > 1 {
 		return bad("expect.min_rate", fmt.Sprintf("%v: want a share between 0 and 1", j.Expect.MinRate), "expect", "min_rate")
+	}
+	if f := j.Expect.EvidenceFactor; f != nil && (*f < 0 || *f > 1000) {
+		return bad("expect.evidence_factor", fmt.Sprintf("%v: want 0 (run stress to its cap) or a factor up to 1000", *f), "expect", "evidence_factor")
 	}
 	if m := j.Expect.MinEvidence; m != nil && (m.Transactions < 0 || m.IO < 0 || m.Ops < 0) {
 		return bad("expect.min_evidence", "counts cannot be negative", "expect", "min_evidence")

@@ -135,6 +135,9 @@ func TestExpectFields(t *testing.T) {
 	if got := j.Expect.Evidence(); got != (MinEvidence{IO: 100}) {
 		t.Errorf("default min_evidence %+v", got)
 	}
+	if got := j.Expect.Factor(); got != DefaultEvidenceFactor {
+		t.Errorf("default evidence_factor %v", got)
+	}
 	if j.Stress[0].FailurePolicy() != "evidence" || j.Stress[1].FailurePolicy() != "infra" {
 		t.Errorf("policies %q %q", j.Stress[0].FailurePolicy(), j.Stress[1].FailurePolicy())
 	}
@@ -145,9 +148,16 @@ func TestExpectFields(t *testing.T) {
 	if j.Expect.Evidence() != (MinEvidence{Transactions: 5, Ops: 7}) || j.Expect.MinRate != 0.9 || j.Cells()[0].Expect != Crashes {
 		t.Errorf("%+v", j.Expect)
 	}
+	for text, want := range map[string]float64{"evidence_factor: 0": 0, "evidence_factor: 1.5": 1.5} {
+		j, err = Parse("j.yaml", []byte(base+"expect: {"+text+"}\n"), nil)
+		if err != nil || j.Expect.Factor() != want {
+			t.Errorf("%s: factor %v, %v", text, j.Expect.Factor(), err)
+		}
+	}
 	for _, tc := range []struct{ text, want string }{
 		{"expect: {min_rate: 1.5}\n", "j.yaml:4: expect.min_rate: 1.5: want a share between 0 and 1"},
 		{"expect: {min_evidence: {io: -1}}\n", "j.yaml:4: expect.min_evidence: counts cannot be negative"},
+		{"expect: {evidence_factor: -1}\n", "j.yaml:4: expect.evidence_factor: -1: want 0 (run stress to its cap) or a factor up to 1000"},
 		{"expect: {default: maybe}\n", `expect.default: "maybe": want "reproduces", "crashes" or "clean"`},
 	} {
 		_, err := Parse("j.yaml", []byte(base+tc.text), nil)

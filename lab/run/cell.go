@@ -14,6 +14,7 @@ import (
 	"github.com/kmodlab/kmodlab/lab/job"
 	"github.com/kmodlab/kmodlab/lab/report"
 	"github.com/kmodlab/kmodlab/lab/runner"
+	"github.com/kmodlab/kmodlab/lab/stop"
 	"github.com/kmodlab/kmodlab/lab/verdict"
 )
 
@@ -40,7 +41,8 @@ type cellRun struct {
 	windowEnd   uint64
 	textAddrs   map[string]uint64 // module -> .text load address, for symbolizing
 
-	// Stress timing and the stop rule.
+	// Stress timing and the stop rule (stop.go).
+	rule          stop.Rule
 	stressStart   time.Time
 	stressKernUS  int64 // kernel clock at stress start (µs), -1 unknown
 	stopMu        sync.Mutex
@@ -48,6 +50,9 @@ type cellRun struct {
 	stopReason    string
 	stopAt        time.Time
 	firstDiverged time.Time
+	cur           *stressStep // the stress step running now, nil between steps
+	sized         []string    // stress steps stopped for enough evidence, and when
+	sizedReason   string      // the last such stop's reason
 }
 
 // cell runs a cell Repeat times and sums the repeats up.
@@ -111,6 +116,9 @@ func (p *targetRun) once(ctx context.Context, c job.Cell, start time.Time, rep i
 	}
 	rc.Timings["machine"] = time.Since(t0).Seconds()
 	cr := &cellRun{p: p, c: c, rep: rep, rc: rc, r: r, start: start, extra: map[string]string{}, stressKernUS: -1}
+	me := p.o.Job.Expect.Evidence()
+	cr.rule = stop.Rule{Full: p.o.Full, Factor: p.o.Job.Expect.Factor(), Steps: len(p.o.Job.Stress),
+		Min: stop.Min{Transactions: me.Transactions, IO: int64(me.IO), Ops: int64(me.Ops)}}
 	for k, v := range p.o.Vars {
 		cr.extra[k] = v
 	}
@@ -179,6 +187,9 @@ func (cr *cellRun) do(ctx context.Context) verdict.Decision {
 		cr.stopMu.Lock()
 		if cr.stopReason == "" {
 			cr.stopReason, cr.stopAt = "stress finished", time.Now()
+			if len(cr.sized) > 0 {
+				cr.stopReason = cr.sizedReason + "; " + strings.Join(cr.sized, ", ")
+			}
 		}
 		cr.stopMu.Unlock()
 	}
@@ -199,28 +210,6 @@ func (cr *cellRun) setupOK() bool {
 		}
 	}
 	return !cr.lost && !cr.hung && !cr.crashed
-}
-
-// onDivergence is the stop rule: once the trace confirms a divergence the verdict can
-// no longer become clean, so (unless --full) stress stops and the cell moves on.
-func (cr *cellRun) onDivergence() {
-	cr.stopMu.Lock()
-	defer cr.stopMu.Unlock()
-	if cr.firstDiverged.IsZero() {
-		cr.firstDiverged = time.Now()
-	}
-	if cr.p.o.Full || cr.stopStress == nil || cr.stopReason != "" {
-		return
-	}
-	cr.stopReason, cr.stopAt = "sure verdict: divergence confirmed", time.Now()
-	cr.stopStress()
-}
-
-// stoppedOnPurpose says whether stress was stopped by the stop rule.
-func (cr *cellRun) stoppedOnPurpose() bool {
-	cr.stopMu.Lock()
-	defer cr.stopMu.Unlock()
-	return strings.HasPrefix(cr.stopReason, "sure verdict")
 }
 
 func (cr *cellRun) agentPath() string { return cr.p.o.Job.Dest() + "/kmodlab-kmsg" }

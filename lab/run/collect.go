@@ -94,6 +94,13 @@ func (f *follower) line(s string) {
 	f.cond.Broadcast()
 }
 
+// counts are the trace's counts so far (transactions still open are not in them).
+func (f *follower) counts() trace.Result {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.an.Snapshot()
+}
+
 func (f *follower) crashed() bool {
 	f.mu.Lock()
 	defer f.mu.Unlock()

@@ -7,8 +7,8 @@
 //
 // One file per stage: run.go (options and scheduling), target.go (a target's machine:
 // acquire, deploy, canary, release), cell.go (one cell: its phases), step.go (one step
-// and the crash watcher), collect.go (kernel-log window, files, stress reports),
-// evidence.go (from what was collected to the verdict and the report).
+// and the crash watcher), stop.go (the stop rule fed while stress runs), collect.go
+// (kernel-log window, files, stress reports), evidence.go (from what was collected to the verdict and the report).
 package run
 
 import (

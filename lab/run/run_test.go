@@ -46,11 +46,13 @@ type fake struct {
 	records []string // "pri,seq,ts,-;text"
 	files   map[string][]byte
 	steps   map[string]func(ctx context.Context, f *fake) error // matched by substring of the command
-	highmem bool
-	canary  string // the canary's line, "" = insmod fails
-	lastErr error  // returned by "kmodlab-kmsg last"
-	closed  int
-	ts      int64
+	// stepsOut are steps that print to their stdout, matched the same way.
+	stepsOut map[string]func(ctx context.Context, f *fake, stdout io.Writer) error
+	highmem  bool
+	canary   string // the canary's line, "" = insmod fails
+	lastErr  error  // returned by "kmodlab-kmsg last"
+	closed   int
+	ts       int64
 }
 
 func newFake() *fake {
@@ -130,6 +132,11 @@ func (f *fake) Run(ctx context.Context, cmd string, stdout, stderr io.Writer) er
 		defer f.mu.Unlock()
 		fmt.Fprintf(stdout, "%d.%02d 1.00\n", (100_000_000+f.ts)/1_000_000, (100_000_000+f.ts)%1_000_000/10000)
 		return nil
+	}
+	for k, fn := range f.stepsOut {
+		if strings.Contains(cmd, k) {
+			return fn(ctx, f, stdout)
+		}
 	}
 	for k, fn := range f.steps {
 		if strings.Contains(cmd, k) {
@@ -486,5 +493,77 @@ func TestInterruptedIsInfra(t *testing.T) {
 	}
 	if c := one(t, rep); c.Verdict != report.Infra || rep.Code() != 2 {
 		t.Errorf("%s code=%d %v", c.Verdict, rep.Code(), c.Reasons)
+	}
+}
+
+// Stress sized by evidence: each of two steps stops once it has its share of
+// min_evidence × evidence_factor (its tool, which prints progress lines, is sent
+// SIGTERM and writes its report), unless --full runs them to their cap.
+func TestStressSizedByEvidence(t *testing.T) {
+	const sized = `name: t
+targets: [fake]
+matrix: {mode: [a]}
+build: {modules: [{name: userblk, dir: .}]}
+setup: [{name: insmod, run: insmod-step}]
+stress:
+  - {name: one, run: stress-step one, report: /root/one.json}
+  - {name: two, run: stress-step two, report: /root/two.json}
+expect:
+  default: clean
+  min_evidence: {transactions: 4, io: 10}
+  evidence_factor: 2
+`
+	for _, full := range []bool{false, true} {
+		f := newFake()
+		term := make(chan struct{}, 1)
+		f.steps["pkill -TERM"] = func(ctx context.Context, f *fake) error { term <- struct{}{}; return nil }
+		xid := 0
+		var ran []float64
+		tool := func(report string) func(ctx context.Context, f *fake, stdout io.Writer) error {
+			return func(ctx context.Context, f *fake, stdout io.Writer) error {
+				start := time.Now()
+				var p stressreport.Progress
+				tick := time.NewTicker(20 * time.Millisecond)
+				defer tick.Stop()
+				for cap := time.After(1500 * time.Millisecond); ; {
+					select {
+					case <-ctx.Done():
+						return ctx.Err()
+					case <-term:
+					case <-cap:
+					case <-tick.C:
+						xid++
+						f.printk(0, read(xid, "bbbbbbbb", "bbbbbbbb", "atomic", "0f")...)
+						p.Reads, p.Writes = p.Reads+1, p.Writes+1
+						fmt.Fprintln(stdout, p.Line())
+						continue
+					}
+					break
+				}
+				ran = append(ran, time.Since(start).Seconds())
+				f.report(report, stressreport.Report{Tool: "blkstress", Reads: p.Reads, Writes: p.Writes, FirstMS: -1})
+				return nil
+			}
+		}
+		f.stepsOut = map[string]func(context.Context, *fake, io.Writer) error{
+			"stress-step one": tool("/root/one.json"), "stress-step two": tool("/root/two.json")}
+		c := one(t, runJob(t, f, sized, Options{Full: full}))
+		if c.Verdict != report.Clean || !c.Met || len(ran) != 2 {
+			t.Fatalf("full=%v: %s, %d steps ran: %v", full, c.Verdict, len(ran), c.Reasons)
+		}
+		if full {
+			if c.StopReason != "stress finished" || ran[0] < 1.4 || ran[1] < 1.4 {
+				t.Errorf("--full: %q, steps ran %v s", c.StopReason, ran)
+			}
+			continue
+		}
+		// Each step's share: 4 transactions and 10 verified I/O; the cell's: 8 and 20.
+		if !strings.HasPrefix(c.StopReason, "enough evidence") || !strings.Contains(c.StopReason, "one after") ||
+			!strings.Contains(c.StopReason, "two after") || ran[0] > 1.2 || ran[1] > 1.2 {
+			t.Errorf("%q, steps ran %v s", c.StopReason, ran)
+		}
+		if io := c.Stress.Reads + c.Stress.Writes; io < 20 || c.Trace.Reads < 8 {
+			t.Errorf("stopped short of the target: %d I/O, %d transactions", io, c.Trace.Reads)
+		}
 	}
 }

@@ -26,7 +26,7 @@ func (cr *cellRun) phase(ctx context.Context, name string, steps []job.Step, def
 	t := time.Now()
 	cr.p.progress(cr.c.ID, name, cr.start)
 	for i, s := range steps {
-		if cr.lost || cr.hung || cr.crashed || ctx.Err() != nil {
+		if cr.lost || cr.hung || cr.crashed || ctx.Err() != nil || (name == "stress" && cr.stoppedOnPurpose()) {
 			break
 		}
 		cr.step(ctx, name, i, s, def)
@@ -85,7 +85,10 @@ func (cr *cellRun) step(ctx context.Context, phase string, i int, s job.Step, de
 		// timeout) is killed on the machine too and does not hold the device during
 		// teardown.
 		pidfile := fmt.Sprintf("%s/.kmodlab-step-%s.pid", j.Dest(), name)
-		err = cr.r.Run(sctx, fmt.Sprintf("echo $$ > %s && exec sh -c %s", runner.Quote(pidfile), runner.Quote(cmd)), w, w)
+		end := cr.beginStress(i, name, pidfile)
+		pw := &progressWriter{w: w, on: cr.onProgress}
+		err = cr.r.Run(sctx, fmt.Sprintf("echo $$ > %s && exec sh -c %s", runner.Quote(pidfile), runner.Quote(cmd)), pw, pw)
+		end()
 		if sctx.Err() != nil && !cr.lost && !crashed() {
 			kctx, kcancel := context.WithTimeout(context.WithoutCancel(ctx), 15*time.Second)
 			cr.r.Run(kctx, fmt.Sprintf("p=$(cat %[1]s 2>/dev/null) && { pkill -KILL -P $p; kill -KILL $p; }; rm -f %[1]s", runner.Quote(pidfile)), nil, nil)

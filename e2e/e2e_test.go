@@ -391,8 +391,8 @@ func ed25519Key() (ssh.Signer, string, error) {
 }
 
 // TestRunInterrupted: Ctrl-C during a cell's stress step (--full: it cannot end early on
-// its own) ends `kmodlab run` with exit
-// code 2, reports written, and no QEMU process or temp dir left behind.
+// its own) ends `kmodlab run` with exit code 2, reports written, and no QEMU process or
+// temp dir left behind.
 func TestRunInterrupted(t *testing.T) {
 	bin := filepath.Join(t.TempDir(), "kmodlab")
 	if out, err := exec.Command("go", "build", "-o", bin, "../cmd/kmodlab").CombinedOutput(); err != nil {

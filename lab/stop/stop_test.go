@@ -70,6 +70,10 @@ func TestDecide(t *testing.T) {
 			step: Step{Now: Evidence{Ops: 400}, Graceful: true}, stop: true, reason: "enough evidence: 400 operations (min_evidence × 2)"},
 		{name: "ops one short", rule: Rule{Min: Min{Ops: 200}, Factor: 2, Steps: 1},
 			step: Step{Now: Evidence{Ops: 399, Transactions: 1e6, IO: 1e6}, Graceful: true}},
+		{name: "ops: the second step must add its own share", rule: Rule{Min: Min{Ops: 100}, Factor: 1, Steps: 2},
+			step: Step{Index: 1, AtStart: Evidence{Ops: 90}, Now: Evidence{Ops: 139}, Graceful: true}},
+		{name: "ops: the second step added its share", rule: Rule{Min: Min{Ops: 100}, Factor: 1, Steps: 2},
+			step: Step{Index: 1, AtStart: Evidence{Ops: 90}, Now: Evidence{Ops: 140}, Graceful: true}, stop: true},
 		{name: "a step past the last counts as the last", rule: Rule{Min: Min{IO: 10}, Factor: 1, Steps: 1},
 			step: Step{Index: 3, Now: Evidence{IO: 10}, Graceful: true}, stop: true},
 	} {

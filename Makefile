@@ -53,7 +53,8 @@ soak: build
 	$(KMODLAB) run jobs/userblk-fuzz.yaml --set fuzz=$(SOAK) $(RUNFLAGS)
 
 bench: build
-	$(KMODLAB) bench boot
+	$(KMODLAB) bench boot --baseline
+	$(KMODLAB) bench trace
 	$(GO) test -run '^$$' -bench . ./lab/trace/ ./lab/console/
 
 clean:

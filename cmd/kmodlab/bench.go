@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -11,17 +12,19 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"syscall"
 	"text/tabwriter"
 	"time"
 
 	"github.com/kmodlab/kmodlab/lab/qemu"
 	"github.com/kmodlab/kmodlab/lab/report"
+	"github.com/kmodlab/kmodlab/lab/trace"
 	"github.com/spf13/cobra"
 )
 
 func benchCmd() *cobra.Command {
-	c := &cobra.Command{Use: "bench", Short: "Benchmarks: boot (ours vs the naive recipe) and a whole job by phase"}
-	c.AddCommand(benchBootCmd(), benchJobCmd())
+	c := &cobra.Command{Use: "bench", Short: "Benchmarks: boot (ours vs the naive recipe), a whole job by phase, and the trace oracle"}
+	c.AddCommand(benchBootCmd(), benchJobCmd(), benchTraceCmd())
 	return c
 }
 
@@ -250,4 +253,107 @@ func printJobBench(rep *report.Run, wall float64) {
 	fmt.Fprintf(tw, "%s\t\t%d\t%s\t\n", row, tx, rate)
 	tw.Flush()
 	fmt.Printf("wall %.1fs for %d cells (the run's own clock: %.1fs)\n", wall, len(rep.Cells), rep.Seconds)
+}
+
+func benchTraceCmd() *cobra.Command {
+	var sizeMB int
+	c := &cobra.Command{
+		Use:   "trace [KERN.LOG...]",
+		Short: "'kmodlab trace analyze' on large logs: throughput and peak memory (RSS)",
+		Long: `Runs 'kmodlab trace analyze' and 'kmodlab trace analyze --json' in a child process on each
+log and prints the wall time, the throughput and the child's peak resident memory. Without
+a log it writes two synthetic ones of --size MB: one where every read transaction diverges
+(the worst case for memory) and one where none does, so the two rows show whether memory
+depends on the number of divergences.`,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			self, err := os.Executable()
+			if err != nil {
+				return err
+			}
+			logs := args
+			if len(logs) == 0 {
+				dir, err := os.MkdirTemp("", "kmodlab-bench-trace-")
+				if err != nil {
+					return err
+				}
+				defer os.RemoveAll(dir)
+				for _, diverge := range []bool{true, false} {
+					name := filepath.Join(dir, map[bool]string{true: "all-diverged.log", false: "none-diverged.log"}[diverge])
+					if err := writeTraceLog(name, int64(sizeMB)<<20, diverge); err != nil {
+						return err
+					}
+					logs = append(logs, name)
+				}
+			}
+			tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
+			fmt.Fprintln(tw, "log\tMB\toutput\tseconds\tMB/s\tpeak RSS MB\tRSS / input\texit\t")
+			for _, l := range logs {
+				st, err := os.Stat(l)
+				if err != nil {
+					return err
+				}
+				mb := float64(st.Size()) / (1 << 20)
+				for _, js := range []bool{false, true} {
+					a := []string{"trace", "analyze", l}
+					out := "text"
+					if js {
+						a, out = append(a, "--json"), "--json"
+					}
+					c := exec.CommandContext(cmd.Context(), self, a...)
+					t0 := time.Now()
+					err := c.Run()
+					secs := time.Since(t0).Seconds()
+					var ee *exec.ExitError
+					if err != nil && !errors.As(err, &ee) {
+						return err
+					}
+					rss := 0.0
+					if ru, ok := c.ProcessState.SysUsage().(*syscall.Rusage); ok {
+						rss = float64(ru.Maxrss) / 1024 // kB
+					}
+					fmt.Fprintf(tw, "%s\t%.1f\t%s\t%.2f\t%.0f\t%.0f\t%.2f\t%d\t\n", filepath.Base(l), mb, out, secs, mb/secs, rss, rss/mb, c.ProcessState.ExitCode())
+				}
+			}
+			return tw.Flush()
+		},
+	}
+	c.Flags().IntVar(&sizeMB, "size", 50, "size of each synthetic log in MB")
+	return c
+}
+
+// writeTraceLog writes a kernel log of about size bytes of read transactions, as
+// userblk traces them in atomic mode; with diverge, the submitter's read2 and read3
+// disagree with the daemon's read1 in every one.
+func writeTraceLog(name string, size int64, diverge bool) error {
+	f, err := os.Create(name)
+	if err != nil {
+		return err
+	}
+	w := bufio.NewWriterSize(f, 1<<20)
+	var n int64
+	for x := uint64(1); n < size; x++ {
+		crc2 := uint64(0x11111111)
+		if diverge {
+			crc2 = 0x22222222
+		}
+		for i, op := range []string{"read0", "read1", "read2", "readx", "read3"} {
+			ev := trace.Event{Disk: "userblk0", Op: op, Xid: x, Pos: (x % 4096) << 12, Len: 4096, Addr: "ffeee000",
+				TID: 400, CPU: 0, Mode: "atomic", Dev: "0badcafe"}
+			switch op {
+			case "read0":
+				ev.CRC = 0xaaaaaaaa
+			case "read1", "readx":
+				ev.CRC, ev.TID, ev.CPU = 0x11111111, 401, 1
+			default:
+				ev.CRC = crc2
+			}
+			k, _ := fmt.Fprintf(w, "[%5d.%06d] %s\n", x/1000, (x%1000)*1000+uint64(i), trace.FormatLine(ev))
+			n += int64(k)
+		}
+	}
+	if err := w.Flush(); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
 }

@@ -129,10 +129,12 @@ func (s *Scanner) Line(l string) {
 		}
 		return
 	}
-	c := prefixRe.ReplaceAllString(strings.TrimRight(l, "\r"), "")
-	if !mayMatch(c) {
+	// The filter first: stripping the prefix only removes text, so a line it passes
+	// over holds no pattern either, and the regexp runs for the few lines left.
+	if !mayMatch(l) {
 		return
 	}
+	c := prefixRe.ReplaceAllString(strings.TrimRight(l, "\r"), "")
 	for _, p := range patterns {
 		m := p.re.FindStringSubmatch(c)
 		if m == nil {

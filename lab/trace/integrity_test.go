@@ -176,6 +176,56 @@ func TestStreamingBounds(t *testing.T) {
 	}
 }
 
+// Judged transactions are reused, but never one the result still holds: the kept
+// divergences and problems keep their own lines while thousands more pass through, and
+// the divergence times stop at MaxTimes.
+func TestReuseKeepsWhatIsKept(t *testing.T) {
+	a := NewAnalyzer()
+	for x := uint64(1); x <= 3; x++ { // conflicting duplicates: integrity problems
+		ls := read(x, 1, 1, "kmap", "07")
+		a.Line(ls[0])
+		a.Line(strings.Replace(ls[0], "aaaaaaaa", "bbbbbbbb", 1))
+		for _, l := range ls[1:] {
+			a.Line(l)
+		}
+	}
+	n := uint64(MaxTimes + 100)
+	for x := uint64(10); x < 10+n; x++ {
+		c2 := uint32(2)
+		if x%2 == 0 {
+			c2 = 1 // every other transaction is clean
+		}
+		for _, l := range read(x, 1, c2, "atomic", "07") {
+			a.Line(l)
+		}
+		for _, l := range read(x+1<<20, 1, 2, "atomic", "07") {
+			a.Line(l)
+		}
+	}
+	res := a.Finish()
+	if res.Diverged() != int(n+n/2) || len(res.DivergenceTS) != MaxTimes || len(res.Divergences) != Keep {
+		t.Fatalf("diverged=%d ts=%d kept=%d", res.Diverged(), len(res.DivergenceTS), len(res.Divergences))
+	}
+	for _, d := range res.Divergences {
+		if len(d.Events) != 5 || d.Detail == "" {
+			t.Fatalf("kept divergence %x: %d events, detail %q", d.Xid, len(d.Events), d.Detail)
+		}
+		for _, e := range d.Events {
+			if e.Xid != d.Xid {
+				t.Fatalf("kept divergence %x holds a line of transaction %x: %s", d.Xid, e.Xid, e.Raw)
+			}
+		}
+	}
+	if len(res.Problems) != 3 || res.IntegrityTotal != 3 {
+		t.Fatalf("problems = %d (%d)", len(res.Problems), res.IntegrityTotal)
+	}
+	for i, p := range res.Problems {
+		if p.Xid != uint64(i+1) || len(p.Events) != 6 || p.Events[5].Xid != p.Xid || p.Kind != IntegrityDuplicate {
+			t.Errorf("problem %d: %+v", i, p)
+		}
+	}
+}
+
 // write2 is the submitter's look after the daemon's copy: a page that changed under I/O
 // (filesystem metadata does) is not a divergence; a submitter that still sees what it
 // wrote while the daemon received other bytes is.

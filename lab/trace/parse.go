@@ -5,9 +5,48 @@ import (
 	"strings"
 )
 
-// ops are the trace events, as the line's first column names them.
-var ops = map[string]bool{"write": true, "write1": true, "write2": true, "read0": true, "read1": true, "read2": true,
-	"readx": true, "read3": true, "rfault": true, "wfault": true}
+// The trace events, as a record's first column names them, in the order of opIndex.
+const (
+	opWrite = iota
+	opWrite1
+	opWrite2
+	opRead0
+	opRead1
+	opRead2
+	opReadx
+	opRead3
+	opRfault
+	opWfault
+	numOps
+)
+
+// opIndex is op's place in the list above, or -1 for a word that is no trace event.
+// (A switch: this runs for every token of every line that mentions read or write.)
+func opIndex(op string) int {
+	switch op {
+	case "write":
+		return opWrite
+	case "write1":
+		return opWrite1
+	case "write2":
+		return opWrite2
+	case "read0":
+		return opRead0
+	case "read1":
+		return opRead1
+	case "read2":
+		return opRead2
+	case "readx":
+		return opReadx
+	case "read3":
+		return opRead3
+	case "rfault":
+		return opRfault
+	case "wfault":
+		return opWfault
+	}
+	return -1
+}
 
 type start struct{ prefix, op, tok int } // byte offsets of the record and its op; tok: the op's token index
 
@@ -52,7 +91,7 @@ func appendStarts(out []start, buf []field, s string) ([]start, []field) {
 	}
 	f := appendFields(buf[:0], s)
 	for i := 0; i+1 < len(f); i++ {
-		if !ops[strings.TrimSuffix(f[i].s, ":")] || !isHex(f[i+1].s, 1, 16) {
+		if opIndex(strings.TrimSuffix(f[i].s, ":")) < 0 || !isHex(f[i+1].s, 1, 16) {
 			continue
 		}
 		st := start{prefix: f[i].off, op: f[i].off, tok: i}
@@ -209,4 +248,48 @@ func stamp(s string) int64 {
 	a, _ := strconv.ParseInt(sec, 10, 64)
 	b, _ := strconv.ParseInt((frac + "000000")[:6], 10, 64)
 	return a*1e6 + b
+}
+
+// FormatLine prints ev as userblk prints a trace line (kmod/userblk.c,
+// userblk_trace_line), without the kernel's timestamp: the inverse of ParseLine, for
+// synthetic logs (benchmarks, tests).
+func FormatLine(ev Event) string {
+	var b strings.Builder
+	b.Grow(128)
+	if ev.Disk != "" {
+		b.WriteString(ev.Disk)
+		b.WriteString(": ")
+	}
+	op := ev.Op
+	for len(op) < 6 {
+		op += " "
+	}
+	b.WriteString(op)
+	for _, v := range []struct {
+		x     uint64
+		width int
+	}{{ev.Xid, 8}, {ev.Pos, 16}, {ev.Len, 16}, {ev.CRC, 16}} {
+		b.WriteByte(' ')
+		h := strconv.FormatUint(v.x, 16)
+		for i := len(h); i < v.width; i++ {
+			b.WriteByte('0')
+		}
+		b.WriteString(h)
+	}
+	if ev.Addr != "" {
+		b.WriteByte(' ')
+		b.WriteString(ev.Addr)
+	}
+	b.WriteByte(' ')
+	b.WriteString(strconv.Itoa(ev.TID))
+	if ev.CPU >= 0 {
+		b.WriteString(" cpu=")
+		b.WriteString(strconv.Itoa(ev.CPU))
+	}
+	for _, kv := range [][2]string{{"mode", ev.Mode}, {"dev", ev.Dev}, {"side", ev.Side}} {
+		if kv[1] != "" {
+			b.WriteString(" " + kv[0] + "=" + kv[1])
+		}
+	}
+	return b.String()
 }

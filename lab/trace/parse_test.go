@@ -184,3 +184,23 @@ func TestTable(t *testing.T) {
 		t.Errorf("a missing address is blank: %q", tab[1])
 	}
 }
+
+// FormatLine is ParseLine's inverse, and prints what the kernel's format string does.
+func TestFormatLine(t *testing.T) {
+	ev := Event{Disk: "userblk0", Op: "read1", Xid: 0x1c, Pos: 0x2000, Len: 0x1000, CRC: 0xdeadbeef,
+		Addr: "ffeee000", TID: 812, CPU: 1, Mode: "atomic", Dev: "0badcafe", TS: -1}
+	s := FormatLine(ev)
+	want := "userblk0: read1  0000001c 0000000000002000 0000000000001000 00000000deadbeef ffeee000 812 cpu=1 mode=atomic dev=0badcafe"
+	if s != want {
+		t.Fatalf("FormatLine =\n%q, want\n%q", s, want)
+	}
+	got, ok := ParseLine(s)
+	ev.Raw = s
+	if !ok || got != ev {
+		t.Fatalf("ParseLine(FormatLine) = %+v %v, want %+v", got, ok, ev)
+	}
+	f := Event{Op: "wfault", Xid: 2, Len: 0x1000, CRC: 0x800, TID: 5, CPU: -1, Side: "kernel", TS: -1}
+	if s := FormatLine(f); s != "wfault 00000002 0000000000000000 0000000000001000 0000000000000800 5 side=kernel" {
+		t.Errorf("fault line = %q", s)
+	}
+}

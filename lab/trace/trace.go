@@ -114,7 +114,8 @@ type Result struct {
 	DivergedTotal int            `json:"diverged"`
 	Kinds         map[string]int `json:"kinds"`
 	Divergences   []Divergence   `json:"divergences"`
-	// DivergenceTS is each divergence's first timestamp (µs; -1 unknown), in order.
+	// DivergenceTS is each divergence's first timestamp (µs; -1 unknown), in order,
+	// for the first MaxTimes divergences.
 	DivergenceTS []int64 `json:"divergence_ts_us,omitempty"`
 	// IntegrityTotal counts transactions with integrity problems; Problems keeps Keep.
 	IntegrityTotal int       `json:"integrity_errors"`
@@ -138,6 +139,8 @@ const (
 	Keep    = 50      // divergences and problems kept in full
 	// MaxPages bounds HandedPages (fixmap slots are few; this is generous).
 	MaxPages = 4096
+	// MaxTimes bounds DivergenceTS, so memory does not grow with the divergences.
+	MaxTimes = 10000
 )
 
 type key struct {
@@ -169,7 +172,11 @@ type Analyzer struct {
 	open       map[key]*tx
 	head, tail *tx // open transactions, oldest first
 	seq        uint64
+	free       []*tx // judged transactions nothing refers to, for reuse
 }
+
+// freeTx bounds the transactions kept for reuse.
+const freeTx = 256
 
 // NewAnalyzer returns an empty oracle.
 func NewAnalyzer() *Analyzer {
@@ -257,7 +264,12 @@ func (a *Analyzer) add(ev Event) {
 	t := a.open[k]
 	if t == nil {
 		r.Transactions++
-		t = &tx{key: k}
+		if n := len(a.free); n > 0 {
+			t, a.free = a.free[n-1], a.free[:n-1]
+			t.key = k
+		} else {
+			t = &tx{key: k, evs: make([]Event, 0, 6)} // a read has five events, a write three
+		}
 		a.open[k] = t
 		a.push(t)
 	}
@@ -294,7 +306,11 @@ func (a *Analyzer) close(t *tx) {
 		a.tail = t.prev
 	}
 	delete(a.open, t.key)
-	a.judge(t)
+	if !a.judge(t) && len(a.free) < freeTx {
+		// Nothing holds on to the transaction: its event slice serves the next one.
+		*t = tx{evs: t.evs[:0]}
+		a.free = append(a.free, t)
+	}
 }
 
 // complete says whether a transaction has its last event: write2 (or a fault) for a
@@ -305,31 +321,38 @@ func complete(evs []Event) bool {
 	return last == "write2" || last == "wfault" || last == "read3"
 }
 
-func (a *Analyzer) judge(t *tx) {
+// judge checks a closed transaction. It says whether the result keeps the
+// transaction's events (else the caller may reuse them).
+func (a *Analyzer) judge(t *tx) (kept bool) {
 	r := &a.res
 	if p := integrity(t.evs); p != nil {
 		r.IntegrityTotal++
 		if len(r.Problems) < a.Keep {
 			p.Disk, p.Dev, p.Xid, p.Events = t.evs[0].Disk, t.key.dev, t.key.xid, t.evs
 			r.Problems = append(r.Problems, *p)
+			return true
 		}
-		return
+		return false
 	}
-	d := check(t.evs, r)
-	if d == nil {
-		return
+	keep := len(r.Divergences) < a.Keep
+	d, diverged := check(t.evs, r, keep || a.OnDivergence != nil)
+	if !diverged {
+		return false
 	}
 	d.Disk, d.Dev, d.Xid, d.TS = t.evs[0].Disk, t.key.dev, t.key.xid, t.evs[0].TS
 	d.Events = t.evs
 	r.DivergedTotal++
 	r.Kinds[d.Kind]++
-	r.DivergenceTS = append(r.DivergenceTS, d.TS)
-	if len(r.Divergences) < a.Keep {
-		r.Divergences = append(r.Divergences, *d)
+	if len(r.DivergenceTS) < MaxTimes {
+		r.DivergenceTS = append(r.DivergenceTS, d.TS)
+	}
+	if keep {
+		r.Divergences = append(r.Divergences, d)
 	}
 	if a.OnDivergence != nil {
-		a.OnDivergence(*d)
+		a.OnDivergence(d)
 	}
+	return keep
 }
 
 // Finish judges the transactions still open and returns the result.
@@ -412,10 +435,11 @@ func AnalyzeString(s string) *Result {
 // the same handed-over address where the mode hands one over, and no event twice with
 // different values.
 func integrity(evs []Event) *Problem {
-	first := evs[0]
+	first := &evs[0]
 	addr := ""
-	seen := map[string]Event{}
-	for _, e := range evs {
+	var seen [numOps]int // 1 + the index of each op's first event
+	for i := range evs {
+		e := &evs[i]
 		if e.Pos != first.Pos || e.Len != first.Len {
 			return &Problem{Kind: IntegrityDisagree, Detail: fmt.Sprintf(
 				"line %d says pos %x len %x, line %d says pos %x len %x", first.Line, first.Pos, first.Len, e.Line, e.Pos, e.Len)}
@@ -428,14 +452,19 @@ func integrity(evs []Event) *Problem {
 					"the handed-over address is %s on one line and %s on line %d", addr, e.Addr, e.Line)}
 			}
 		}
-		if p, dup := seen[e.Op]; dup {
+		o := opIndex(e.Op)
+		if o < 0 {
+			continue
+		}
+		if j := seen[o]; j > 0 {
+			p := &evs[j-1]
 			if p.CRC != e.CRC || p.TID != e.TID || !strings.EqualFold(p.Addr, e.Addr) {
 				return &Problem{Kind: IntegrityDuplicate, Detail: fmt.Sprintf(
 					"%s printed twice: crc %08x tid %d on line %d, crc %08x tid %d on line %d", e.Op, p.CRC, p.TID, p.Line, e.CRC, e.TID, e.Line)}
 			}
 			continue
 		}
-		seen[e.Op] = e
+		seen[o] = i + 1
 	}
 	return nil
 }
@@ -446,19 +475,22 @@ func handsOver(mode string) bool {
 	return mode == "" || mode == "atomic" || mode == "local" || mode == "kmap"
 }
 
-func check(evs []Event, res *Result) *Divergence {
-	v := map[string]Event{}
-	for _, e := range evs {
-		if _, dup := v[e.Op]; !dup {
-			v[e.Op] = e
+// check judges a transaction whose lines agree. It counts the transaction in res and
+// says whether it diverged and how; the Detail sentence is only written when detail
+// is set (most divergences of a buggy run are counted, not kept).
+func check(evs []Event, res *Result, detail bool) (d Divergence, diverged bool) {
+	var v [numOps]*Event // each op's first event
+	for i := range evs {
+		if o := opIndex(evs[i].Op); o >= 0 && v[o] == nil {
+			v[o] = &evs[i]
 		}
 	}
-	for _, op := range []string{"wfault", "rfault"} {
-		f, ok := v[op]
-		if !ok {
+	for _, o := range []int{opWfault, opRfault} {
+		f := v[o]
+		if f == nil {
 			continue
 		}
-		if op == "wfault" {
+		if o == opWfault {
 			res.Writes++
 		} else {
 			res.Reads++
@@ -467,19 +499,23 @@ func check(evs []Event, res *Result) *Divergence {
 			// The user buffer faulted (or the line does not say): the daemon's
 			// problem, not a stale mapping.
 			res.UserFaults++
-			return nil
+			return d, false
 		}
-		return &Divergence{Kind: KindShortCopy, Detail: fmt.Sprintf(
-			"daemon (tid %d, cpu %d) could not copy %d of %d bytes through the submitter's address %s: the mapping was gone on its CPU",
-			f.TID, f.CPU, f.CRC, f.Len, f.Addr)}
+		d.Kind = KindShortCopy
+		if detail {
+			d.Detail = fmt.Sprintf(
+				"daemon (tid %d, cpu %d) could not copy %d of %d bytes through the submitter's address %s: the mapping was gone on its CPU",
+				f.TID, f.CPU, f.CRC, f.Len, f.Addr)
+		}
+		return d, true
 	}
-	if w, ok := v["write"]; ok {
-		w1, ok := v["write1"]
-		if !ok {
-			return nil
+	if w := v[opWrite]; w != nil {
+		w1 := v[opWrite1]
+		if w1 == nil {
+			return d, false
 		}
 		res.Writes++
-		if w2, ok := v["write2"]; ok {
+		if w2 := v[opWrite2]; w2 != nil {
 			// The submitter looked again after the daemon's copy. If it still sees
 			// what it wrote while the daemon received other bytes, the page did not
 			// change: the two threads saw different bytes at one address. If the page
@@ -487,51 +523,68 @@ func check(evs []Event, res *Result) *Divergence {
 			if w2.CRC != w.CRC {
 				res.Writes--
 				res.Unstable++
-				return nil
+				return d, false
 			}
-			if w1.CRC != w.CRC {
-				return &Divergence{Kind: KindWriteMismatch, Detail: fmt.Sprintf(
+			if w1.CRC == w.CRC {
+				return d, false
+			}
+			d.Kind = KindWriteMismatch
+			if detail {
+				d.Detail = fmt.Sprintf(
 					"submitter (tid %d) wrote crc %08x at %s and still sees it, daemon (tid %d) received crc %08x at %s",
-					w.TID, w.CRC, w.Addr, w1.TID, w1.CRC, w1.Addr)}
+					w.TID, w.CRC, w.Addr, w1.TID, w1.CRC, w1.Addr)
 			}
-			return nil
+			return d, true
 		}
-		if w.CRC != w1.CRC {
-			return &Divergence{Kind: KindWriteMismatch, Detail: fmt.Sprintf(
+		if w.CRC == w1.CRC {
+			return d, false
+		}
+		d.Kind = KindWriteMismatch
+		if detail {
+			d.Detail = fmt.Sprintf(
 				"submitter (tid %d) wrote crc %08x at %s, daemon (tid %d) received crc %08x at %s",
-				w.TID, w.CRC, w.Addr, w1.TID, w1.CRC, w1.Addr)}
+				w.TID, w.CRC, w.Addr, w1.TID, w1.CRC, w1.Addr)
 		}
-		return nil
+		return d, true
 	}
-	r1, ok1 := v["read1"]
-	r2, ok2 := v["read2"]
-	if !ok1 || !ok2 {
-		return nil
+	r1, r2 := v[opRead1], v[opRead2]
+	if r1 == nil || r2 == nil {
+		return d, false
 	}
 	res.Reads++
 	if r1.CRC != r2.CRC {
-		kind := KindCrossThread
+		d.Kind = KindCrossThread
 		extra := ""
-		if r0, ok := v["read0"]; ok && r0.CRC == r2.CRC {
-			kind = KindNeverArrived
+		if r0 := v[opRead0]; r0 != nil && r0.CRC == r2.CRC {
+			d.Kind = KindNeverArrived
 			extra = " (the submitter still sees its before-copy bytes, read0)"
 		}
-		return &Divergence{Kind: kind, Detail: fmt.Sprintf(
-			"daemon (tid %d) saw crc %08x at %s, submitter (tid %d) saw crc %08x at %s%s",
-			r1.TID, r1.CRC, r1.Addr, r2.TID, r2.CRC, r2.Addr, extra)}
+		if detail {
+			d.Detail = fmt.Sprintf(
+				"daemon (tid %d) saw crc %08x at %s, submitter (tid %d) saw crc %08x at %s%s",
+				r1.TID, r1.CRC, r1.Addr, r2.TID, r2.CRC, r2.Addr, extra)
+		}
+		return d, true
 	}
-	rx, okx := v["readx"]
-	r3, ok3 := v["read3"]
-	if okx && ok3 && rx.CRC != r3.CRC {
-		return &Divergence{Kind: KindCrossThread, Detail: fmt.Sprintf(
-			"later: daemon (tid %d) saw crc %08x, submitter (tid %d) saw crc %08x at %s",
-			rx.TID, rx.CRC, r3.TID, r3.CRC, r3.Addr)}
+	rx, r3 := v[opReadx], v[opRead3]
+	if rx != nil && r3 != nil && rx.CRC != r3.CRC {
+		d.Kind = KindCrossThread
+		if detail {
+			d.Detail = fmt.Sprintf(
+				"later: daemon (tid %d) saw crc %08x, submitter (tid %d) saw crc %08x at %s",
+				rx.TID, rx.CRC, r3.TID, r3.CRC, r3.Addr)
+		}
+		return d, true
 	}
-	if ok3 && r3.CRC != r2.CRC {
-		return &Divergence{Kind: KindUnstable, Detail: fmt.Sprintf(
-			"submitter (tid %d) saw crc %08x, then %08x at %s", r2.TID, r2.CRC, r3.CRC, r3.Addr)}
+	if r3 != nil && r3.CRC != r2.CRC {
+		d.Kind = KindUnstable
+		if detail {
+			d.Detail = fmt.Sprintf(
+				"submitter (tid %d) saw crc %08x, then %08x at %s", r2.TID, r2.CRC, r3.CRC, r3.Addr)
+		}
+		return d, true
 	}
-	return nil
+	return d, false
 }
 
 // Table prints a transaction like the original report's table.

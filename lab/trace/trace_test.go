@@ -103,7 +103,7 @@ func FuzzAnalyze(f *testing.F) {
 	f.Fuzz(func(t *testing.T, s string) {
 		res := AnalyzeString(s)
 		if res.Diverged()+res.IntegrityTotal > res.Transactions || res.Reads+res.Writes > res.Transactions ||
-			len(res.Divergences) > Keep || len(res.DivergenceTS) != res.Diverged() {
+			len(res.Divergences) > Keep || len(res.DivergenceTS) != min(res.Diverged(), MaxTimes) {
 			t.Fatalf("inconsistent counts: %+v", res)
 		}
 		for _, d := range res.Divergences {

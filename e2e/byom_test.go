@@ -36,7 +36,7 @@ func TestExampleJob(t *testing.T) {
 		t.Fatal("the example must use guest:")
 	}
 	out := t.TempDir()
-	rep, err := run.Run(ctx, run.Options{Job: j, Cells: j.Cells(), Seed: 1, Out: out, Parallel: 1,
+	rep, err := run.Run(ctx, run.Options{Job: j, Cells: j.Cells(), Seed: 1, Out: out, Parallel: run.DefaultParallel(),
 		Machines: f, CacheDir: f.Builder.CacheDir, Canary: true, Progress: testWriter{t}}) // without the canary a clean HIGHMEM cell is CANNOT-DETECT
 	if err != nil {
 		t.Fatal(err)

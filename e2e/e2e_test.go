@@ -155,7 +155,8 @@ func TestDefaultJob(t *testing.T) {
 		t.Fatal(err)
 	}
 	out := t.TempDir()
-	rep, err := run.Run(ctx, run.Options{Job: j, Cells: j.Cells(), Seed: 1, Out: out, Parallel: 1,
+	// The targets side by side, as kmodlab run does by default on a host with the memory.
+	rep, err := run.Run(ctx, run.Options{Job: j, Cells: j.Cells(), Seed: 1, Out: out, Parallel: run.DefaultParallel(),
 		Vars: map[string]string{"stress": "6s"}, Machines: f, CacheDir: f.Builder.CacheDir, Canary: true,
 		Progress: testWriter{t}})
 	if err != nil {

@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"time"
 
@@ -120,7 +119,7 @@ Exit codes: 0 every cell as expected, 1 a cell's verdict differs from its expect
 				return fmt.Errorf("--repeat %d: want 1 or more", repeat)
 			}
 			if parallel == 0 {
-				parallel = defaultParallel()
+				parallel = run.DefaultParallel()
 			}
 			fmt.Fprintf(os.Stderr, "kmodlab: %s: %d cells, seed %d, %d in parallel, results in %s\n", j.Name, len(sel), seed, parallel, out)
 			rep, err := run.Run(cmd.Context(), run.Options{Job: j, Cells: sel, Seed: seed, Out: out, Parallel: parallel,
@@ -154,26 +153,4 @@ Exit codes: 0 every cell as expected, 1 a cell's verdict differs from its expect
 	c.Flags().BoolVar(&noSnapshot, "no-snapshot", false, "boot every QEMU machine cold instead of restoring its image's saved state (also: KMODLAB_NO_SNAPSHOT=1)")
 	c.PersistentFlags().StringVar(&flagRunners, "runners", "", "runners.yaml (default $XDG_CONFIG_HOME/kmodlab/runners.yaml)")
 	return c
-}
-
-// defaultParallel runs every QEMU target at once when memory allows. Measured on 2 cores
-// under TCG (default job, 6 s steps): -j 1 206 s, -j 2 112 s, -j 3 90 s, with the same
-// verdicts and the same evidence per clean cell (3,270-3,500 transactions, 103-130
-// verified blocks): the guests wait on each other's I/O far more than they compute.
-// The three guests take 11 GiB, so hosts under 16 GiB run one at a time.
-func defaultParallel() int {
-	data, err := os.ReadFile("/proc/meminfo")
-	if err != nil {
-		return 1
-	}
-	var kb int64
-	for _, l := range strings.Split(string(data), "\n") {
-		if f := strings.Fields(l); len(f) >= 2 && f[0] == "MemTotal:" {
-			kb, _ = strconv.ParseInt(f[1], 10, 64)
-		}
-	}
-	if kb < 16<<20 {
-		return 1
-	}
-	return 3
 }

@@ -16,6 +16,9 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -108,4 +111,26 @@ func Run(ctx context.Context, o Options) (*report.Run, error) {
 		return rep, fmt.Errorf("write reports: %w", err)
 	}
 	return rep, nil
+}
+
+// DefaultParallel is the -j a run gets when none is given: it runs every QEMU target at once when memory allows. Measured on 2 cores
+// under TCG (default job, 6 s steps): -j 1 206 s, -j 2 112 s, -j 3 90 s, with the same
+// verdicts and the same evidence per clean cell (3,270-3,500 transactions, 103-130
+// verified blocks): the guests wait on each other's I/O far more than they compute.
+// The three guests take 11 GiB, so hosts under 16 GiB run one at a time.
+func DefaultParallel() int {
+	data, err := os.ReadFile("/proc/meminfo")
+	if err != nil {
+		return 1
+	}
+	var kb int64
+	for _, l := range strings.Split(string(data), "\n") {
+		if f := strings.Fields(l); len(f) >= 2 && f[0] == "MemTotal:" {
+			kb, _ = strconv.ParseInt(f[1], 10, 64)
+		}
+	}
+	if kb < 16<<20 {
+		return 1
+	}
+	return 3
 }

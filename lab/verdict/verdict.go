@@ -204,7 +204,11 @@ func decide(ev Evidence, ex Expect) Decision {
 			infra = append(infra, fmt.Sprintf("%s step %q: %s", s.Phase, s.Name, s.Detail))
 		}
 	}
-	if len(infra) > 0 && crash == nil {
+	// A divergence or a data mismatch the lab saw inside a window that started is
+	// sure whatever failed afterwards (a kernel whose pages went to the wrong thread
+	// may well lose its network next), so it is judged below, the failure noted.
+	sure := ev.Window.Started && (diverged > 0 || tot.Mismatches > 0)
+	if len(infra) > 0 && crash == nil && !sure {
 		d.Verdict = Infra
 		d.Reasons = infra
 		return d
@@ -231,6 +235,9 @@ func decide(ev Evidence, ex Expect) Decision {
 			why("also: crash %s, not attributed to the module under test", crash.Title)
 		} else if hang != nil {
 			why("also: %s", hang.Title)
+		}
+		for _, f := range infra {
+			why("also: %s", f)
 		}
 		return d
 	case crash != nil:

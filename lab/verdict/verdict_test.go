@@ -90,6 +90,12 @@ func TestDecide(t *testing.T) {
 		{"warning alone is no crash", func(e *Evidence) { e.Crashes = []console.Report{warning} }, min, Clean, true, ""},
 		{"crash explains a lost connection", func(e *Evidence) { e.Lost = true; e.Crashes = []console.Report{armOops} }, Expect{Want: ExpectReproduces}, Crashed, true, ""},
 		{"lost connection", func(e *Evidence) { e.Lost = true }, min, Infra, false, "connection"},
+		{"lost connection after divergences", func(e *Evidence) { e.Lost = true; e.Trace.DivergedTotal = 21 },
+			Expect{Want: ExpectReproduces}, Reproduced, true, "also: the connection to the machine was lost"},
+		{"lost connection after a data mismatch", func(e *Evidence) { e.Lost = true; e.Stress[0].Report.Mismatches = 1 },
+			Expect{Want: ExpectReproduces}, Reproduced, true, "data: 1 mismatches"},
+		{"divergences without a window start", func(e *Evidence) { e.Window.Started = false; e.Trace.DivergedTotal = 21 },
+			Expect{Want: ExpectReproduces}, Infra, false, "window's start"},
 		{"setup failure", func(e *Evidence) {
 			e.Failed = []Step{{Phase: "setup", Name: "insmod", Kind: FailExit, Detail: "exit status 1"}}
 		}, min, Infra, false, "insmod"},

@@ -113,10 +113,12 @@ func Run(ctx context.Context, o Options) (*report.Run, error) {
 	return rep, nil
 }
 
-// DefaultParallel is the -j a run gets when none is given: it runs every QEMU target at once when memory allows. Measured on 2 cores
-// under TCG (default job, 6 s steps): -j 1 206 s, -j 2 112 s, -j 3 90 s, with the same
-// verdicts and the same evidence per clean cell (3,270-3,500 transactions, 103-130
-// verified blocks): the guests wait on each other's I/O far more than they compute.
+// DefaultParallel is the -j a run gets when none is given: every QEMU target at once
+// when memory allows. Measured on 2 cores under TCG (default job, 10 s caps, stress
+// sized by evidence): -j 1 102 s, -j 2 79 s, -j 3 72 s, with the same verdicts. Three
+// starved guests verify fewer transactions per second (148 against 283 at -j 1), but a
+// clean cell stops at its evidence target, not at a time, so that costs stress time,
+// not evidence; the guests wait on I/O round trips more than they compute.
 // The three guests take 11 GiB, so hosts under 16 GiB run one at a time.
 func DefaultParallel() int {
 	data, err := os.ReadFile("/proc/meminfo")

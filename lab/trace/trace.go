@@ -515,6 +515,7 @@ func check(evs []Event, res *Result, detail bool) (d Divergence, diverged bool) 
 			return d, false
 		}
 		res.Writes++
+		still := ""
 		if w2 := v[opWrite2]; w2 != nil {
 			// The submitter looked again after the daemon's copy. If it still sees
 			// what it wrote while the daemon received other bytes, the page did not
@@ -525,25 +526,16 @@ func check(evs []Event, res *Result, detail bool) (d Divergence, diverged bool) 
 				res.Unstable++
 				return d, false
 			}
-			if w1.CRC == w.CRC {
-				return d, false
-			}
-			d.Kind = KindWriteMismatch
-			if detail {
-				d.Detail = fmt.Sprintf(
-					"submitter (tid %d) wrote crc %08x at %s and still sees it, daemon (tid %d) received crc %08x at %s",
-					w.TID, w.CRC, w.Addr, w1.TID, w1.CRC, w1.Addr)
-			}
-			return d, true
+			still = " and still sees it"
 		}
-		if w.CRC == w1.CRC {
+		if w1.CRC == w.CRC {
 			return d, false
 		}
 		d.Kind = KindWriteMismatch
 		if detail {
 			d.Detail = fmt.Sprintf(
-				"submitter (tid %d) wrote crc %08x at %s, daemon (tid %d) received crc %08x at %s",
-				w.TID, w.CRC, w.Addr, w1.TID, w1.CRC, w1.Addr)
+				"submitter (tid %d) wrote crc %08x at %s%s, daemon (tid %d) received crc %08x at %s",
+				w.TID, w.CRC, w.Addr, still, w1.TID, w1.CRC, w1.Addr)
 		}
 		return d, true
 	}

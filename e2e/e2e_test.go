@@ -163,11 +163,27 @@ func TestDefaultJob(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("\n%s", rep.Matrix())
+	sized := 0
 	for _, c := range rep.Cells {
 		t.Logf("%s: %s: %s", c.ID, c.Verdict, strings.Join(c.Evidence, "; "))
 		if !c.Met {
 			t.Errorf("%s: %s, expected %s\n%s", c.ID, c.Verdict, c.Expect, c.Error)
 		}
+		// The stop rule: a divergence ends stress at once; a clean cell ends a step once
+		// it has its share of min_evidence × evidence_factor (or at the step's cap).
+		switch c.Verdict {
+		case "REPRODUCED":
+			if !strings.HasPrefix(c.StopReason, "sure verdict") && c.StopReason != "the kernel crashed" {
+				t.Errorf("%s: REPRODUCED but stress stopped for %q", c.ID, c.StopReason)
+			}
+		case "clean":
+			if strings.HasPrefix(c.StopReason, "enough evidence") {
+				sized++
+			}
+		}
+	}
+	if sized == 0 {
+		t.Errorf("no clean cell stopped for enough evidence")
 	}
 	for _, name := range []string{"results.json", "junit.xml", "summary.md", "index.html"} {
 		if _, err := os.Stat(filepath.Join(out, name)); err != nil {

@@ -150,7 +150,12 @@ func TestStreamingBounds(t *testing.T) {
 	a := NewAnalyzer()
 	a.MaxOpen = 4
 	var seen []uint64
-	a.OnDivergence = func(d Divergence) { seen = append(seen, d.Xid) }
+	a.OnDivergence = func(d Divergence) {
+		seen = append(seen, d.Xid)
+		if d.Detail == "" { // the listener gets the sentence, kept in full or not
+			t.Errorf("divergence %x reached the listener without its detail", d.Xid)
+		}
+	}
 	for x := uint64(1); x <= 200; x++ {
 		for _, l := range read(x, 1, 2, "atomic", "06") {
 			a.Line(l)
@@ -216,6 +221,9 @@ func TestReuseKeepsWhatIsKept(t *testing.T) {
 			}
 		}
 	}
+	if len(a.free) == 0 {
+		t.Error("no judged transaction was kept for reuse")
+	}
 	if len(res.Problems) != 3 || res.IntegrityTotal != 3 {
 		t.Fatalf("problems = %d (%d)", len(res.Problems), res.IntegrityTotal)
 	}
@@ -223,6 +231,24 @@ func TestReuseKeepsWhatIsKept(t *testing.T) {
 		if p.Xid != uint64(i+1) || len(p.Events) != 6 || p.Events[5].Xid != p.Xid || p.Kind != IntegrityDuplicate {
 			t.Errorf("problem %d: %+v", i, p)
 		}
+	}
+}
+
+// The reuse pool is bounded: thousands of transactions judged at once (Finish)
+// leave at most freeTx behind.
+func TestReusePoolBounded(t *testing.T) {
+	a := NewAnalyzer()
+	for x := uint64(1); x <= 3*freeTx; x++ {
+		for _, l := range read(x, 1, 1, "kmap", "08")[:3] { // no read3: they stay open
+			a.Line(l)
+		}
+	}
+	if len(a.open) != 3*freeTx {
+		t.Fatalf("open = %d", len(a.open))
+	}
+	a.Finish()
+	if len(a.free) != freeTx {
+		t.Errorf("free = %d, want %d", len(a.free), freeTx)
 	}
 }
 

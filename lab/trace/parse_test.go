@@ -199,6 +199,10 @@ func TestFormatLine(t *testing.T) {
 	if !ok || got != ev {
 		t.Fatalf("ParseLine(FormatLine) = %+v %v, want %+v", got, ok, ev)
 	}
+	ev.CPU = 0
+	if s := FormatLine(ev); !strings.Contains(s, " 812 cpu=0 mode=") {
+		t.Errorf("cpu 0 = %q", s)
+	}
 	f := Event{Op: "wfault", Xid: 2, Len: 0x1000, CRC: 0x800, TID: 5, CPU: -1, Side: "kernel", TS: -1}
 	if s := FormatLine(f); s != "wfault 00000002 0000000000000000 0000000000001000 0000000000000800 5 side=kernel" {
 		t.Errorf("fault line = %q", s)

@@ -110,6 +110,10 @@ func TestDecide(t *testing.T) {
 		{"no canary, no HIGHMEM", func(e *Evidence) { e.Canary = Canary{State: CanaryDisabled}; e.Highmem = false }, min, Clean, true, ""},
 		// Item 6: lost writes are not the bug.
 		{"io errors", func(e *Evidence) { e.Stress[0].Report.IOErrors = 5 }, min, Inconclusive, false, "5 I/O errors"},
+		{"evidence exactly at the minimum", func(e *Evidence) {
+			e.Trace.Reads, e.Trace.Writes = 1000, 1000
+			e.Stress[0].Report.Reads, e.Stress[0].Report.Writes = 100, 100
+		}, min, Clean, true, "2000 trace transactions, 200 verified"},
 		// Expectations.
 		{"clean but expected to reproduce", nil, Expect{Want: ExpectReproduces}, Clean, false, ""},
 		{"diverged but expected clean", func(e *Evidence) { e.Trace.DivergedTotal = 2 }, min, Reproduced, false, "2 of 3000"},
@@ -129,6 +133,28 @@ func TestDecide(t *testing.T) {
 				t.Errorf("reasons %q lack %q", d.Reasons, tc.reason)
 			}
 		})
+	}
+}
+
+// A verdict's reasons name the evidence it had and nothing else, and a crash travels
+// with the decision.
+func TestDecideReasonsAreItsEvidence(t *testing.T) {
+	ev := good()
+	ev.Stress[0].Report.Mismatches = 2
+	d := Decide(ev, Expect{Want: ExpectReproduces})
+	if d.Verdict != Reproduced || len(d.Reasons) != 1 || d.Reasons[0] != "data: 2 mismatches" {
+		t.Errorf("mismatches only: %s %q", d.Verdict, d.Reasons)
+	}
+	ev = good()
+	ev.Trace.DivergedTotal = 3
+	d = Decide(ev, Expect{Want: ExpectReproduces})
+	if d.Verdict != Reproduced || len(d.Reasons) != 1 || d.Reasons[0] != "trace: 3 of 3000 transactions diverged" {
+		t.Errorf("divergences only: %s %q", d.Verdict, d.Reasons)
+	}
+	ev = good()
+	ev.Crashes = []console.Report{crashFile(t, "arm-oops.log")}
+	if d = Decide(ev, Expect{Want: ExpectReproduces}); d.Crash == nil || d.Crash.Title != ev.Crashes[0].Title {
+		t.Errorf("the decision lost its crash: %+v", d.Crash)
 	}
 }
 

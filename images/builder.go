@@ -9,6 +9,7 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"debug/elf"
+	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -41,12 +42,15 @@ const ReadyMarker = "KMODLAB-READY"
 
 // Image is a built guest: kernel, initramfs and the host key the guest's SSH server uses.
 type Image struct {
-	Target  *Target
-	Dir     string
-	Kernel  string
-	Initrd  string
-	HostKey ssh.PublicKey
-	Hash    string // content hash of kernel + initramfs, recorded in reports
+	Target *Target
+	Dir    string
+	Kernel string
+	// BootStub, for an arm-image kernel, is what QEMU's -kernel loads: it jumps to
+	// Kernel, which the generic loader placed at the recipe's kernel_addr.
+	BootStub string
+	Initrd   string
+	HostKey  ssh.PublicKey
+	Hash     string // content hash of kernel + initramfs, recorded in reports
 }
 
 // Manifest is written next to a built image.
@@ -258,12 +262,17 @@ func loadImage(t *Target, dir string) (*Image, error) {
 	if err != nil {
 		return nil, err
 	}
-	kernel := filepath.Join(dir, "vmlinuz")
-	if _, err := os.Stat(filepath.Join(dir, "vmlinux")); err == nil {
-		kernel = filepath.Join(dir, "vmlinux")
+	img := &Image{Target: t, Dir: dir, Kernel: filepath.Join(dir, "vmlinuz"),
+		Initrd: filepath.Join(dir, "initramfs.cpio"), HostKey: hk, Hash: m.ImageHash}
+	for _, k := range []string{"vmlinux", "Image"} {
+		if _, err := os.Stat(filepath.Join(dir, k)); err == nil {
+			img.Kernel = filepath.Join(dir, k)
+		}
 	}
-	return &Image{Target: t, Dir: dir, Kernel: kernel,
-		Initrd: filepath.Join(dir, "initramfs.cpio"), HostKey: hk, Hash: m.ImageHash}, nil
+	if _, err := os.Stat(filepath.Join(dir, bootStubFile)); err == nil {
+		img.BootStub = filepath.Join(dir, bootStubFile)
+	}
+	return img, nil
 }
 
 func (b *Builder) build(ctx context.Context, t *Target, dir string, client ssh.PublicKey) error {
@@ -311,8 +320,16 @@ func (b *Builder) build(ctx context.Context, t *Target, dir string, client ssh.P
 		if err := ExtractVmlinux(ctx, kernel, filepath.Join(out, kernelFile)); err != nil {
 			return fmt.Errorf("kernel: %w", err)
 		}
+	case "arm-image":
+		kernelFile = "Image"
+		if err := ExtractArmImage(ctx, kernel, filepath.Join(out, kernelFile)); err != nil {
+			return fmt.Errorf("kernel: %w", err)
+		}
+		if err := os.WriteFile(filepath.Join(out, bootStubFile), ArmBootStub(t.QEMU.KernelAddr), 0o644); err != nil {
+			return err
+		}
 	default:
-		return fmt.Errorf("%s: qemu.kernel_format %q: want bzimage or vmlinux", t.File(), t.QEMU.KernelFormat)
+		return fmt.Errorf("%s: qemu.kernel_format %q: want bzimage, vmlinux or arm-image", t.File(), t.QEMU.KernelFormat)
 	}
 	modules, err := ResolveModules(ModulesTree(stage, t.Kernel.Release), t.Modules)
 	if err != nil {
@@ -337,7 +354,11 @@ func (b *Builder) build(ctx context.Context, t *Target, dir string, client ssh.P
 	if err := os.WriteFile(filepath.Join(out, "host_key.pub"), ssh.MarshalAuthorizedKey(hostSigner.PublicKey()), 0o644); err != nil {
 		return err
 	}
-	ih, err := hashFiles(filepath.Join(out, kernelFile), filepath.Join(out, "initramfs.cpio"))
+	hashed := []string{filepath.Join(out, kernelFile), filepath.Join(out, "initramfs.cpio")}
+	if t.QEMU.KernelFormat == "arm-image" {
+		hashed = append(hashed, filepath.Join(out, bootStubFile))
+	}
+	ih, err := hashFiles(hashed...)
 	if err != nil {
 		return err
 	}
@@ -510,6 +531,48 @@ func ExtractVmlinux(ctx context.Context, image, dst string) error {
 		}
 		off++
 	}
+}
+
+// ExtractArmImage writes the uncompressed kernel (arch/arm/boot/Image) held by an ARM
+// zImage: the XZ stream after the self-decompressor (whose own code holds the XZ magic
+// too, so each candidate is tried until one decompresses whole).
+func ExtractArmImage(ctx context.Context, zimage, dst string) error {
+	data, err := os.ReadFile(zimage)
+	if err != nil {
+		return err
+	}
+	magic := []byte{0xfd, '7', 'z', 'X', 'Z', 0}
+	for off := 0; ; off++ {
+		i := bytes.Index(data[off:], magic)
+		if i < 0 {
+			return fmt.Errorf("%s: no XZ-compressed Image inside", zimage)
+		}
+		off += i
+		var out, stderr bytes.Buffer
+		cmd := exec.CommandContext(ctx, "xz", "-dc", "--single-stream") // the zImage goes on after the stream
+		cmd.Stdin, cmd.Stdout, cmd.Stderr = bytes.NewReader(data[off:]), &out, &stderr
+		err := cmd.Run()
+		if errors.Is(err, exec.ErrNotFound) {
+			return fmt.Errorf("xz not found: install xz-utils")
+		}
+		if err == nil && out.Len() >= 1<<20 {
+			return os.WriteFile(dst, out.Bytes(), 0o644)
+		}
+	}
+}
+
+// bootStubFile is an arm-image's -kernel: see ArmBootStub.
+const bootStubFile = "boot-stub.bin"
+
+// ArmBootStub is the program QEMU's -kernel runs for an arm-image target: QEMU enters it
+// as it would a zImage (r0 = 0, r1 = the machine type, r2 = the device tree's address,
+// MMU off), and it jumps to the uncompressed kernel at addr with those registers as
+// they are. It is "ldr pc, [pc, #-4]" followed by the address (little-endian).
+func ArmBootStub(addr uint64) []byte {
+	b := make([]byte, 8)
+	binary.LittleEndian.PutUint32(b, 0xe51ff004)
+	binary.LittleEndian.PutUint32(b[4:], uint32(addr))
+	return b
 }
 
 // hostDebArch is the Debian name of the architecture kbuild's host tools run on.

@@ -2,10 +2,12 @@ package images
 
 import (
 	"bytes"
+	"context"
 	"crypto/ed25519"
 	"crypto/rand"
 	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strings"
@@ -69,6 +71,56 @@ func TestRecipeErrorsAndHash(t *testing.T) {
 	bad := strings.Replace(string(good), "memory_mb: 2048", "memory_mb: 0", 1)
 	if _, err := ParseTarget("x.yaml", []byte(bad)); err == nil || !strings.Contains(err.Error(), "x.yaml: qemu.memory_mb") {
 		t.Errorf("zero memory: %v", err)
+	}
+}
+
+// An arm-image recipe needs a load address the kernel can run at; the stub jumps there.
+func TestArmImage(t *testing.T) {
+	good, _ := recipeFS.ReadFile("recipes/armv7-lpae.yaml")
+	arm, err := ParseTarget("arm.yaml", good)
+	if err != nil || arm.QEMU.KernelFormat != "arm-image" || arm.QEMU.KernelAddr != 0x40208000 {
+		t.Fatalf("%v %+v", err, arm.QEMU)
+	}
+	for _, addr := range []string{"0x40200000", "0x40108000", "0x140208000"} {
+		bad := strings.Replace(string(good), "kernel_addr: 0x40208000", "kernel_addr: "+addr, 1)
+		if _, err := ParseTarget("arm.yaml", []byte(bad)); err == nil || !strings.Contains(err.Error(), "arm.yaml: qemu.kernel_addr") {
+			t.Errorf("kernel_addr %s: %v", addr, err)
+		}
+	}
+	// ldr pc, [pc, #-4]; .word 0x40208000
+	if got := ArmBootStub(0x40208000); string(got) != "\x04\xf0\x1f\xe5\x00\x80\x20\x40" {
+		t.Errorf("stub = % x", got)
+	}
+}
+
+// ExtractArmImage skips the XZ magic inside the decompressor's code and the bytes after
+// the stream, as a real zImage has them.
+func TestExtractArmImage(t *testing.T) {
+	payload := bytes.Repeat([]byte("uncompressed kernel "), 1<<16) // 1.25 MiB
+	cmd := exec.Command("xz", "-c", "--check=crc32")
+	cmd.Stdin = bytes.NewReader(payload)
+	stream, err := cmd.Output()
+	if err != nil {
+		t.Skipf("xz: %v", err)
+	}
+	var z bytes.Buffer
+	z.WriteString("decompressor code ")
+	z.Write([]byte{0xfd, '7', 'z', 'X', 'Z', 0}) // the magic as the XZ decoder's constant
+	z.WriteString(" more code ")
+	z.Write(stream)
+	z.WriteString("size word and appended data")
+	dir := t.TempDir()
+	zimage, out := filepath.Join(dir, "vmlinuz"), filepath.Join(dir, "Image")
+	os.WriteFile(zimage, z.Bytes(), 0o644)
+	if err := ExtractArmImage(context.Background(), zimage, out); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := os.ReadFile(out); !bytes.Equal(got, payload) {
+		t.Errorf("extracted %d bytes, want the %d-byte payload", len(got), len(payload))
+	}
+	os.WriteFile(zimage, []byte("no stream here"), 0o644)
+	if err := ExtractArmImage(context.Background(), zimage, out); err == nil || !strings.Contains(err.Error(), "no XZ-compressed Image") {
+		t.Errorf("no stream: %v", err)
 	}
 }
 

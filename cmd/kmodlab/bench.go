@@ -96,7 +96,7 @@ packaged, a gzip initramfs, no saved state. It prints ours, the baseline and the
 						return err
 					}
 					naive := *img
-					naive.Kernel, naive.Initrd = k, i
+					naive.Kernel, naive.BootStub, naive.Initrd = k, "", i // as packaged: no stub, no loader
 					base, _, _, err := bootTimes(ctx, qemu.Config{Image: &naive, Accel: accel, NoSnapshot: true, Log: log}, b.KeyDir(), n)
 					if err != nil {
 						return err

@@ -24,6 +24,7 @@ const (
 type Spec struct {
 	Target   *images.Target
 	Kernel   string
+	BootStub string // arm-image: -kernel is this stub, Kernel goes in by the generic loader
 	Initrd   string
 	Accel    string // kvm or tcg (resolved)
 	SSHPort  int    // host port forwarded to the guest's 22
@@ -68,8 +69,16 @@ func Args(s Spec) []string {
 	if s.Append != "" {
 		cmdline = append(cmdline, s.Append)
 	}
+	if s.BootStub != "" {
+		// QEMU sets up the device tree, initramfs and registers for the stub as for a
+		// zImage; the stub jumps to the uncompressed kernel the loader put in place.
+		a = append(a, "-kernel", s.BootStub,
+			"-device", fmt.Sprintf("loader,file=%s,addr=%#x,force-raw=on", s.Kernel, q.KernelAddr))
+	} else {
+		a = append(a, "-kernel", s.Kernel)
+	}
 	a = append(a,
-		"-kernel", s.Kernel, "-initrd", s.Initrd,
+		"-initrd", s.Initrd,
 		"-append", strings.Join(cmdline, " "),
 		"-display", "none", "-vga", "none", "-no-user-config", "-nodefaults", "-no-reboot",
 		"-chardev", "stdio,id=con0,signal=off", "-serial", "chardev:con0",

@@ -20,6 +20,12 @@ func TestArgs(t *testing.T) {
 	if strings.Contains(a, "-vga") {
 		t.Error("the ARM virt board has no VGA option")
 	}
+	// An arm-image: QEMU's -kernel is the stub, the kernel goes in by the generic loader.
+	s := strings.Join(Args(Spec{Target: arm, Kernel: "/img/Image", BootStub: "/img/boot-stub.bin", Initrd: "I", Accel: AccelTCG, SSHPort: 1, QMP: "q"}), " ")
+	if !strings.Contains(s, "-kernel /img/boot-stub.bin -device loader,file=/img/Image,addr=0x40208000,force-raw=on") ||
+		strings.Contains(s, "-kernel /img/Image") {
+		t.Errorf("arm-image args:\n%s", s)
+	}
 	x, _ := images.Lookup("i386-pae")
 	b := strings.Join(Args(Spec{Target: x, Kernel: "K", Initrd: "I", Accel: AccelKVM, SSHPort: 1, QMP: "q"}), " ")
 	for _, want := range []string{"-m 6144", "-accel kvm", "-cpu host", "console=ttyS0", "-device pvpanic", "virtio-net-pci"} {

@@ -133,7 +133,7 @@ func start(ctx context.Context, cfg Config, bin, accel string, log *slog.Logger,
 	}
 	inst := &Instance{Image: cfg.Image, Accel: accel, SSHPort: port, Dir: dir, log: log,
 		exited: make(chan struct{}), events: make(chan qmp.Event, 16), panicCh: make(chan struct{})}
-	spec := Spec{Target: cfg.Image.Target, Kernel: cfg.Image.Kernel, Initrd: cfg.Image.Initrd, Accel: accel,
+	spec := Spec{Target: cfg.Image.Target, Kernel: cfg.Image.Kernel, BootStub: cfg.Image.BootStub, Initrd: cfg.Image.Initrd, Accel: accel,
 		SSHPort: port, QMP: filepath.Join(dir, "qmp.sock"), Append: cfg.Append, MemoryMB: cfg.MemoryMB, SMP: cfg.SMP}
 	inst.spec = spec
 	args := Args(spec)

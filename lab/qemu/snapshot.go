@@ -164,7 +164,7 @@ func snapshotFor(ctx context.Context, cfg Config, bin, accel string) (snapshot, 
 	if err != nil {
 		return snapshot{}, err
 	}
-	spec := Spec{Target: cfg.Image.Target, Kernel: cfg.Image.Kernel, Initrd: cfg.Image.Initrd, Accel: accel,
+	spec := Spec{Target: cfg.Image.Target, Kernel: cfg.Image.Kernel, BootStub: cfg.Image.BootStub, Initrd: cfg.Image.Initrd, Accel: accel,
 		Append: cfg.Append, MemoryMB: cfg.MemoryMB, SMP: cfg.SMP}
 	in := snapshotKeyInput(spec, cfg.Image.Hash, id)
 	return snapshot{dir: snapshotDir(cfg), input: in, key: in.Key()}, nil

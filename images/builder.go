@@ -497,66 +497,59 @@ func gccAccepts(gcc, flag string) bool {
 
 // ExtractVmlinux finds the XZ stream inside a compressed kernel image and writes the
 // uncompressed ELF (the kernel's own scripts/extract-vmlinux does the same). It needs
-// the xz tool (xz-utils).
+// the xz tool (xz-utils), or zstd for zstd-compressed kernels.
 func ExtractVmlinux(ctx context.Context, image, dst string) error {
-	data, err := os.ReadFile(image)
+	out, err := extractPayload(ctx, image, func(out []byte, _ error) bool {
+		// The tool may complain about the bytes after the stream: what counts is an ELF.
+		f, err := elf.NewFile(bytes.NewReader(out))
+		return err == nil && f.Close() == nil
+	})
 	if err != nil {
 		return err
 	}
-	tool, magic := "xz", []byte{0xfd, '7', 'z', 'X', 'Z', 0}
-	if !bytes.Contains(data, magic) {
-		tool, magic = "zstd", []byte{0x28, 0xb5, 0x2f, 0xfd}
-	}
-	for off := 0; ; {
-		i := bytes.Index(data[off:], magic)
-		if i < 0 {
-			return fmt.Errorf("%s: no XZ- or zstd-compressed vmlinux inside", image)
-		}
-		off += i
-		cmd := exec.CommandContext(ctx, tool, "-dc")
-		cmd.Stdin = bytes.NewReader(data[off:])
-		out, err := os.Create(dst)
-		if err != nil {
-			return err
-		}
-		cmd.Stdout = out
-		runErr := cmd.Run() // xz complains about the bytes after the stream: expected
-		out.Close()
-		if errors.Is(runErr, exec.ErrNotFound) {
-			return fmt.Errorf("%s not found: install xz-utils and zstd", tool)
-		}
-		if f, err := elf.Open(dst); err == nil {
-			f.Close()
-			return nil
-		}
-		off++
-	}
+	return os.WriteFile(dst, out, 0o644)
 }
 
 // ExtractArmImage writes the uncompressed kernel (arch/arm/boot/Image) held by an ARM
-// zImage: the XZ stream after the self-decompressor (whose own code holds the XZ magic
-// too, so each candidate is tried until one decompresses whole).
+// zImage. An Image has no header to recognise, so the stream must decompress whole.
 func ExtractArmImage(ctx context.Context, zimage, dst string) error {
-	data, err := os.ReadFile(zimage)
+	out, err := extractPayload(ctx, zimage, func(out []byte, runErr error) bool {
+		return runErr == nil && len(out) >= 1<<20
+	})
 	if err != nil {
 		return err
 	}
-	magic := []byte{0xfd, '7', 'z', 'X', 'Z', 0}
+	return os.WriteFile(dst, out, 0o644)
+}
+
+// extractPayload finds the compressed kernel inside a self-decompressing image: the
+// XZ (else zstd) stream after the decompressor. The decompressor's own code holds the
+// magic too, so each place it occurs is tried until ok accepts what the tool made of
+// it (its output, and its error: the image goes on after the stream).
+func extractPayload(ctx context.Context, image string, ok func(out []byte, runErr error) bool) ([]byte, error) {
+	data, err := os.ReadFile(image)
+	if err != nil {
+		return nil, err
+	}
+	tool, args, magic := "xz", []string{"-dc", "--single-stream"}, []byte{0xfd, '7', 'z', 'X', 'Z', 0}
+	if !bytes.Contains(data, magic) {
+		tool, args, magic = "zstd", []string{"-dc"}, []byte{0x28, 0xb5, 0x2f, 0xfd}
+	}
 	for off := 0; ; off++ {
 		i := bytes.Index(data[off:], magic)
 		if i < 0 {
-			return fmt.Errorf("%s: no XZ-compressed Image inside", zimage)
+			return nil, fmt.Errorf("%s: no XZ- or zstd-compressed kernel inside", image)
 		}
 		off += i
-		var out, stderr bytes.Buffer
-		cmd := exec.CommandContext(ctx, "xz", "-dc", "--single-stream") // the zImage goes on after the stream
-		cmd.Stdin, cmd.Stdout, cmd.Stderr = bytes.NewReader(data[off:]), &out, &stderr
-		err := cmd.Run()
-		if errors.Is(err, exec.ErrNotFound) {
-			return fmt.Errorf("xz not found: install xz-utils")
+		var out bytes.Buffer
+		cmd := exec.CommandContext(ctx, tool, args...)
+		cmd.Stdin, cmd.Stdout = bytes.NewReader(data[off:]), &out
+		runErr := cmd.Run()
+		if errors.Is(runErr, exec.ErrNotFound) {
+			return nil, fmt.Errorf("%s not found: install xz-utils and zstd", tool)
 		}
-		if err == nil && out.Len() >= 1<<20 {
-			return os.WriteFile(dst, out.Bytes(), 0o644)
+		if ok(out.Bytes(), runErr) {
+			return out.Bytes(), nil
 		}
 	}
 }

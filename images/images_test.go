@@ -119,8 +119,32 @@ func TestExtractArmImage(t *testing.T) {
 		t.Errorf("extracted %d bytes, want the %d-byte payload", len(got), len(payload))
 	}
 	os.WriteFile(zimage, []byte("no stream here"), 0o644)
-	if err := ExtractArmImage(context.Background(), zimage, out); err == nil || !strings.Contains(err.Error(), "no XZ-compressed Image") {
+	if err := ExtractArmImage(context.Background(), zimage, out); err == nil || !strings.Contains(err.Error(), "no XZ- or zstd-compressed kernel") {
 		t.Errorf("no stream: %v", err)
+	}
+}
+
+// ExtractVmlinux takes the stream that decompresses into an ELF, past a false magic.
+func TestExtractVmlinux(t *testing.T) {
+	self, err := os.ReadFile("/proc/self/exe") // an ELF at hand: this test binary
+	if err != nil {
+		t.Skip(err)
+	}
+	cmd := exec.Command("xz", "-c", "-0")
+	cmd.Stdin = bytes.NewReader(self)
+	stream, err := cmd.Output()
+	if err != nil {
+		t.Skipf("xz: %v", err)
+	}
+	z := append([]byte("setup code \xfd7zXZ\x00 decoder "), stream...)
+	z = append(z, "trailer"...)
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, "bzImage"), z, 0o644)
+	if err := ExtractVmlinux(context.Background(), filepath.Join(dir, "bzImage"), filepath.Join(dir, "vmlinux")); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := os.ReadFile(filepath.Join(dir, "vmlinux")); !bytes.Equal(got, self) {
+		t.Errorf("extracted %d bytes, want the %d-byte ELF", len(got), len(self))
 	}
 }
 

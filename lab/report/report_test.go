@@ -22,6 +22,13 @@ func TestMeetsAndCode(t *testing.T) {
 	if !Meets(Crashed, "reproduces") || Meets(Crashed, "clean") || Meets(CannotDetect, "clean") {
 		t.Error("Meets")
 	}
+	// cannot-detect is met by CANNOT-DETECT alone: a cell of a hiding machine that
+	// turns clean (or reproduces) must be noticed.
+	for _, v := range []string{CannotDetect, Clean, Reproduced, Inconclusive, Infra} {
+		if got := Meets(v, "cannot-detect"); got != (v == CannotDetect) {
+			t.Errorf("Meets(%s, cannot-detect) = %v", v, got)
+		}
+	}
 	r := sample()
 	if r.Code() != 2 {
 		t.Errorf("code %d, want 2 (infra wins)", r.Code())

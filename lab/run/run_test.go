@@ -383,8 +383,9 @@ func TestCanary(t *testing.T) {
 	for _, tc := range []struct {
 		line, verdict, why string
 	}{
-		{"kmodlab-canary: local=1875 kmap=0 of 2000 highmem=16 cpus=0,1", report.Clean, ""},
-		{"kmodlab-canary: local=0 kmap=0 of 2000 highmem=16 cpus=0,1", report.CannotDetect, "canary negative"},
+		{"kmodlab-canary: local=1875 kmap=0 of 2000 highmem=16 cpus=0,1 user_local=1870 user_kmap=0 ttbr0_pan=0", report.Clean, ""},
+		{"kmodlab-canary: local=1866 kmap=0 of 2000 highmem=16 cpus=0,1 user_local=0 user_kmap=0 ttbr0_pan=1", report.CannotDetect, "kernel threads only"},
+		{"kmodlab-canary: local=0 kmap=0 of 2000 highmem=16 cpus=0,1 user_local=0 user_kmap=0 ttbr0_pan=0", report.CannotDetect, "canary negative"},
 		{"", report.CannotDetect, "canary failed"},
 	} {
 		f := newFake()

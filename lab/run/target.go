@@ -321,7 +321,7 @@ func (p *targetRun) runCanary(ctx context.Context, r runner.Runner) {
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
 	ko := path.Join(p.o.Job.Dest(), canary.Module+".ko")
-	out, err := runner.Output(ctx, r, fmt.Sprintf("insmod %s iterations=2000 && rmmod %s; dmesg | grep kmodlab-canary | tail -n 1", runner.Quote(ko), canary.Module))
+	out, err := runner.Output(ctx, r, fmt.Sprintf("insmod %s iterations=2000 && { cat /proc/kmodlab_canary; rmmod %s; }; dmesg | grep kmodlab-canary | tail -n 1", runner.Quote(ko), canary.Module))
 	if err != nil {
 		p.canary = verdict.Canary{State: verdict.CanaryFailed, Detail: firstLine(err.Error())}
 		p.o.Log.Warn("canary failed", "target", p.target, "err", err)
@@ -332,8 +332,8 @@ func (p *targetRun) runCanary(ctx context.Context, r runner.Runner) {
 		p.canary = verdict.Canary{State: verdict.CanaryFailed, Detail: err.Error()}
 		return
 	}
-	p.canary = verdict.Canary{State: res.State, Detail: fmt.Sprintf("stale %d/%d via kmap_local_page, %d/%d via kmap", res.Local, res.Iterations, res.Kmap, res.Iterations)}
-	p.o.Log.Info("canary", "target", p.target, "state", res.State, "stale", res.Local, "of", res.Iterations, "kmap_stale", res.Kmap)
+	p.canary = verdict.Canary{State: res.State, Detail: res.Detail()}
+	p.o.Log.Info("canary", "target", p.target, "state", res.State, "consumer_stale", res.UserLocal, "kthread_stale", res.Local, "of", res.Iterations, "kmap_stale", res.Kmap+res.UserKmap)
 }
 
 func firstLine(s string) string {

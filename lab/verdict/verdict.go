@@ -49,6 +49,9 @@ const (
 	ExpectReproduces = "reproduces"
 	ExpectClean      = "clean"
 	ExpectCrashes    = "crashes"
+	// ExpectCannotDetect: the machine is known to hide the bug class (its canary is
+	// negative); met by CANNOT-DETECT only, so a cell that turns clean is noticed.
+	ExpectCannotDetect = "cannot-detect"
 )
 
 // Step failure kinds.
@@ -389,6 +392,8 @@ func Meets(d Decision, want string) bool {
 		return d.Verdict == Crashed && d.Attributed
 	case ExpectClean:
 		return d.Verdict == Clean
+	case ExpectCannotDetect:
+		return d.Verdict == CannotDetect
 	}
 	return false
 }

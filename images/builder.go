@@ -74,6 +74,7 @@ type Builder struct {
 	Refresh  bool // force an apt update
 	apt      map[string]*debian.Root
 	resolved map[string]Kernel // sid-style lines, resolved once per process
+	kernels  map[string]*built // built lines, looked up once per process
 	mu       sync.Mutex        // one build at a time: targets booting in parallel share the apt roots
 }
 
@@ -133,81 +134,7 @@ func (b *Builder) Resolve(ctx context.Context, t *Target) error {
 }
 
 func (b *Builder) resolve(ctx context.Context, t *Target) error {
-	if t.Kernel.Resolve == "" || t.Kernel.Release != "" {
-		return nil
-	}
-	if k, ok := b.resolved[t.Name]; ok {
-		t.Kernel = k
-		return nil
-	}
-	root, err := b.rootFor(ctx, t.Suite)
-	if err != nil {
-		return err
-	}
-	flavour := t.Kernel.Resolve
-	meta := "linux-image-" + flavour + ":" + t.DebArch
-	dep, err := root.ShowField(ctx, meta, "Depends")
-	if err != nil {
-		return fmt.Errorf("%s: resolve the newest %s kernel: %w", t.Name, flavour, err)
-	}
-	k, err := kernelFromDepends(flavour, dep)
-	if err != nil {
-		return fmt.Errorf("%s: %s: %w", t.Name, meta, err)
-	}
-	// Newer packaging splits the image package: the kernel and its modules are in
-	// linux-binary-REL and linux-modules-REL, which it depends on at the same version.
-	deps, err := root.ShowField(ctx, k.Image+":"+t.DebArch, "Depends")
-	if err != nil {
-		return fmt.Errorf("%s: %w", t.Name, err)
-	}
-	k.Parts = kernelParts(k, deps)
-	if b.resolved == nil {
-		b.resolved = map[string]Kernel{}
-	}
-	b.resolved[t.Name] = k
-	t.Kernel = k
-	b.log().Info("kernel line resolved", "target", t.Name, "release", k.Release, "version", k.Version)
-	return nil
-}
-
-// kernelParts picks the split-out kernel packages (same release, same version) from the
-// image package's Depends.
-func kernelParts(k Kernel, depends string) []string {
-	var parts []string
-	for _, d := range strings.Split(depends, ",") {
-		alt, _, _ := strings.Cut(strings.TrimSpace(d), "|")
-		name, ver, _ := strings.Cut(strings.TrimSpace(alt), " ")
-		if !strings.HasSuffix(name, "-"+k.Release) || !strings.Contains(ver, k.Version) {
-			continue
-		}
-		if strings.HasPrefix(name, "linux-binary-") || strings.HasPrefix(name, "linux-modules-") || strings.HasPrefix(name, "linux-base-") {
-			parts = append(parts, name)
-		}
-	}
-	return parts
-}
-
-// kernelFromDepends reads the versioned kernel out of a linux-image-FLAVOUR
-// metapackage's Depends ("linux-image-7.2.13+deb14-armmp-lpae (= 7.2.13-1)").
-func kernelFromDepends(flavour, depends string) (Kernel, error) {
-	for _, d := range strings.Split(depends, ",") {
-		d = strings.TrimSpace(d)
-		name, ver, _ := strings.Cut(d, " ")
-		if !strings.HasPrefix(name, "linux-image-") || !strings.HasSuffix(name, "-"+flavour) {
-			continue
-		}
-		ver = strings.TrimSpace(strings.Trim(strings.TrimSpace(ver), "()"))
-		ver = strings.TrimSpace(strings.TrimPrefix(ver, "="))
-		rel := strings.TrimPrefix(name, "linux-image-")
-		abi := strings.TrimSuffix(rel, "-"+flavour)
-		if ver == "" || abi == rel || abi == "" {
-			continue
-		}
-		return Kernel{Resolve: flavour, Release: rel, Version: ver, Image: name,
-			Headers: []string{"linux-headers-" + rel, "linux-headers-" + abi + "-common:all"},
-			Kbuild:  "linux-kbuild-" + abi}, nil
-	}
-	return Kernel{}, fmt.Errorf("no versioned linux-image-*-%s in Depends: %s", flavour, depends)
+	return t.source().resolve(ctx, b, t)
 }
 
 // KeyDir holds the lab's SSH client key.
@@ -276,14 +203,6 @@ func loadImage(t *Target, dir string) (*Image, error) {
 }
 
 func (b *Builder) build(ctx context.Context, t *Target, dir string, client ssh.PublicKey) error {
-	kroot, err := b.rootFor(ctx, t.Suite)
-	if err != nil {
-		return err
-	}
-	kdebs, err := kroot.Download(ctx, t.KernelPackages())
-	if err != nil {
-		return err
-	}
 	root, err := b.root(ctx)
 	if err != nil {
 		return err
@@ -292,23 +211,21 @@ func (b *Builder) build(ctx context.Context, t *Target, dir string, client ssh.P
 	if err != nil {
 		return err
 	}
-	debs := append(kdebs, udebs...)
-	stage, err := b.unpack(ctx, t.Name+"-stage-", debs)
+	stage, err := b.unpack(ctx, t.Name+"-stage-", udebs)
 	if err != nil {
 		return err
 	}
 	defer os.RemoveAll(stage)
+	kernel, parts, err := t.source().stage(ctx, b, t, stage)
+	if err != nil {
+		return err
+	}
 	out, err := os.MkdirTemp(filepath.Join(b.CacheDir, "tmp"), t.Name+"-image-")
 	if err != nil {
 		return err
 	}
 	defer os.RemoveAll(out)
 
-	kernel := filepath.Join(stage, "boot", "vmlinuz-"+t.Kernel.Release)
-	if _, err := os.Stat(kernel); err != nil {
-		// Newer packaging (sid) keeps the image with its modules.
-		kernel = filepath.Join(stage, "usr/lib/modules", t.Kernel.Release, "vmlinuz")
-	}
 	kernelFile := "vmlinuz"
 	switch t.QEMU.KernelFormat {
 	case "", "bzimage", "zimage":
@@ -364,7 +281,8 @@ func (b *Builder) build(ctx context.Context, t *Target, dir string, client ssh.P
 	}
 	m := Manifest{Target: t.Name, RecipeHash: t.Hash(), Line: t.Line, Suite: t.Suite, Release: t.Kernel.Release,
 		Version: t.Kernel.Version, ImageHash: ih, Built: time.Now().UTC()}
-	for _, d := range debs {
+	m.Packages = parts
+	for _, d := range udebs {
 		m.Packages = append(m.Packages, filepath.Base(d))
 	}
 	for _, mod := range modules {
@@ -394,63 +312,15 @@ func ModulesTree(stage, release string) string {
 	return filepath.Join(stage, "lib/modules", release)
 }
 
-// Headers returns a kernel build tree for t (the directory to pass as make -C), fetched
-// and fixed up on first use: the Makefile's absolute include and absolute symlinks are
-// made relative so the tree works from the cache.
+// Headers returns the tree a module for t is built against (the directory to pass as
+// make -C), fetched or built on first use.
 func (b *Builder) Headers(ctx context.Context, t *Target) (string, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if err := b.resolve(ctx, t); err != nil {
 		return "", err
 	}
-	h := sha256.Sum256([]byte(fmt.Sprintf("headers-v5\n%s\n%s\n%s\n%s", t.Kernel.Release, t.Kernel.Version,
-		strings.Join(t.HeaderPackages(hostDebArch()), "\n"), strings.Join(t.KbuildLibs, ","))))
-	dir := filepath.Join(b.CacheDir, "headers", t.Name+"-"+hex.EncodeToString(h[:8]))
-	build := filepath.Join(dir, "usr/src", "linux-headers-"+t.Kernel.Release)
-	if _, err := os.Stat(filepath.Join(dir, ".complete")); err == nil {
-		return build, nil
-	}
-	root, err := b.rootFor(ctx, t.Suite)
-	if err != nil {
-		return "", err
-	}
-	debs, err := root.Download(ctx, t.HeaderPackages(hostDebArch()))
-	if err != nil {
-		return "", fmt.Errorf("headers for %s: %w", t.Name, err)
-	}
-	os.RemoveAll(dir)
-	for _, d := range debs {
-		if err := debian.Extract(ctx, d, dir); err != nil {
-			return "", err
-		}
-	}
-	if err := debian.FixAbsoluteLinks(dir); err != nil {
-		return "", err
-	}
-	mk := filepath.Join(build, "Makefile")
-	data, err := os.ReadFile(mk)
-	if err != nil {
-		return "", fmt.Errorf("headers for %s: %w", t.Name, err)
-	}
-	fixed := strings.ReplaceAll(string(data), "include /usr/src/", "include $(dir $(lastword $(MAKEFILE_LIST)))../")
-	// Newer headers (sid) also name their own absolute directory as the output tree.
-	fixed = regexp.MustCompile(`(?m)^KBUILD_OUTPUT\s*:?=\s*/usr/src/\S+$`).ReplaceAllString(fixed,
-		"KBUILD_OUTPUT:=$(abspath $(dir $(lastword $(MAKEFILE_LIST))))")
-	if err := os.WriteFile(mk, []byte(fixed), 0o644); err != nil {
-		return "", err
-	}
-	if err := fixCompiler(dir, build, t.ModuleBuild.CrossCompile); err != nil {
-		return "", err
-	}
-	if len(t.KbuildLibs) > 0 {
-		if err := wrapKbuildTools(ctx, root, dir, t.KbuildLibs); err != nil {
-			return "", fmt.Errorf("headers for %s: %w", t.Name, err)
-		}
-	}
-	if err := os.WriteFile(filepath.Join(dir, ".complete"), nil, 0o644); err != nil {
-		return "", err
-	}
-	return build, nil
+	return t.source().headers(ctx, b, t)
 }
 
 // fixCompiler points the headers' CC at the host's compiler when the versioned one

@@ -49,8 +49,13 @@ type Target struct {
 	// KbuildLibs are host-architecture libraries of the line's suite that its kbuild
 	// tools need (a newer glibc than the host's); the tools are run through them.
 	KbuildLibs []string `yaml:"-"`
-	raw        []byte   // the recipe file as read, part of the cache key
-	file       string   // where it came from, for error messages
+	// Fragments, when set, make the kernel one the lab builds from the line's Debian
+	// sources with these config fragments (images/kconfig/NAME.config), named
+	// TARGET[@LINE]+FRAGMENT... (kernel_built.go).
+	Fragments []string `yaml:"-"`
+	builtKey  string   // the built kernel's cache key, set when it is resolved
+	raw       []byte   // the recipe file as read, part of the cache key
+	file      string   // where it came from, for error messages
 }
 
 // Line is one more kernel line of a target: another Debian suite's kernel, with the
@@ -128,6 +133,9 @@ func (t *Target) Hash() string {
 	if t.Line != "" && t.Line != DefaultLine {
 		fmt.Fprintf(h, "\nline %s %s %+v\n", t.Line, t.Suite, t.Kernel)
 	}
+	if k := t.source().key(t); k != "" {
+		fmt.Fprintf(h, "\nkernel %s %+v\n", k, t.Kernel)
+	}
 	init, _ := recipeFS.ReadFile("init.sh")
 	h.Write(init)
 	return hex.EncodeToString(h.Sum(nil))
@@ -195,13 +203,60 @@ func ParseTarget(file string, data []byte) (*Target, error) {
 
 var lineRe = regexp.MustCompile(`^[a-z][a-z0-9-]*$`)
 
-// ParseRef splits "TARGET@LINE"; line is "" when no line is named.
+// ParseRef splits "TARGET@LINE"; line is "" when no line is named. Fragments of a
+// built kernel ("+detect") are not part of it: see SplitFragments.
 func ParseRef(ref string) (target, line string, err error) {
 	target, line, found := strings.Cut(ref, "@")
 	if target == "" || (found && !lineRe.MatchString(line)) {
 		return "", "", fmt.Errorf("%q: want TARGET or TARGET@LINE (e.g. armv7-lpae@trixie)", ref)
 	}
 	return target, line, nil
+}
+
+// SplitFragments splits "TARGET[@LINE]+FRAG+FRAG" into the reference and the fragment
+// names, which must be known (Fragments()), sorted and given once, so one kernel has
+// one name.
+func SplitFragments(ref string) (string, []string, error) {
+	parts := strings.Split(ref, "+")
+	frags := parts[1:]
+	known := map[string]bool{}
+	for _, f := range FragmentNames() {
+		known[f] = true
+	}
+	for i, f := range frags {
+		switch {
+		case !known[f]:
+			return "", nil, fmt.Errorf("%q: no kernel config fragment %q (known: %s)", ref, f, strings.Join(FragmentNames(), ", "))
+		case i > 0 && frags[i-1] >= f:
+			return "", nil, fmt.Errorf("%q: name fragments once each, in sorted order (%s)", ref, strings.Join(sortedUnique(frags), "+"))
+		}
+	}
+	return parts[0], frags, nil
+}
+
+func sortedUnique(s []string) []string {
+	m := map[string]bool{}
+	var out []string
+	for _, v := range s {
+		if !m[v] {
+			m[v] = true
+			out = append(out, v)
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+// WithFragments returns the target with a kernel built from its line's sources and
+// these fragments (none: t itself).
+func (t *Target) WithFragments(frags []string) *Target {
+	if len(frags) == 0 {
+		return t
+	}
+	c := *t
+	c.Name = t.Name + "+" + strings.Join(frags, "+")
+	c.Fragments = frags
+	return &c
 }
 
 // WithLine returns the target on another kernel line ("" or the default: t itself).
@@ -283,7 +338,11 @@ func Names() []string {
 // Lookup finds a built-in target by name, TARGET or TARGET@LINE; the error lists the
 // known ones, or the target's lines.
 func Lookup(name string) (*Target, error) {
-	base, line, err := ParseRef(name)
+	ref, frags, err := SplitFragments(name)
+	if err != nil {
+		return nil, err
+	}
+	base, line, err := ParseRef(ref)
 	if err != nil {
 		return nil, err
 	}
@@ -293,7 +352,11 @@ func Lookup(name string) (*Target, error) {
 	}
 	for _, t := range ts {
 		if t.Name == base {
-			return t.WithLine(line)
+			lt, err := t.WithLine(line)
+			if err != nil {
+				return nil, err
+			}
+			return lt.WithFragments(frags), nil
 		}
 	}
 	return nil, fmt.Errorf("unknown target %q (known: %s)", base, strings.Join(Names(), ", "))

@@ -97,7 +97,7 @@ func imagesCmd() *cobra.Command {
 	path.Flags().BoolVar(&headers, "headers", false, "the kernel headers tree for module builds")
 	list := &cobra.Command{
 		Use:   "list",
-		Short: "List the built-in targets and their kernel lines (TARGET@LINE)",
+		Short: "List the built-in targets, their kernel lines (TARGET@LINE) and the built kernels in the cache",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ts, err := images.Targets()
@@ -114,6 +114,18 @@ func imagesCmd() *cobra.Command {
 					}
 					fmt.Printf("  @%-8s %-24s %s kernel\n", l, rel, lt.Suite)
 				}
+			}
+			fmt.Printf("\nkernels built from Debian's sources (TARGET[@LINE]+FRAGMENT...): fragments %s\n",
+				strings.Join(images.FragmentNames(), ", "))
+			bk, err := builder().BuiltKernels()
+			if err != nil {
+				return err
+			}
+			if len(bk) == 0 {
+				fmt.Println("  none in the cache yet")
+			}
+			for _, k := range bk {
+				fmt.Printf("  %-28s %-24s config %s\n", k.Target, k.Release, k.Config)
 			}
 			return nil
 		},

@@ -1,0 +1,472 @@
+package images
+
+import (
+	"bufio"
+	"context"
+	"crypto/sha256"
+	"embed"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path"
+	"path/filepath"
+	"regexp"
+	"runtime"
+	"sort"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/kmodlab/kmodlab/images/debian"
+	"github.com/kmodlab/kmodlab/internal/fsutil"
+)
+
+//go:embed kconfig/*.config kconfig/build-kernel.sh
+var kconfigFS embed.FS
+
+// labFragment is merged into every built kernel; it is not a name a target can take.
+const labFragment = "lab"
+
+// keepModules are kept (and built in) beside the recipe's boot modules, so jobs that
+// modprobe them work on a built line too.
+var keepModules = []string{"loop"}
+
+// FragmentNames lists the config fragments a built line can name (+NAME).
+func FragmentNames() []string {
+	entries, _ := fs.Glob(kconfigFS, "kconfig/*.config")
+	var n []string
+	for _, e := range entries {
+		name := strings.TrimSuffix(path.Base(e), ".config")
+		if name != labFragment {
+			n = append(n, name)
+		}
+	}
+	sort.Strings(n)
+	return n
+}
+
+// Fragment returns a fragment's text.
+func Fragment(name string) ([]byte, error) {
+	return kconfigFS.ReadFile("kconfig/" + name + ".config")
+}
+
+// builtKernel is a kernel the lab builds from the line's Debian source package
+// (linux-source-X.Y of its suite): the line's Debian config as the base, trimmed to
+// the modules the recipe boots with and those built in, then the lab's fragment and the
+// target's fragments. Cached by the hash of all of that and the compiler; built with
+// ccache when the host has it; one build at a time across processes.
+type builtKernel struct{}
+
+func (builtKernel) key(t *Target) string {
+	return "built " + strings.Join(t.Fragments, "+") + " " + t.builtKey
+}
+
+// debianLine is the target's Debian kernel, whose source and config a build starts from.
+func debianLine(t *Target) *Target {
+	c := *t
+	c.Name = strings.SplitN(t.Name, "+", 2)[0]
+	c.Fragments = nil
+	return &c
+}
+
+// built is where a built kernel lives in the cache.
+type built struct {
+	dir     string // cache/kernels/NAME-KEY
+	src     string // the unpacked source tree
+	out     string // the build tree (make O=), also what modules build against
+	release string
+	version string // the source package's version
+	key     string
+}
+
+func (k *built) complete() bool {
+	_, err := os.Stat(filepath.Join(k.dir, ".complete"))
+	return err == nil
+}
+
+// resolve builds the kernel unless the cache has it, and fills t.Kernel with the
+// built kernel's release and its source's version.
+func (builtKernel) resolve(ctx context.Context, b *Builder, t *Target) error {
+	if t.builtKey != "" {
+		return nil
+	}
+	k, err := b.kernelBuild(ctx, t)
+	if err != nil {
+		return fmt.Errorf("%s: %w", t.Name, err)
+	}
+	t.Kernel = Kernel{Release: k.release, Version: k.version, Image: "(built from linux-source " + k.version + ")"}
+	return nil
+}
+
+func (builtKernel) stage(ctx context.Context, b *Builder, t *Target, stage string) (string, []string, error) {
+	k, err := b.kernelBuild(ctx, t)
+	if err != nil {
+		return "", nil, err
+	}
+	img := filepath.Join(k.out, "arch", t.ModuleBuild.Arch, "boot", bootImageName(t))
+	kernel := filepath.Join(stage, "boot", "vmlinuz-"+k.release)
+	if err := fsutil.CopyFile(img, kernel, 0o644); err != nil {
+		return "", nil, fmt.Errorf("built kernel: %w", err)
+	}
+	// Everything the recipe boots with is built in: the modules tree holds only the
+	// lists that say so.
+	tree := filepath.Join(stage, "lib/modules", k.release)
+	if err := os.MkdirAll(tree, 0o755); err != nil {
+		return "", nil, err
+	}
+	for _, f := range []string{"modules.builtin", "modules.builtin.modinfo", "modules.order"} {
+		if err := fsutil.CopyFile(filepath.Join(k.out, f), filepath.Join(tree, f), 0o644); err != nil && !os.IsNotExist(err) {
+			return "", nil, err
+		}
+	}
+	parts := []string{"linux-source " + k.version}
+	for _, f := range t.Fragments {
+		parts = append(parts, "fragment "+f)
+	}
+	return kernel, parts, nil
+}
+
+func (builtKernel) headers(ctx context.Context, b *Builder, t *Target) (string, error) {
+	k, err := b.kernelBuild(ctx, t)
+	if err != nil {
+		return "", err
+	}
+	return k.out, nil
+}
+
+// bootImageName is the compressed image kbuild makes for the target's architecture.
+func bootImageName(t *Target) string {
+	if t.ModuleBuild.Arch == "arm" {
+		return "zImage"
+	}
+	return "bzImage"
+}
+
+// sourcePackage is the Debian source package of a kernel version: 6.12.107-1 is
+// linux-source-6.12.
+func sourcePackage(version string) (string, error) {
+	m := regexp.MustCompile(`^(\d+\.\d+)[.\-~+]`).FindStringSubmatch(version + "-")
+	if m == nil {
+		return "", fmt.Errorf("kernel version %q: no major.minor", version)
+	}
+	return "linux-source-" + m[1], nil
+}
+
+// kernelBuild returns the built kernel of t, building it first when the cache does
+// not have it. The caller holds b.mu.
+func (b *Builder) kernelBuild(ctx context.Context, t *Target) (*built, error) {
+	if k, ok := b.kernels[t.Name]; ok {
+		t.builtKey = k.key
+		return k, nil
+	}
+	deb := debianLine(t)
+	if err := (debianKernel{}).resolve(ctx, b, deb); err != nil {
+		return nil, err
+	}
+	hdr, err := (debianKernel{}).headers(ctx, b, deb)
+	if err != nil {
+		return nil, err
+	}
+	baseConfig, err := os.ReadFile(filepath.Join(hdr, ".config"))
+	if err != nil {
+		return nil, fmt.Errorf("base config of %s: %w", deb.Name, err)
+	}
+	pkg, err := sourcePackage(deb.Kernel.Version)
+	if err != nil {
+		return nil, err
+	}
+	root, err := b.rootFor(ctx, t.Suite)
+	if err != nil {
+		return nil, err
+	}
+	version, err := root.ShowField(ctx, pkg+":all", "Version")
+	if err != nil {
+		return nil, fmt.Errorf("kernel source for %s: %w", t.Name, err)
+	}
+	in, err := buildInputs(t, baseConfig, pkg, version)
+	if err != nil {
+		return nil, err
+	}
+	// Sources are shared by every build of one version; all build trees sit at the same
+	// depth, so ccache (with its base directory at kernels/) hits across fragments.
+	k := &built{dir: filepath.Join(b.CacheDir, "kernels", t.Name+"-"+in.key[:16]), version: version,
+		src: filepath.Join(b.CacheDir, "kernels", "src", pkg+"_"+version)}
+	k.out = filepath.Join(k.dir, "build")
+	if !k.complete() {
+		unlock, err := lockFile(ctx, filepath.Join(b.CacheDir, "kernels", "build.lock"))
+		if err != nil {
+			return nil, err
+		}
+		defer unlock()
+		if !k.complete() { // another process may have built it meanwhile
+			if err := b.buildKernel(ctx, t, root, k, in); err != nil {
+				return nil, fmt.Errorf("build kernel %s: %w", t.Name, err)
+			}
+		}
+	}
+	rel, err := os.ReadFile(filepath.Join(k.out, "include/config/kernel.release"))
+	if err != nil {
+		return nil, err
+	}
+	k.release = strings.TrimSpace(string(rel))
+	k.key = in.key
+	t.builtKey = in.key
+	if b.kernels == nil {
+		b.kernels = map[string]*built{}
+	}
+	b.kernels[t.Name] = k
+	return k, nil
+}
+
+// kernelInputs is everything a built kernel depends on.
+type kernelInputs struct {
+	pkg, version string
+	base         []byte
+	lsmod        []byte
+	fragments    map[string][]byte // name -> text, the lab's first
+	script       []byte
+	compiler     string
+	key          string
+}
+
+func buildInputs(t *Target, base []byte, pkg, version string) (*kernelInputs, error) {
+	in := &kernelInputs{pkg: pkg, version: version, base: base, fragments: map[string][]byte{}}
+	var err error
+	if in.script, err = kconfigFS.ReadFile("kconfig/build-kernel.sh"); err != nil {
+		return nil, err
+	}
+	names := append([]string{labFragment}, t.Fragments...)
+	for _, n := range names {
+		data, err := Fragment(n)
+		if err != nil {
+			return nil, fmt.Errorf("fragment %s: %w", n, err)
+		}
+		in.fragments[n] = data
+	}
+	var lsmod strings.Builder
+	lsmod.WriteString("Module Size Used by\n")
+	for _, m := range append(append([]string(nil), t.Modules...), keepModules...) {
+		fmt.Fprintf(&lsmod, "%s 1 0\n", m)
+	}
+	in.lsmod = []byte(lsmod.String())
+	cc := t.ModuleBuild.CrossCompile + "gcc"
+	out, err := exec.Command(cc, "--version").Output()
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w (install %s)", cc, err, t.ModuleBuild.CrossPackage)
+	}
+	in.compiler = strings.SplitN(string(out), "\n", 2)[0]
+	h := sha256.New()
+	fmt.Fprintf(h, "kmodlab-kernel-v1\n%s %s\n%s\n%s\n", pkg, version, in.compiler, t.ModuleBuild.Arch)
+	for _, part := range [][]byte{base, in.lsmod, in.script} {
+		fmt.Fprintf(h, "%d\n", len(part))
+		h.Write(part)
+	}
+	for _, n := range names {
+		fmt.Fprintf(h, "fragment %s %d\n", n, len(in.fragments[n]))
+		h.Write(in.fragments[n])
+	}
+	in.key = hex.EncodeToString(h.Sum(nil))
+	return in, nil
+}
+
+// buildKernel fetches and unpacks the source, writes the inputs next to it and runs
+// the build script, logging its steps; the build tree stays for module builds.
+func (b *Builder) buildKernel(ctx context.Context, t *Target, root *debian.Root, k *built, in *kernelInputs) error {
+	start := time.Now()
+	log := b.log().With("target", t.Name)
+	os.RemoveAll(k.dir)
+	if err := os.MkdirAll(k.dir, 0o755); err != nil {
+		return err
+	}
+	if err := b.unpackSource(ctx, root, k.src, in); err != nil {
+		return err
+	}
+	inputs := filepath.Join(k.dir, "inputs")
+	if err := os.MkdirAll(inputs, 0o755); err != nil {
+		return err
+	}
+	write := func(name string, data []byte) (string, error) {
+		p := filepath.Join(inputs, name)
+		return p, os.WriteFile(p, data, 0o644)
+	}
+	basePath, err := write("base.config", in.base)
+	if err != nil {
+		return err
+	}
+	lsmodPath, err := write("lsmod", in.lsmod)
+	if err != nil {
+		return err
+	}
+	scriptPath, err := write("build-kernel.sh", in.script)
+	if err != nil {
+		return err
+	}
+	var frags []string
+	for _, n := range append([]string{labFragment}, t.Fragments...) {
+		p, err := write(n+".config", in.fragments[n])
+		if err != nil {
+			return err
+		}
+		frags = append(frags, p)
+	}
+	cmd := exec.CommandContext(ctx, "sh", scriptPath)
+	cmd.Env = append(os.Environ(), "SRC="+k.src, "OUT="+k.out, "KARCH="+t.ModuleBuild.Arch,
+		"CROSS="+t.ModuleBuild.CrossCompile, "BASE="+basePath, "LSMOD="+lsmodPath,
+		"FRAGMENTS="+strings.Join(frags, " "), "TARGETS="+bootImageName(t)+" modules",
+		"JOBS="+fmt.Sprint(buildJobs()), "LC_ALL=C")
+	if p, err := exec.LookPath("ccache"); err == nil {
+		cmd.Env = append(cmd.Env, "CCACHE="+p, "CCACHE_DIR="+filepath.Join(b.CacheDir, "ccache"),
+			"CCACHE_BASEDIR="+filepath.Join(b.CacheDir, "kernels"))
+	}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
+	logFile, err := os.Create(filepath.Join(k.dir, "build.log"))
+	if err != nil {
+		return err
+	}
+	defer logFile.Close()
+	pr, pw := io.Pipe()
+	cmd.Stdout, cmd.Stderr = pw, pw
+	done := make(chan struct{})
+	var tail []string
+	go func() {
+		defer close(done)
+		sc := bufio.NewScanner(pr)
+		sc.Buffer(make([]byte, 64*1024), 1<<20)
+		for sc.Scan() {
+			line := sc.Text()
+			fmt.Fprintln(logFile, line)
+			if step, ok := strings.CutPrefix(line, "step "); ok {
+				log.Info("kernel build", "step", step, "seconds", time.Since(start).Seconds())
+			}
+			tail = append(tail, line)
+			if len(tail) > 20 {
+				tail = tail[1:]
+			}
+		}
+		io.Copy(io.Discard, pr)
+	}()
+	ticker := time.NewTicker(time.Minute)
+	defer ticker.Stop()
+	if err := cmd.Start(); err != nil {
+		pw.Close()
+		<-done
+		return err
+	}
+	waitErr := make(chan error, 1)
+	go func() { waitErr <- cmd.Wait() }()
+	for {
+		select {
+		case <-ticker.C:
+			log.Info("kernel build: still building", "seconds", time.Since(start).Seconds())
+			continue
+		case err = <-waitErr:
+		}
+		break
+	}
+	pw.Close()
+	<-done
+	if err != nil {
+		return fmt.Errorf("%w (log: %s)\n%s", err, logFile.Name(), strings.Join(tail, "\n"))
+	}
+	cfg, err := os.ReadFile(filepath.Join(k.out, ".config"))
+	if err != nil {
+		return err
+	}
+	// The final .config is kept with the kernel (and copied into each image).
+	if err := os.WriteFile(filepath.Join(k.dir, "config"), cfg, 0o644); err != nil {
+		return err
+	}
+	log.Info("kernel built", "seconds", time.Since(start).Seconds(), "dir", k.dir)
+	return os.WriteFile(filepath.Join(k.dir, ".complete"), []byte(time.Now().UTC().Format(time.RFC3339)+"\n"), 0o644)
+}
+
+// unpackSource fetches the source package and unpacks its tarball into dir, once per
+// version (dir/.complete says it is whole).
+func (b *Builder) unpackSource(ctx context.Context, root *debian.Root, dir string, in *kernelInputs) error {
+	if _, err := os.Stat(filepath.Join(dir, ".complete")); err == nil {
+		return nil
+	}
+	b.log().Info("kernel build: fetching the source", "package", in.pkg, "version", in.version)
+	debs, err := root.Download(ctx, []string{in.pkg + ":all=" + in.version})
+	if err != nil {
+		return err
+	}
+	stage, err := b.unpack(ctx, "ksrc-", debs)
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(stage)
+	tars, _ := filepath.Glob(filepath.Join(stage, "usr/src", in.pkg+".tar.*"))
+	if len(tars) != 1 {
+		return fmt.Errorf("%s: no single source tarball in the package (%v)", in.pkg, tars)
+	}
+	os.RemoveAll(dir)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	if out, err := exec.CommandContext(ctx, "tar", "-xaf", tars[0], "-C", dir, "--strip-components=1").CombinedOutput(); err != nil {
+		os.RemoveAll(dir)
+		return fmt.Errorf("unpack %s: %w\n%s", tars[0], err, out)
+	}
+	return os.WriteFile(filepath.Join(dir, ".complete"), nil, 0o644)
+}
+
+// buildJobs is make's -j: one job per CPU.
+func buildJobs() int { return runtime.NumCPU() }
+
+// lockFile takes an exclusive lock on file, waiting until ctx ends.
+func lockFile(ctx context.Context, file string) (func(), error) {
+	if err := os.MkdirAll(filepath.Dir(file), 0o755); err != nil {
+		return nil, err
+	}
+	f, err := os.OpenFile(file, os.O_CREATE|os.O_RDWR, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	for {
+		if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err == nil {
+			return func() { syscall.Flock(int(f.Fd()), syscall.LOCK_UN); f.Close() }, nil
+		}
+		select {
+		case <-ctx.Done():
+			f.Close()
+			return nil, ctx.Err()
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+// BuiltKernel is a kernel the cache holds, for listings.
+type BuiltKernel struct {
+	Dir     string // cache/kernels/NAME-KEY
+	Target  string // TARGET[@LINE]+FRAGMENTS
+	Release string
+	Config  string // the final .config
+}
+
+// BuiltKernels lists the complete built kernels in the cache, by target name.
+func (b *Builder) BuiltKernels() ([]BuiltKernel, error) {
+	dirs, err := filepath.Glob(filepath.Join(b.CacheDir, "kernels", "*"))
+	if err != nil {
+		return nil, err
+	}
+	var out []BuiltKernel
+	for _, d := range dirs {
+		k := built{dir: d}
+		if !k.complete() {
+			continue
+		}
+		rel, _ := os.ReadFile(filepath.Join(d, "build/include/config/kernel.release"))
+		name := filepath.Base(d)
+		if i := strings.LastIndex(name, "-"); i > 0 {
+			name = name[:i]
+		}
+		out = append(out, BuiltKernel{Dir: d, Target: name, Release: strings.TrimSpace(string(rel)), Config: filepath.Join(d, "config")})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Target < out[j].Target })
+	return out, nil
+}

@@ -19,6 +19,7 @@ import (
 // Fleet is every machine a job can name.
 type Fleet struct {
 	Guest       images.Additions // the job's guest: field (guest.go): installed on QEMU targets, checked on boards
+	Cmdline     []string         // the job's guest.cmdline: added on QEMU targets, checked on boards
 	Builder     *images.Builder
 	Accel       string
 	BootTimeout time.Duration
@@ -100,7 +101,8 @@ func (f *Fleet) Acquire(ctx context.Context, target, consoleLog string) (runner.
 		if timeout == 0 {
 			timeout = 4 * time.Minute
 		}
-		g, err := qemu.Boot(ctx, qemu.Config{Image: img, Accel: f.Accel, ConsoleLog: consoleLog, Log: f.Log, NoSnapshot: f.NoSnapshot}, f.Builder.KeyDir(), timeout)
+		g, err := qemu.Boot(ctx, qemu.Config{Image: img, Accel: f.Accel, ConsoleLog: consoleLog, Log: f.Log, NoSnapshot: f.NoSnapshot,
+			Append: strings.Join(f.Cmdline, " ")}, f.Builder.KeyDir(), timeout)
 		if err != nil {
 			return nil, err
 		}

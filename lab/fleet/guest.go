@@ -17,9 +17,7 @@ import (
 // its kernel package the modules; the error points at the job file's line.
 func (f *Fleet) CheckGuest(ctx context.Context, j *job.Job) error {
 	f.Guest = images.Additions{Packages: j.Guest.Packages, Modules: j.Guest.Modules}
-	if f.Guest.Empty() {
-		return nil
-	}
+	f.Cmdline = j.Guest.Cmdline
 	seen := map[string]bool{}
 	for _, name := range j.Targets {
 		t, err := images.Lookup(name)
@@ -27,6 +25,12 @@ func (f *Fleet) CheckGuest(ctx context.Context, j *job.Job) error {
 			continue // a board: checked when attached
 		}
 		seen[t.Name] = true
+		if i, err := images.CheckCmdline(f.Cmdline, t.QEMU.Append); err != nil {
+			return j.GuestItemError("guest.cmdline", i, err.Error())
+		}
+		if f.Guest.Empty() {
+			continue
+		}
 		if err := f.Builder.CheckAdditions(ctx, t, f.Guest); err != nil {
 			var ae *images.AdditionError
 			if errors.As(err, &ae) {
@@ -41,6 +45,25 @@ func (f *Fleet) CheckGuest(ctx context.Context, j *job.Job) error {
 // checkBoard runs the additions check on an attached board: what it lacks is an
 // infrastructure problem of that board, listed.
 func (f *Fleet) checkBoard(ctx context.Context, r runner.Runner) error {
+	if len(f.Cmdline) > 0 {
+		out, err := runner.Output(ctx, r, "cat /proc/cmdline")
+		if err != nil {
+			return fmt.Errorf("%s: read /proc/cmdline: %w", r.Info().Name, err)
+		}
+		have := map[string]bool{}
+		for _, p := range strings.Fields(out) {
+			have[p] = true
+		}
+		var missing []string
+		for _, p := range f.Cmdline {
+			if !have[p] {
+				missing = append(missing, p)
+			}
+		}
+		if len(missing) > 0 {
+			return fmt.Errorf("%s does not boot with the job's guest.cmdline: %s (a board's command line is its own: add them there)", r.Info().Name, strings.Join(missing, " "))
+		}
+	}
 	if f.Guest.Empty() {
 		return nil
 	}

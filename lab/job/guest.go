@@ -14,6 +14,10 @@ import (
 type Guest struct {
 	Packages []string `yaml:"packages"`
 	Modules  []string `yaml:"modules"`
+	// Cmdline are kernel parameters added to every QEMU machine's command line (debug
+	// switches of stock kernels: kfence.sample_interval=10, slub_debug=FZPU; which ones
+	// are allowed is images.CheckCmdline's); a board must already boot with them.
+	Cmdline []string `yaml:"cmdline"`
 
 	lines map[string]int // guest.packages / guest.modules -> line, for errors found later
 }
@@ -24,6 +28,7 @@ func (g Guest) Empty() bool { return len(g.Packages) == 0 && len(g.Modules) == 0
 var (
 	debPackageRe = regexp.MustCompile(`^[a-z0-9][a-z0-9+.-]+$`)
 	moduleNameRe = regexp.MustCompile(`^[A-Za-z0-9_-]+$`)
+	cmdlineRe    = regexp.MustCompile(`^[a-z0-9_.-]+(=[A-Za-z0-9_.,:-]*)?$`)
 )
 
 // checkGuest checks the names' syntax; whether they exist is known only with the
@@ -39,6 +44,13 @@ func (j *Job) checkGuest(root *yaml.Node) error {
 				Msg: fmt.Sprintf("%q is not a Debian package name", p)}
 		}
 	}
+	for i, c := range j.Guest.Cmdline {
+		j.Guest.lines[fmt.Sprintf("guest.cmdline.%d", i)] = lineOf(root, "guest", "cmdline", fmt.Sprint(i))
+		if !cmdlineRe.MatchString(c) {
+			return &Error{File: j.File, Line: lineOf(root, "guest", "cmdline", fmt.Sprint(i)), Field: "guest.cmdline",
+				Msg: fmt.Sprintf("%q is not a kernel parameter (name=value)", c)}
+		}
+	}
 	for i, m := range j.Guest.Modules {
 		if !moduleNameRe.MatchString(m) {
 			return &Error{File: j.File, Line: lineOf(root, "guest", "modules", fmt.Sprint(i)), Field: "guest.modules",
@@ -52,7 +64,15 @@ func (j *Job) checkGuest(root *yaml.Node) error {
 // target's suite does not have: images.AdditionError's Field and Msg) at its line:
 // "jobs/x.yaml:7: guest.packages: no package "x" for armhf in trixie".
 func (j *Job) GuestError(field, msg string) error {
-	line := j.Guest.lines[field]
+	return j.GuestItemError(field, -1, msg)
+}
+
+// GuestItemError is GuestError at item i of the field's list (-1: the field).
+func (j *Job) GuestItemError(field string, i int, msg string) error {
+	line := j.Guest.lines[fmt.Sprintf("%s.%d", field, i)]
+	if line == 0 {
+		line = j.Guest.lines[field]
+	}
 	if line == 0 {
 		line = 1
 	}

@@ -50,3 +50,22 @@ func TestGuestFieldErrors(t *testing.T) {
 		t.Errorf("no guest field: %+v %v", j, err)
 	}
 }
+
+func TestGuestCmdline(t *testing.T) {
+	src := strings.Replace(guestJob, "  modules: [loop, zram]\n", "  modules: [loop, zram]\n  cmdline:\n    - kfence.sample_interval=10\n    - slub_debug=FZPU\n", 1)
+	j, err := Parse("g.yaml", []byte(src), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(j.Guest.Cmdline, " ") != "kfence.sample_interval=10 slub_debug=FZPU" {
+		t.Errorf("cmdline %q", j.Guest.Cmdline)
+	}
+	// A problem found later (images.CheckCmdline) is placed at the item's line.
+	if err := j.GuestItemError("guest.cmdline", 1, "bad"); err.Error() != "g.yaml:8: guest.cmdline: bad" {
+		t.Errorf("GuestItemError = %v", err)
+	}
+	_, err = Parse("g.yaml", []byte(strings.Replace(src, "slub_debug=FZPU", `"slub_debug=FZ; reboot"`, 1)), nil)
+	if err == nil || err.Error() != `g.yaml:8: guest.cmdline: "slub_debug=FZ; reboot" is not a kernel parameter (name=value)` {
+		t.Errorf("shell in a parameter: %v", err)
+	}
+}

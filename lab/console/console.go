@@ -69,24 +69,36 @@ type pattern struct {
 	kind  string
 	re    *regexp.Regexp
 	title string // prefix of the title; the function is added when found
+	// module: blame the first frame in a module when there is one. For reports about
+	// the context code ran in (a sleep while atomic, a lock order), the innermost
+	// frames are the scheduler's or lockdep's, and the caller that did it is the news.
+	module bool
 }
 
 // Order matters: the first pattern that matches a line wins.
 var patterns = []pattern{
-	{KindPanic, regexp.MustCompile(`Kernel panic - not syncing: ?(.*)`), "kernel panic: "},
-	{KindOops, regexp.MustCompile(`Unable to handle kernel (paging request|NULL pointer dereference)`), "BUG: unable to handle kernel paging request"},
-	{KindOops, regexp.MustCompile(`BUG: unable to handle (page fault|kernel paging request|kernel NULL pointer dereference)`), "BUG: unable to handle page fault"},
-	{KindBug, regexp.MustCompile(`kernel BUG at ([^ ]+)`), "kernel BUG"},
-	{KindLockup, regexp.MustCompile(`BUG: soft lockup|watchdog: Watchdog detected hard LOCKUP|NMI watchdog: .*hard LOCKUP`), "BUG: soft lockup"},
-	{KindBug, regexp.MustCompile(`BUG: (scheduling while atomic|sleeping function called from invalid context|KASAN|KFENCE|spinlock|bad page|Bad page)`), "BUG: "},
-	{KindLockup, regexp.MustCompile(`BUG: workqueue lockup`), "BUG: workqueue lockup"},
-	{KindStall, regexp.MustCompile(`rcu: INFO: rcu_\w+ (self-)?detected stall|rcu_\w+ detected stalls? on CPUs`), "INFO: rcu detected stall"},
-	{KindHung, regexp.MustCompile(`INFO: task (\S+) blocked for more than \d+ seconds`), "INFO: task hung"},
-	{KindOops, regexp.MustCompile(`Internal error: (.*)`), "Internal error"},
-	{KindOops, regexp.MustCompile(`Unhandled fault: (.*)`), "Unhandled fault"},
-	{KindOops, regexp.MustCompile(`(general protection fault|Oops: \d+|Oops - )`), "Oops"},
-	{KindBug, regexp.MustCompile(`\bBUG: (.*)`), "BUG: "},
-	{KindWarning, regexp.MustCompile(`WARNING: CPU: \d+ PID: \d+ at ([^ ]+)`), "WARNING"},
+	{kind: KindPanic, re: regexp.MustCompile(`Kernel panic - not syncing: ?(.*)`), title: "kernel panic: "},
+	{kind: KindOops, re: regexp.MustCompile(`Unable to handle kernel (paging request|NULL pointer dereference)`), title: "BUG: unable to handle kernel paging request"},
+	{kind: KindOops, re: regexp.MustCompile(`BUG: unable to handle (page fault|kernel paging request|kernel NULL pointer dereference)`), title: "BUG: unable to handle page fault"},
+	{kind: KindBug, re: regexp.MustCompile(`kernel BUG at ([^ ]+)`), title: "kernel BUG"},
+	{kind: KindLockup, re: regexp.MustCompile(`BUG: soft lockup|watchdog: Watchdog detected hard LOCKUP|NMI watchdog: .*hard LOCKUP`), title: "BUG: soft lockup"},
+	// The debug kernels' reports (KASAN, KFENCE, lockdep, DEBUG_ATOMIC_SLEEP,
+	// DEBUG_LIST, UBSAN), titled as syzkaller titles them.
+	{kind: KindBug, re: regexp.MustCompile(`BUG: KASAN: ([\w-]+) in `), title: "KASAN: "},
+	{kind: KindBug, re: regexp.MustCompile(`BUG: KFENCE: ([\w-]+(?: (?:read|write))?) in `), title: "KFENCE: "},
+	{kind: KindBug, re: regexp.MustCompile(`BUG: (sleeping function called from invalid context|scheduling while atomic|Invalid wait context)`), title: "BUG: ", module: true},
+	{kind: KindBug, re: regexp.MustCompile(`WARNING: (possible circular locking dependency detected|possible recursive locking detected|inconsistent lock state|bad unlock balance detected|suspicious RCU usage|held lock freed|lock held when returning to user space)`), title: "", module: true},
+	{kind: KindBug, re: regexp.MustCompile(`(list_add corruption|list_del corruption)`), title: "", module: true},
+	{kind: KindBug, re: regexp.MustCompile(`UBSAN: ([\w-]+) in (\S+)`), title: "UBSAN: "},
+	{kind: KindBug, re: regexp.MustCompile(`BUG: (spinlock|bad page|Bad page)`), title: "BUG: "},
+	{kind: KindLockup, re: regexp.MustCompile(`BUG: workqueue lockup`), title: "BUG: workqueue lockup"},
+	{kind: KindStall, re: regexp.MustCompile(`rcu: INFO: rcu_\w+ (self-)?detected stall|rcu_\w+ detected stalls? on CPUs`), title: "INFO: rcu detected stall"},
+	{kind: KindHung, re: regexp.MustCompile(`INFO: task (\S+) blocked for more than \d+ seconds`), title: "INFO: task hung"},
+	{kind: KindOops, re: regexp.MustCompile(`Internal error: (.*)`), title: "Internal error"},
+	{kind: KindOops, re: regexp.MustCompile(`Unhandled fault: (.*)`), title: "Unhandled fault"},
+	{kind: KindOops, re: regexp.MustCompile(`(general protection fault|Oops: \d+|Oops - )`), title: "Oops"},
+	{kind: KindBug, re: regexp.MustCompile(`\bBUG: (.*)`), title: "BUG: "},
+	{kind: KindWarning, re: regexp.MustCompile(`WARNING: CPU: \d+ PID: \d+ at ([^ ]+)`), title: "WARNING"},
 }
 
 var (
@@ -100,7 +112,13 @@ var (
 	ignoreFns = map[string]bool{"dump_stack": true, "dump_stack_lvl": true, "show_stack": true, "panic": true,
 		"__warn": true, "warn_slowpath_fmt": true, "die": true, "do_exit": true, "make_task_dead": true,
 		"__do_kernel_fault": true, "do_page_fault": true, "do_DataAbort": true, "__dabt_svc": true,
-		"page_fault_oops": true, "exc_page_fault": true, "asm_exc_page_fault": true, "handle_page_fault": true}
+		"page_fault_oops": true, "exc_page_fault": true, "asm_exc_page_fault": true, "handle_page_fault": true,
+		// the debug reports' own machinery
+		"__might_sleep": true, "__might_resched": true, "__might_fault": true, "__schedule_bug": true,
+		"__schedule": true, "schedule": true, "schedule_timeout": true, "kasan_report": true,
+		"print_report": true, "kfence_report_error": true, "__lock_acquire": true, "lock_acquire": true,
+		"print_circular_bug": true, "check_noncircular": true, "__list_add_valid_or_report": true,
+		"__list_del_entry_valid_or_report": true, "ubsan_epilogue": true}
 )
 
 // MaxReports is how many reports a Scanner keeps; later ones are only counted.
@@ -154,7 +172,7 @@ func mayMatch(l string) bool {
 	return strings.Contains(l, "BUG") || strings.Contains(l, "panic") || strings.Contains(l, "Unable") ||
 		strings.Contains(l, "INFO:") || strings.Contains(l, "rror") || strings.Contains(l, "fault") ||
 		strings.Contains(l, "Oops") || strings.Contains(l, "WARNING") || strings.Contains(l, "LOCKUP") ||
-		strings.Contains(l, "stall")
+		strings.Contains(l, "stall") || strings.Contains(l, "UBSAN") || strings.Contains(l, "corruption")
 }
 
 func (s *Scanner) finish() {
@@ -283,8 +301,17 @@ func frame(fn, off, size, mod string) Frame {
 
 func title(p pattern, m []string, fr []Frame) string {
 	t := p.title
+	if p.module {
+		for _, f := range fr {
+			if f.Module != "" {
+				return t + strings.TrimSpace(m[1]) + " in " + f.Func
+			}
+		}
+	}
 	switch {
-	case strings.HasSuffix(t, ": ") && len(m) > 1:
+	case p.title == "UBSAN: ":
+		return t + m[1] + " in " + m[2]
+	case (strings.HasSuffix(t, ": ") || t == "") && len(m) > 1:
 		t += strings.TrimSpace(m[1])
 	case p.kind == KindWarning || (p.kind == KindBug && len(m) > 1 && strings.HasPrefix(p.title, "kernel BUG")):
 		if len(m) > 1 {

@@ -149,3 +149,43 @@ func TestScannerMatchesFind(t *testing.T) {
 		t.Errorf("scanner %+v, find %+v", titles(a), titles(b))
 	}
 }
+
+// The debug kernels' reports. These fixtures are written in the kernel's own format
+// (mm/kasan/report.c, mm/kfence/report.c, kernel/locking/lockdep.c, kernel/sched/core.c,
+// lib/list_debug.c, lib/ubsan.c) around the planted bugs of examples/kbugs; the
+// stock-kernel ones (KFENCE, scheduling while atomic) are replaced by recordings when
+// a guest makes them.
+func TestDebugReports(t *testing.T) {
+	for _, tc := range []struct {
+		file, title, module string
+	}{
+		{"kasan-uaf.log", "KASAN: slab-use-after-free in kbugs_uaf", "kbugs"},
+		{"kfence-uaf-arm.log", "KFENCE: use-after-free read in kbugs_uaf", "kbugs"},
+		{"lockdep-circular.log", "possible circular locking dependency detected in kbugs_inversion", "kbugs"},
+		{"atomic-sleep.log", "BUG: sleeping function called from invalid context in kbugs_atomic_sleep", "kbugs"},
+		{"sched-atomic.log", "BUG: scheduling while atomic in kbugs_atomic_sleep", "kbugs"},
+		{"list-add.log", "list_add corruption in userblk_queue_req", "userblk"},
+		{"ubsan.log", "UBSAN: array-index-out-of-bounds in examples/kbugs/kbugs/kbugs.c:42:9", "kbugs"},
+	} {
+		data, err := os.ReadFile("testdata/debug/" + tc.file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		reps := Find(string(data))
+		if len(reps) != 1 {
+			t.Errorf("%s: %d reports, want 1: %v", tc.file, len(reps), titles(reps))
+			continue
+		}
+		r := reps[0]
+		if r.Title != tc.title || r.Kind != KindBug || !Fatal(reps) {
+			t.Errorf("%s: title %q kind %s, want %q bug", tc.file, r.Title, r.Kind, tc.title)
+		}
+		inModule := false
+		for _, f := range r.Frames {
+			inModule = inModule || f.Module == tc.module
+		}
+		if !inModule {
+			t.Errorf("%s: no frame in %s, so no attribution: %v", tc.file, tc.module, r.Frames)
+		}
+	}
+}

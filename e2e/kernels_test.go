@@ -1,0 +1,85 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"context"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/kmodlab/kmodlab/lab/fleet"
+	"github.com/kmodlab/kmodlab/lab/job"
+	"github.com/kmodlab/kmodlab/lab/run"
+)
+
+var canaryCounts = regexp.MustCompile(`stale (\d+)/\d+ to a consumer via kmap_local_page, (\d+)/\d+ via kmap; kernel thread (\d+)/\d+`)
+
+// TestKernelLines runs jobs/kernels.yaml on the newer lines: the stock trixie and sid
+// kernels hide the report's bug from a consumer under TCG (ARM_PAN), so their canary is
+// negative with the reason and no cell there may be clean; the +detect line, built from
+// trixie's sources without ARM_PAN, boots, builds and loads the module, has a positive
+// consumer canary, and reproduces the bug in atomic mode while kmap stays clean.
+func TestKernelLines(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 75*time.Minute) // a cold kernel build is in it
+	defer cancel()
+	f := &fleet.Fleet{Builder: builder(t), Accel: "auto"}
+	j, err := job.Load(filepath.Join(repoRoot(t), "jobs/kernels.yaml"), f.Known)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cells []job.Cell
+	for _, c := range j.Cells() {
+		if c.Target != "armv7-lpae" { // bookworm's line: TestDefaultJob
+			cells = append(cells, c)
+		}
+	}
+	rep, err := run.Run(ctx, run.Options{Job: j, Cells: cells, Seed: 3, Out: t.TempDir(), Parallel: run.DefaultParallel(),
+		Vars: map[string]string{"stress": "5s"}, Machines: f, CacheDir: f.Builder.CacheDir, Canary: true,
+		Progress: testWriter{t}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("\n%s", rep.Matrix())
+	built := 0
+	for _, c := range rep.Cells {
+		t.Logf("%s: %s: canary %s", c.ID, c.Verdict, c.Canary)
+		if !c.Met {
+			t.Errorf("%s: %s, expected %s\n%s\n%s", c.ID, c.Verdict, c.Expect, strings.Join(c.Reasons, "\n"), c.Error)
+		}
+		m := canaryCounts.FindStringSubmatch(c.Canary)
+		if m == nil {
+			t.Errorf("%s: no canary counts in %q", c.ID, c.Canary)
+			continue
+		}
+		consumer, _ := strconv.Atoi(m[1])
+		kmapStale, _ := strconv.Atoi(m[2])
+		kthread, _ := strconv.Atoi(m[3])
+		if kmapStale != 0 {
+			t.Errorf("%s: a global kmap() mapping went stale %d times", c.ID, kmapStale)
+		}
+		if strings.HasSuffix(c.Target, "+detect") {
+			built++
+			if c.CanaryState != "positive" || consumer == 0 {
+				t.Errorf("%s: canary %s (%s), want positive for a consumer", c.ID, c.CanaryState, c.Canary)
+			}
+			if !strings.HasPrefix(c.Kernel, "6.12.") {
+				t.Errorf("%s: kernel %q, want the built 6.12", c.ID, c.Kernel)
+			}
+			continue
+		}
+		if c.Verdict == "clean" {
+			t.Errorf("%s: clean on a stock line whose consumer canary cannot see the bug", c.ID)
+		}
+		if c.CanaryState != "negative" || consumer != 0 || kthread == 0 ||
+			!strings.Contains(c.Canary, "kernel threads only") || !strings.Contains(c.Canary, "CPU_TTBR0_PAN") {
+			t.Errorf("%s: canary %s (%s), want negative: kernel threads only, under CPU_TTBR0_PAN", c.ID, c.CanaryState, c.Canary)
+		}
+	}
+	if built == 0 {
+		t.Errorf("no cell ran on a built line")
+	}
+}

@@ -1,6 +1,7 @@
 package images
 
 import (
+	"bytes"
 	"context"
 	"debug/elf"
 	"fmt"
@@ -8,6 +9,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
+	"runtime"
 	"strconv"
 	"strings"
 
@@ -115,4 +118,57 @@ func hostGlibc() int {
 	minor, _, _ = strings.Cut(minor, ".")
 	n, _ := strconv.Atoi(minor)
 	return n
+}
+
+// hostDebArch is the Debian name of the architecture kbuild's host tools run on.
+func hostDebArch() string {
+	switch runtime.GOARCH {
+	case "arm64":
+		return "arm64"
+	case "386":
+		return "i386"
+	}
+	return "amd64"
+}
+
+// fixCompiler points the headers' CC at the host's compiler when the versioned one
+// they name (a newer suite's gcc-14, gcc-16) is not installed: the module is then built
+// by the host's gcc, which kbuild accepts (Debian's headers skip the version check).
+func fixCompiler(dir, build, cross string) error {
+	vars := filepath.Join(build, ".kernelvariables")
+	data, err := os.ReadFile(vars)
+	if err != nil {
+		return nil // older headers have no such file
+	}
+	re := regexp.MustCompile(`\$\(CROSS_COMPILE\)gcc-(\d+)`)
+	m := re.FindSubmatch(data)
+	if m == nil {
+		return nil
+	}
+	if _, err := exec.LookPath(cross + "gcc-" + string(m[1])); err == nil {
+		return nil
+	}
+	if err := os.WriteFile(vars, re.ReplaceAll(data, []byte("$(CROSS_COMPILE)gcc")), 0o644); err != nil {
+		return err
+	}
+	// gcc 14's -fmin-function-alignment (x86 kernels ask for it) is -falign-functions
+	// to an older gcc: the same function alignment for the module's code.
+	mks, _ := filepath.Glob(filepath.Join(dir, "usr/src/linux-headers-*-common/Makefile"))
+	for _, mk := range mks {
+		if data, err := os.ReadFile(mk); err == nil && bytes.Contains(data, []byte("-fmin-function-alignment=")) {
+			if _, ok := exec.LookPath(cross + "gcc"); ok == nil && !gccAccepts(cross+"gcc", "-fmin-function-alignment=16") {
+				data = bytes.ReplaceAll(data, []byte("-fmin-function-alignment="), []byte("-falign-functions="))
+				if err := os.WriteFile(mk, data, 0o644); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	return nil
+}
+
+func gccAccepts(gcc, flag string) bool {
+	cmd := exec.Command(gcc, flag, "-x", "c", "-c", "-o", os.DevNull, "-")
+	cmd.Stdin = strings.NewReader("int x;\n")
+	return cmd.Run() == nil
 }

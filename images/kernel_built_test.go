@@ -122,3 +122,25 @@ func TestBuiltKernelKey(t *testing.T) {
 		t.Errorf("compiler %q", in.compiler)
 	}
 }
+
+func TestKernelFormats(t *testing.T) {
+	arm, _ := Lookup("armv7-lpae")
+	x86, _ := Lookup("x86_64")
+	if f, err := arm.format(); err != nil || f.file != "Image" || !f.stub {
+		t.Errorf("armv7-lpae: %+v %v", f, err)
+	}
+	if f, err := x86.format(); err != nil || f.file != "vmlinux" || f.stub {
+		t.Errorf("x86_64: %+v %v", f, err)
+	}
+	if got := strings.Join(arm.KernelArgs("/i/Image", "/i/boot-stub.bin"), " "); got != "-kernel /i/boot-stub.bin -device loader,file=/i/Image,addr=0x40208000,force-raw=on" {
+		t.Errorf("arm-image args: %s", got)
+	}
+	if got := strings.Join(x86.KernelArgs("/i/vmlinux", ""), " "); got != "-kernel /i/vmlinux" {
+		t.Errorf("vmlinux args: %s", got)
+	}
+	bad := *x86
+	bad.QEMU.KernelFormat = "uimage"
+	if _, err := bad.format(); err == nil || !strings.Contains(err.Error(), `qemu.kernel_format "uimage"`) {
+		t.Errorf("unknown format: %v", err)
+	}
+}

@@ -69,14 +69,7 @@ func Args(s Spec) []string {
 	if s.Append != "" {
 		cmdline = append(cmdline, s.Append)
 	}
-	if s.BootStub != "" {
-		// QEMU sets up the device tree, initramfs and registers for the stub as for a
-		// zImage; the stub jumps to the uncompressed kernel the loader put in place.
-		a = append(a, "-kernel", s.BootStub,
-			"-device", fmt.Sprintf("loader,file=%s,addr=%#x,force-raw=on", s.Kernel, q.KernelAddr))
-	} else {
-		a = append(a, "-kernel", s.Kernel)
-	}
+	a = append(a, s.Target.KernelArgs(s.Kernel, s.BootStub)...)
 	a = append(a,
 		"-initrd", s.Initrd,
 		"-append", strings.Join(cmdline, " "),

@@ -106,21 +106,9 @@ func (builtKernel) stage(ctx context.Context, b *Builder, t *Target, stage strin
 	if err != nil {
 		return "", nil, err
 	}
-	img := filepath.Join(k.out, "arch", t.ModuleBuild.Arch, "boot", bootImageName(t))
-	kernel := filepath.Join(stage, "boot", "vmlinuz-"+k.release)
-	if err := fsutil.CopyFile(img, kernel, 0o644); err != nil {
+	kernel, err := stageBuildTree(t, k.out, k.release, stage)
+	if err != nil {
 		return "", nil, fmt.Errorf("built kernel: %w", err)
-	}
-	// Everything the recipe boots with is built in: the modules tree holds only the
-	// lists that say so.
-	tree := filepath.Join(stage, "lib/modules", k.release)
-	if err := os.MkdirAll(tree, 0o755); err != nil {
-		return "", nil, err
-	}
-	for _, f := range []string{"modules.builtin", "modules.builtin.modinfo", "modules.order"} {
-		if err := fsutil.CopyFile(filepath.Join(k.out, f), filepath.Join(tree, f), 0o644); err != nil && !os.IsNotExist(err) {
-			return "", nil, err
-		}
 	}
 	parts := []string{"linux-source " + k.version}
 	for _, f := range t.Fragments {
@@ -135,6 +123,44 @@ func (builtKernel) headers(ctx context.Context, b *Builder, t *Target) (string, 
 		return "", err
 	}
 	return k.out, nil
+}
+
+// stageBuildTree puts a kernel build tree's boot image and modules into an image
+// stage: the image as boot/vmlinuz-REL, the modules listed in modules.order and the
+// lists that say what is built in under lib/modules/REL. It returns the image's path.
+func stageBuildTree(t *Target, tree, release, stage string) (string, error) {
+	img := filepath.Join(tree, "arch", t.ModuleBuild.Arch, "boot", bootImageName(t))
+	kernel := filepath.Join(stage, "boot", "vmlinuz-"+release)
+	if err := os.MkdirAll(filepath.Dir(kernel), 0o755); err != nil {
+		return "", err
+	}
+	if err := fsutil.CopyFile(img, kernel, 0o644); err != nil {
+		return "", err
+	}
+	mods := filepath.Join(stage, "lib/modules", release)
+	if err := os.MkdirAll(mods, 0o755); err != nil {
+		return "", err
+	}
+	for _, f := range []string{"modules.builtin", "modules.builtin.modinfo", "modules.order"} {
+		if err := fsutil.CopyFile(filepath.Join(tree, f), filepath.Join(mods, f), 0o644); err != nil && !os.IsNotExist(err) {
+			return "", err
+		}
+	}
+	order, _ := os.ReadFile(filepath.Join(tree, "modules.order"))
+	for _, l := range strings.Fields(string(order)) {
+		ko := strings.TrimSuffix(l, ".o") + ".ko"
+		if filepath.IsAbs(ko) || strings.Contains(ko, "..") {
+			continue
+		}
+		dst := filepath.Join(mods, "kernel", ko)
+		if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+			return "", err
+		}
+		if err := fsutil.CopyFile(filepath.Join(tree, ko), dst, 0o644); err != nil && !os.IsNotExist(err) {
+			return "", err
+		}
+	}
+	return kernel, nil
 }
 
 // bootImageName is the compressed image kbuild makes for the target's architecture.

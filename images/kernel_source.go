@@ -3,8 +3,8 @@ package images
 import "context"
 
 // A kernelSource is where a target's kernel comes from: Debian's binary packages
-// (kernel_debian.go), or a kernel the lab builds from Debian's sources with config
-// fragments (kernel_built.go). The image builder and module builds see only this.
+// (kernel_debian.go), a kernel the lab builds from Debian's sources with config
+// fragments (kernel_built.go), or the user's own build (kernel_own.go). The image builder and module builds see only this.
 type kernelSource interface {
 	// resolve fills t.Kernel's Release and Version where the recipe does not pin them
 	// (a flavour's newest kernel, a built kernel's own version). It may build.
@@ -21,6 +21,9 @@ type kernelSource interface {
 
 // source returns the target's kernel source.
 func (t *Target) source() kernelSource {
+	if len(t.Fragments) == 1 && t.Fragments[0] == OwnSuffix {
+		return ownKernel{}
+	}
 	if len(t.Fragments) > 0 {
 		return builtKernel{}
 	}

@@ -223,8 +223,11 @@ func SplitFragments(ref string) (string, []string, error) {
 	for _, f := range FragmentNames() {
 		known[f] = true
 	}
+	known[OwnSuffix] = true
 	for i, f := range frags {
 		switch {
+		case f == OwnSuffix && len(frags) > 1:
+			return "", nil, fmt.Errorf("%q: +%s is a kernel of its own: no fragments beside it", ref, OwnSuffix)
 		case !known[f]:
 			return "", nil, fmt.Errorf("%q: no kernel config fragment %q (known: %s)", ref, f, strings.Join(FragmentNames(), ", "))
 		case i > 0 && frags[i-1] >= f:

@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -21,14 +22,18 @@ func bootCmd() *cobra.Command {
 		conLog  string
 		add     images.Additions
 		noSnap  bool
+		// ownKernel is a kernel build directory to boot instead of the target's kernel.
+		ownKernel string
 	)
 	c := &cobra.Command{
-		Use:   "boot TARGET[@LINE] [--package P] [--module M] [--keep | -- CMD [ARGS...]]",
+		Use:   "boot TARGET[@LINE][+FRAGMENT...] [--own-kernel DIR] [--package P] [--module M] [--keep | -- CMD [ARGS...]]",
 		Short: "Boot a fresh guest, run CMD over SSH, print its output, shut down, exit with CMD's status",
 		Example: `  kmodlab boot armv7-lpae -- grep HighTotal /proc/meminfo
   kmodlab boot armv7-lpae@sid -- uname -r
   kmodlab boot x86_64 --package e2fsprogs --module loop -- 'modprobe loop && mkfs.ext4 -V'
-  kmodlab boot i386-pae --keep`,
+  kmodlab boot i386-pae --keep
+  kmodlab boot armv7-lpae --own-kernel ~/linux/out-arm -- uname -r
+  kmodlab boot armv7-lpae@trixie+detect -- uname -r`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			t, err := images.Lookup(args[0])
@@ -41,6 +46,16 @@ func bootCmd() *cobra.Command {
 			}
 			ctx := cmd.Context()
 			b := builder()
+			if ownKernel != "" {
+				if err := images.CheckOwnKernel(t, ownKernel); err != nil {
+					return err
+				}
+				abs, _ := filepath.Abs(ownKernel)
+				b.OwnKernels = map[string]string{t.Base: abs}
+				if t, err = images.Lookup(t.Base + "+" + images.OwnSuffix); err != nil {
+					return err
+				}
+			}
 			img, err := b.BuildWith(ctx, t, add)
 			if err != nil {
 				return err
@@ -80,6 +95,7 @@ func bootCmd() *cobra.Command {
 	c.Flags().StringVar(&conLog, "console-log", "", "also write the serial console to this file")
 	c.Flags().StringSliceVar(&add.Packages, "package", nil, "add a Debian package of the target's suite (with its libraries); repeatable")
 	c.Flags().StringSliceVar(&add.Modules, "module", nil, "add an in-tree module of the target's kernel (modprobe-able); repeatable")
+	c.Flags().StringVar(&ownKernel, "own-kernel", "", "boot your own kernel build (a kbuild output directory with .config, Module.symvers and the boot image) as TARGET+own")
 	return c
 }
 

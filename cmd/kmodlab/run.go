@@ -97,6 +97,9 @@ Exit codes: 0 every cell as expected, 1 a cell's verdict differs from its expect
 			if err := f.CheckGuest(cmd.Context(), j); err != nil {
 				return &exitError{exitInfra, err}
 			}
+			if err := f.CheckOwnKernels(j); err != nil {
+				return &exitError{exitInfra, err}
+			}
 			vars, err := parseKV(sets, "--set")
 			if err != nil {
 				return err

@@ -42,6 +42,34 @@ func (f *Fleet) CheckGuest(ctx context.Context, j *job.Job) error {
 	return nil
 }
 
+// CheckOwnKernels hands the job's own_kernels to the image builder, each checked
+// to be a kernel build its target can boot; the error points at the job's line.
+func (f *Fleet) CheckOwnKernels(j *job.Job) error {
+	for target, dir := range j.OwnKernels {
+		t, err := images.Lookup(target)
+		if err != nil {
+			return j.OwnKernelError(target, err.Error())
+		}
+		if t.Name != t.Base {
+			return j.OwnKernelError(target, "name the target without a line or fragments: the build is the kernel")
+		}
+		abs := j.Path(dir)
+		if err := images.CheckOwnKernel(t, abs); err != nil {
+			return j.OwnKernelError(target, err.Error())
+		}
+		if f.Builder.OwnKernels == nil {
+			f.Builder.OwnKernels = map[string]string{}
+		}
+		f.Builder.OwnKernels[target] = abs
+	}
+	for _, name := range j.Targets {
+		if t, err := images.Lookup(name); err == nil && strings.HasSuffix(name, "+"+images.OwnSuffix) && f.Builder.OwnKernels[t.Base] == "" {
+			return j.OwnKernelError(t.Base, fmt.Sprintf("target %s needs own_kernels.%s: the build directory", name, t.Base))
+		}
+	}
+	return nil
+}
+
 // checkBoard runs the additions check on an attached board: what it lacks is an
 // infrastructure problem of that board, listed.
 func (f *Fleet) checkBoard(ctx context.Context, r runner.Runner) error {

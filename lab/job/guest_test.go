@@ -69,3 +69,21 @@ func TestGuestCmdline(t *testing.T) {
 		t.Errorf("shell in a parameter: %v", err)
 	}
 }
+
+func TestOwnKernels(t *testing.T) {
+	src := "name: o\ntargets: [armv7-lpae+own, x86_64]\nown_kernels:\n  armv7-lpae: ../linux/out-arm\nstress: [{run: 'true'}]\n"
+	j, err := Parse("o.yaml", []byte(src), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if j.OwnKernels["armv7-lpae"] != "../linux/out-arm" {
+		t.Errorf("own_kernels %v", j.OwnKernels)
+	}
+	if err := j.OwnKernelError("armv7-lpae", "no Module.symvers"); err.Error() != "o.yaml:4: own_kernels.armv7-lpae: no Module.symvers" {
+		t.Errorf("OwnKernelError = %v", err)
+	}
+	_, err = Parse("o.yaml", []byte(strings.Replace(src, "armv7-lpae+own, ", "", 1)), nil)
+	if err == nil || err.Error() != "o.yaml:4: own_kernels.armv7-lpae: no target armv7-lpae+own in targets uses it" {
+		t.Errorf("unused: %v", err)
+	}
+}

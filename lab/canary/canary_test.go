@@ -67,8 +67,8 @@ func TestParseFields(t *testing.T) {
 }
 
 func TestParseErrors(t *testing.T) {
-	if _, err := Parse("kmodlab-canary: consumer run failed: -110\n"); err == nil || err.Error() != "canary: consumer run failed: -110" {
-		t.Errorf("a failed run: %v", err)
+	if _, err := Parse("kmodlab-canary: kernel-thread run failed: -12\nkmodlab-canary: consumer run failed: -110\n"); err == nil || err.Error() != "canary: consumer run failed: -110" {
+		t.Errorf("a failed run (the last one counts): %v", err)
 	}
 	// A line of the old module (kernel-thread writer only) is not a result: it cannot
 	// say what a consumer sees.

@@ -4,6 +4,7 @@ package e2e
 
 import (
 	"context"
+	"os"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -11,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kmodlab/kmodlab/images"
 	"github.com/kmodlab/kmodlab/lab/fleet"
 	"github.com/kmodlab/kmodlab/lab/job"
 	"github.com/kmodlab/kmodlab/lab/run"
@@ -31,11 +33,33 @@ func TestKernelLines(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// A built line's first build takes most of an hour on 2 cores: it runs here when the
+	// cache has it (kmodlab images build armv7-lpae@trixie+detect) or when asked to build.
+	builtReady := map[string]bool{}
+	for _, name := range j.Targets {
+		tg, err := images.Lookup(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ok, err := f.Builder.KernelBuilt(ctx, tg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		builtReady[name] = ok || os.Getenv("KMODLAB_E2E_KERNEL_BUILD") == "1"
+	}
 	var cells []job.Cell
+	skipped := 0
 	for _, c := range j.Cells() {
-		if c.Target != "armv7-lpae" { // bookworm's line: TestDefaultJob
+		switch {
+		case c.Target == "armv7-lpae": // bookworm's line: TestDefaultJob
+		case strings.Contains(c.Target, "+") && !builtReady[c.Target]:
+			skipped++
+		default:
 			cells = append(cells, c)
 		}
+	}
+	if skipped > 0 {
+		t.Logf("%d cells of built lines left out: their kernels are not in the cache (kmodlab images build them, or KMODLAB_E2E_KERNEL_BUILD=1)", skipped)
 	}
 	rep, err := run.Run(ctx, run.Options{Job: j, Cells: cells, Seed: 3, Out: t.TempDir(), Parallel: run.DefaultParallel(),
 		Vars: map[string]string{"stress": "5s"}, Machines: f, CacheDir: f.Builder.CacheDir, Canary: true,
@@ -79,7 +103,7 @@ func TestKernelLines(t *testing.T) {
 			t.Errorf("%s: canary %s (%s), want negative: kernel threads only, under CPU_TTBR0_PAN", c.ID, c.CanaryState, c.Canary)
 		}
 	}
-	if built == 0 {
+	if built == 0 && skipped == 0 {
 		t.Errorf("no cell ran on a built line")
 	}
 }

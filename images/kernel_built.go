@@ -188,39 +188,10 @@ func (b *Builder) kernelBuild(ctx context.Context, t *Target) (*built, error) {
 		t.builtKey = k.key
 		return k, nil
 	}
-	deb := debianLine(t)
-	if err := (debianKernel{}).resolve(ctx, b, deb); err != nil {
-		return nil, err
-	}
-	hdr, err := (debianKernel{}).headers(ctx, b, deb)
+	k, in, root, err := b.kernelPlan(ctx, t)
 	if err != nil {
 		return nil, err
 	}
-	baseConfig, err := os.ReadFile(filepath.Join(hdr, ".config"))
-	if err != nil {
-		return nil, fmt.Errorf("base config of %s: %w", deb.Name, err)
-	}
-	pkg, err := sourcePackage(deb.Kernel.Version)
-	if err != nil {
-		return nil, err
-	}
-	root, err := b.rootFor(ctx, t.Suite)
-	if err != nil {
-		return nil, err
-	}
-	version, err := root.ShowField(ctx, pkg+":all", "Version")
-	if err != nil {
-		return nil, fmt.Errorf("kernel source for %s: %w", t.Name, err)
-	}
-	in, err := buildInputs(t, baseConfig, pkg, version)
-	if err != nil {
-		return nil, err
-	}
-	// Sources are shared by every build of one version; all build trees sit at the same
-	// depth, so ccache (with its base directory at kernels/) hits across fragments.
-	k := &built{dir: filepath.Join(b.CacheDir, "kernels", t.Name+"-"+in.key[:16]), version: version,
-		src: filepath.Join(b.CacheDir, "kernels", "src", pkg+"_"+version)}
-	k.out = filepath.Join(k.dir, "build")
 	if !k.complete() {
 		unlock, err := lockFile(ctx, filepath.Join(b.CacheDir, "kernels", "build.lock"))
 		if err != nil {
@@ -245,6 +216,60 @@ func (b *Builder) kernelBuild(ctx context.Context, t *Target) (*built, error) {
 	}
 	b.kernels[t.Name] = k
 	return k, nil
+}
+
+// KernelBuilt reports whether the cache already holds t's built kernel (false for a
+// target that is not a built line), so a caller can tell a use from a long build.
+func (b *Builder) KernelBuilt(ctx context.Context, t *Target) (bool, error) {
+	if _, ok := t.source().(builtKernel); !ok {
+		return false, nil
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	k, _, _, err := b.kernelPlan(ctx, t)
+	if err != nil {
+		return false, err
+	}
+	return k.complete(), nil
+}
+
+// kernelPlan works out where t's built kernel lives and what it is built from,
+// fetching the line's Debian headers for the base config. The caller holds b.mu.
+func (b *Builder) kernelPlan(ctx context.Context, t *Target) (*built, *kernelInputs, *debian.Root, error) {
+	deb := debianLine(t)
+	if err := (debianKernel{}).resolve(ctx, b, deb); err != nil {
+		return nil, nil, nil, err
+	}
+	hdr, err := (debianKernel{}).headers(ctx, b, deb)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	baseConfig, err := os.ReadFile(filepath.Join(hdr, ".config"))
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("base config of %s: %w", deb.Name, err)
+	}
+	pkg, err := sourcePackage(deb.Kernel.Version)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	root, err := b.rootFor(ctx, t.Suite)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	version, err := root.ShowField(ctx, pkg+":all", "Version")
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("kernel source for %s: %w", t.Name, err)
+	}
+	in, err := buildInputs(t, baseConfig, pkg, version)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	// Sources are shared by every build of one version; all build trees sit at the same
+	// depth, so ccache (with its base directory at kernels/) hits across fragments.
+	k := &built{dir: filepath.Join(b.CacheDir, "kernels", t.Name+"-"+in.key[:16]), version: version,
+		src: filepath.Join(b.CacheDir, "kernels", "src", pkg+"_"+version)}
+	k.out = filepath.Join(k.dir, "build")
+	return k, in, root, nil
 }
 
 // kernelInputs is everything a built kernel depends on.

@@ -52,7 +52,7 @@ packaged, a gzip initramfs, no saved state. It prints ours, the baseline and the
 			ctx := cmd.Context()
 			b := builder()
 			// Only warnings (a failed restore) between the table's rows, unless -v.
-			log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+			log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 			if flagVerbose {
 				log = slog.Default()
 			}
@@ -60,7 +60,7 @@ packaged, a gzip initramfs, no saved state. It prints ours, the baseline and the
 			if baseline {
 				head += fmt.Sprintf(" %8s %6s", "baseline", "ratio")
 			}
-			fmt.Println(head + "  runs (s)")
+			fmt.Fprintln(stdout, head+"  runs (s)")
 			for _, t := range ts {
 				img, err := b.Build(ctx, t)
 				if err != nil {
@@ -77,7 +77,7 @@ packaged, a gzip initramfs, no saved state. It prints ours, the baseline and the
 						return err
 					}
 					if !g.Restored {
-						fmt.Fprintf(os.Stderr, "kmodlab: %s: booted cold and saved its machine state in %.2fs (not counted)\n", t.Name, g.BootTime.Seconds())
+						fmt.Fprintf(stderr, "kmodlab: %s: booted cold and saved its machine state in %.2fs (not counted)\n", t.Name, g.BootTime.Seconds())
 					}
 					g.Close()
 				}
@@ -104,7 +104,7 @@ packaged, a gzip initramfs, no saved state. It prints ours, the baseline and the
 					line += fmt.Sprintf(" %7.2fs %6.2f", median(base), median(ours)/median(base))
 					runs += " | baseline " + strings.Join(fmtSecs(base), " ")
 				}
-				fmt.Printf("%s  %s\n", line, runs)
+				fmt.Fprintf(stdout, "%s  %s\n", line, runs)
 			}
 			return nil
 		},
@@ -192,7 +192,7 @@ transactions the trace oracle verified per second of stress.`,
 			}
 			ctx := cmd.Context()
 			c := exec.CommandContext(ctx, self, runArgs...)
-			c.Stdout, c.Stderr = os.Stderr, os.Stderr
+			c.Stdout, c.Stderr = stderr, stderr
 			// Ctrl-C: the run shuts its machines down and writes its reports; give it time.
 			c.Cancel = func() error { return c.Process.Signal(os.Interrupt) }
 			c.WaitDelay = 30 * time.Second
@@ -221,7 +221,7 @@ transactions the trace oracle verified per second of stress.`,
 }
 
 func printJobBench(rep *report.Run, wall float64) {
-	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
+	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "cell\tmachine\tsetup\tstress\tcollect\tteardown\tverdict\ttx verified\ttx/s stress\t")
 	sum := map[string]float64{}
 	var tx int
@@ -252,7 +252,7 @@ func printJobBench(rep *report.Run, wall float64) {
 	}
 	fmt.Fprintf(tw, "%s\t\t%d\t%s\t\n", row, tx, rate)
 	tw.Flush()
-	fmt.Printf("wall %.1fs for %d cells (the run's own clock: %.1fs)\n", wall, len(rep.Cells), rep.Seconds)
+	fmt.Fprintf(stdout, "wall %.1fs for %d cells (the run's own clock: %.1fs)\n", wall, len(rep.Cells), rep.Seconds)
 }
 
 func benchTraceCmd() *cobra.Command {
@@ -285,7 +285,7 @@ depends on the number of divergences.`,
 					logs = append(logs, name)
 				}
 			}
-			tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
+			tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
 			fmt.Fprintln(tw, "log\tMB\toutput\tseconds\tMB/s\tpeak RSS MB\tRSS / input\texit\t")
 			for _, l := range logs {
 				st, err := os.Stat(l)

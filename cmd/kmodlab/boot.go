@@ -65,23 +65,23 @@ func bootCmd() *cobra.Command {
 				return &exitError{exitInfra, err}
 			}
 			defer g.Close()
-			fmt.Fprintf(os.Stderr, "kmodlab: %s up in %.1fs (%s, kernel %s)\n", t.Name, g.BootTime.Seconds(), g.Accel, g.Info().KernelRelease)
+			fmt.Fprintf(stderr, "kmodlab: %s up in %.1fs (%s, kernel %s)\n", t.Name, g.BootTime.Seconds(), g.Accel, g.Info().KernelRelease)
 			if keep {
 				kh, err := writeKnownHosts(b.KeyDir(), g.Addr(), ssh.MarshalAuthorizedKey(img.HostKey))
 				if err != nil {
 					return err
 				}
 				defer os.Remove(kh)
-				fmt.Printf("%s\n", g.SSHCommand(b.KeyDir(), kh))
-				fmt.Fprintln(os.Stderr, "kmodlab: Ctrl-C shuts the guest down")
+				fmt.Fprintf(stdout, "%s\n", g.SSHCommand(b.KeyDir(), kh))
+				fmt.Fprintln(stderr, "kmodlab: Ctrl-C shuts the guest down")
 				select {
 				case <-ctx.Done():
 				case <-g.Exited():
-					fmt.Fprintln(os.Stderr, "kmodlab: the guest powered off")
+					fmt.Fprintln(stderr, "kmodlab: the guest powered off")
 				}
 				return nil
 			}
-			err = g.Run(ctx, shellJoin(command), os.Stdout, os.Stderr)
+			err = g.Run(ctx, shellJoin(command), stdout, stderr)
 			if ee, ok := err.(*remote.ExitError); ok {
 				return &exitError{ee.Status, err}
 			}

@@ -38,7 +38,7 @@ func buildCmd() *cobra.Command {
 				}
 				for _, k := range kos {
 					info, _ := images.ModInfo(k)
-					fmt.Printf("%-11s %s  (vermagic %s)\n", t.Name, k, info["vermagic"])
+					fmt.Fprintf(stdout, "%-11s %s  (vermagic %s)\n", t.Name, k, info["vermagic"])
 				}
 			}
 			return nil

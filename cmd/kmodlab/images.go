@@ -59,7 +59,7 @@ func imagesCmd() *cobra.Command {
 				if err != nil {
 					return err
 				}
-				fmt.Printf("%-11s %s  (%.1fs)\n            headers %s\n", t.Name, img.Dir, time.Since(start).Seconds(), hdr)
+				fmt.Fprintf(stdout, "%-11s %s  (%.1fs)\n            headers %s\n", t.Name, img.Dir, time.Since(start).Seconds(), hdr)
 			}
 			return nil
 		},
@@ -83,14 +83,14 @@ func imagesCmd() *cobra.Command {
 				if err != nil {
 					return err
 				}
-				fmt.Println(d)
+				fmt.Fprintln(stdout, d)
 				return nil
 			}
 			img, err := b.Build(cmd.Context(), t)
 			if err != nil {
 				return err
 			}
-			fmt.Println(img.Dir)
+			fmt.Fprintln(stdout, img.Dir)
 			return nil
 		},
 	}
@@ -105,14 +105,14 @@ func imagesCmd() *cobra.Command {
 				return err
 			}
 			for _, t := range ts {
-				fmt.Printf("%-11s %-24s %s\n", t.Name, t.Kernel.Release, t.Description)
+				fmt.Fprintf(stdout, "%-11s %-24s %s\n", t.Name, t.Kernel.Release, t.Description)
 				for _, l := range t.LineNames()[1:] {
 					lt, _ := t.WithLine(l)
 					rel := lt.Kernel.Release
 					if rel == "" {
 						rel = "newest " + lt.Kernel.Resolve + " (at build)"
 					}
-					fmt.Printf("  @%-8s %-24s %s kernel\n", l, rel, lt.Suite)
+					fmt.Fprintf(stdout, "  @%-8s %-24s %s kernel\n", l, rel, lt.Suite)
 				}
 			}
 			fmt.Printf("\nkernels built from Debian's sources (TARGET[@LINE]+FRAGMENT...): fragments %s\n",

@@ -54,7 +54,7 @@ func main() {
 			if flagVerbose {
 				lvl = slog.LevelDebug
 			}
-			slog.SetDefault(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lvl})))
+			slog.SetDefault(slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: lvl})))
 		},
 	}
 	root.PersistentFlags().StringVar(&flagCache, "cache", "", "cache directory (default $XDG_CACHE_HOME/kmodlab)")
@@ -64,7 +64,7 @@ func main() {
 	if err == nil {
 		return
 	}
-	fmt.Fprintln(os.Stderr, "kmodlab:", err)
+	fmt.Fprintln(stderr, "kmodlab:", err)
 	var ee *exitError
 	if errors.As(err, &ee) {
 		os.Exit(ee.code)
@@ -77,10 +77,10 @@ func main() {
 // once, for when that clean-up itself hangs.
 func handleSignals(sigs <-chan os.Signal, cancel context.CancelFunc, exit func(int)) {
 	s := <-sigs
-	fmt.Fprintf(os.Stderr, "kmodlab: %s: cleaning up (again to exit at once)\n", s)
+	fmt.Fprintf(stderr, "kmodlab: %s: cleaning up (again to exit at once)\n", s)
 	cancel()
 	<-sigs
-	fmt.Fprintln(os.Stderr, "kmodlab: exiting without cleaning up")
+	fmt.Fprintln(stderr, "kmodlab: exiting without cleaning up")
 	exit(exitInfra)
 }
 
@@ -90,7 +90,7 @@ func versionCmd() *cobra.Command {
 		Short: "Print kmodlab's version",
 		Args:  cobra.NoArgs,
 		Run: func(cmd *cobra.Command, args []string) {
-			fmt.Println("kmodlab", version)
+			fmt.Fprintln(stdout, "kmodlab", version)
 		},
 	}
 }

@@ -100,13 +100,13 @@ from its expectation, 2 an infrastructure error (including a failed merge).`,
 			if os.Getenv("GITHUB_ACTIONS") == "true" {
 				o.annotate = true
 			}
-			r, err := merge(o, args, os.Stdout)
+			r, err := merge(o, args, commands)
 			if err != nil {
 				return &exitError{exitInfra, err}
 			}
-			fmt.Print(r.Matrix())
-			fmt.Print(r.Details())
-			fmt.Printf("\nmerged %d shard(s), %d cells: %s/{results.json,junit.xml,summary.md,index.html}\n", len(args), len(r.Cells), o.out)
+			fmt.Fprint(stdout, r.Matrix())
+			fmt.Fprint(stdout, r.Details())
+			fmt.Fprintf(stdout, "\nmerged %d shard(s), %d cells: %s/{results.json,junit.xml,summary.md,index.html}\n", len(args), len(r.Cells), o.out)
 			if code := r.Code(); code != 0 {
 				return &exitError{code, fmt.Errorf("exit %d: %s", code, map[int]string{1: "a cell missed its expectation", 2: "infrastructure error"}[code])}
 			}

@@ -113,7 +113,7 @@ the result directories with 'kmodlab merge --plan PLAN --out DIR DIR...'.`,
 			if err != nil {
 				return err
 			}
-			fmt.Fprintln(os.Stdout, string(data))
+			fmt.Fprintln(stdout, string(data))
 			return nil
 		},
 	}

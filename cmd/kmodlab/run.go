@@ -124,17 +124,17 @@ Exit codes: 0 every cell as expected, 1 a cell's verdict differs from its expect
 			if parallel == 0 {
 				parallel = run.DefaultParallel()
 			}
-			fmt.Fprintf(os.Stderr, "kmodlab: %s: %d cells, seed %d, %d in parallel, results in %s\n", j.Name, len(sel), seed, parallel, out)
+			fmt.Fprintf(stderr, "kmodlab: %s: %d cells, seed %d, %d in parallel, results in %s\n", j.Name, len(sel), seed, parallel, out)
 			rep, err := run.Run(cmd.Context(), run.Options{Job: j, Cells: sel, Seed: seed, Out: out, Parallel: parallel,
 				Vars: vars, Pins: pinned, Machines: f, CacheDir: f.Builder.CacheDir, Canary: !noCanary,
-				Version: version, Progress: os.Stderr, StrictW1: strict, Repeat: repeat, Full: full})
+				Version: version, Progress: stderr, StrictW1: strict, Repeat: repeat, Full: full})
 			if err != nil {
 				return &exitError{exitInfra, err}
 			}
-			fmt.Println()
-			fmt.Print(rep.Matrix())
-			fmt.Print(rep.Details())
-			fmt.Printf("\nreports: %s/{results.json,junit.xml,summary.md,index.html}\n", out)
+			fmt.Fprintln(stdout)
+			fmt.Fprint(stdout, rep.Matrix())
+			fmt.Fprint(stdout, rep.Details())
+			fmt.Fprintf(stdout, "\nreports: %s/{results.json,junit.xml,summary.md,index.html}\n", out)
 			if code := rep.Code(); code != 0 {
 				return &exitError{code, fmt.Errorf("exit %d: %s", code, map[int]string{1: "a cell missed its expectation", 2: "infrastructure error"}[code])}
 			}

@@ -27,14 +27,14 @@ func runnersCmd() *cobra.Command {
 				}
 				h := b.Check(cmd.Context())
 				if h.Busy {
-					fmt.Printf("%-14s busy  %s\n", b.Name, h.Problem)
+					fmt.Fprintf(stdout, "%-14s busy  %s\n", b.Name, h.Problem)
 					continue
 				}
 				if h.OK {
-					fmt.Printf("%-14s ok    %s %s headers=%v mem_available=%d kB\n", b.Name, h.Machine, h.Kernel, h.Headers, h.MemFreeKB)
+					fmt.Fprintf(stdout, "%-14s ok    %s %s headers=%v mem_available=%d kB\n", b.Name, h.Machine, h.Kernel, h.Headers, h.MemFreeKB)
 				} else {
 					bad++
-					fmt.Printf("%-14s FAIL  %s (quarantined)\n", b.Name, h.Problem)
+					fmt.Fprintf(stdout, "%-14s FAIL  %s (quarantined)\n", b.Name, h.Problem)
 				}
 			}
 			if bad > 0 {
@@ -52,7 +52,7 @@ func runnersCmd() *cobra.Command {
 				return err
 			}
 			if f.Boards == nil {
-				fmt.Println("no boards configured")
+				fmt.Fprintln(stdout, "no boards configured")
 				return nil
 			}
 			for _, b := range f.Boards.Boards {
@@ -60,7 +60,7 @@ func runnersCmd() *cobra.Command {
 				if q == "" {
 					q = "available"
 				}
-				fmt.Printf("%-14s %s:%d arch=%s build=%s labels=%v  %s\n", b.Name, b.Address, b.Port, b.Arch, b.Build, b.Labels, q)
+				fmt.Fprintf(stdout, "%-14s %s:%d arch=%s build=%s labels=%v  %s\n", b.Name, b.Address, b.Port, b.Arch, b.Build, b.Labels, q)
 			}
 			return nil
 		},

@@ -40,28 +40,28 @@ func traceCmd() *cobra.Command {
 				return &exitError{exitInfra, fmt.Errorf("%s: %w (after %d lines)", name, err, res.Lines)}
 			}
 			if asJSON {
-				enc := json.NewEncoder(os.Stdout)
+				enc := json.NewEncoder(stdout)
 				enc.SetIndent("", "  ")
 				enc.Encode(map[string]any{"trace": res, "crashes": crashes})
 			} else {
-				fmt.Printf("%s: %d lines, %d trace events, %d transactions (%d reads, %d writes checked), %d diverged\n",
+				fmt.Fprintf(stdout, "%s: %d lines, %d trace events, %d transactions (%d reads, %d writes checked), %d diverged\n",
 					name, res.Lines, res.Events, res.Transactions, res.Reads, res.Writes, res.Diverged())
 				if n := res.Unparsed + res.Merged + res.Long + res.IntegrityTotal + res.UserFaults; n > 0 {
-					fmt.Printf("  doubts: %d unparsed lines, %d lines holding two records, %d lines too long, %d transactions failing integrity checks, %d user-side faults\n",
+					fmt.Fprintf(stdout, "  doubts: %d unparsed lines, %d lines holding two records, %d lines too long, %d transactions failing integrity checks, %d user-side faults\n",
 						res.Unparsed, res.Merged, res.Long, res.IntegrityTotal, res.UserFaults)
 				}
 				for i, d := range res.Divergences {
 					if i == limit {
-						fmt.Printf("… %d more\n", res.Diverged()-limit)
+						fmt.Fprintf(stdout, "… %d more\n", res.Diverged()-limit)
 						break
 					}
-					fmt.Printf("\ntransaction %08x %s%s: %s: %s\n%s", d.Xid, d.Disk, devSuffix(d.Dev), d.Kind, d.Detail, trace.Table(d.Events))
+					fmt.Fprintf(stdout, "\ntransaction %08x %s%s: %s: %s\n%s", d.Xid, d.Disk, devSuffix(d.Dev), d.Kind, d.Detail, trace.Table(d.Events))
 				}
 				for _, p := range res.Problems {
-					fmt.Printf("\nintegrity: transaction %08x %s%s: %s: %s\n", p.Xid, p.Disk, devSuffix(p.Dev), p.Kind, p.Detail)
+					fmt.Fprintf(stdout, "\nintegrity: transaction %08x %s%s: %s: %s\n", p.Xid, p.Disk, devSuffix(p.Dev), p.Kind, p.Detail)
 				}
 				for _, r := range crashes {
-					fmt.Printf("\n%s (line %d)\n", r.Title, r.Line)
+					fmt.Fprintf(stdout, "\n%s (line %d)\n", r.Title, r.Line)
 				}
 			}
 			if res.Events == 0 {

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"html/template"
 	"strings"
+
+	"github.com/kmodlab/kmodlab/internal/sanitize"
 )
 
 type junitSuites struct {
@@ -91,23 +93,31 @@ func firstLine(s string) string {
 	return l
 }
 
-// Markdown is the GitHub step summary.
+// Markdown is the GitHub step summary. Everything in it that came from a job, a guest
+// or a shard is escaped (internal/sanitize): table cells and list items as markdown
+// text, the <details> summaries as HTML, crash text and trace tables in fences longer
+// than any backtick run they hold, so no text can end a cell or a block early.
 func (r *Run) Markdown() string {
 	rows, cols, at := r.grid()
+	md := sanitize.MDText
 	var b strings.Builder
-	fmt.Fprintf(&b, "## kmodlab: %s\n\n", r.Job)
-	fmt.Fprintf(&b, "| target | %s |\n|---|%s\n", strings.Join(cols, " | "), strings.Repeat("---|", len(cols)))
+	fmt.Fprintf(&b, "## kmodlab: %s\n\n", md(r.Job))
+	escCols := make([]string, len(cols))
+	for i, c := range cols {
+		escCols[i] = md(c)
+	}
+	fmt.Fprintf(&b, "| target | %s |\n|---|%s\n", strings.Join(escCols, " | "), strings.Repeat("---|", len(cols)))
 	for _, t := range rows {
-		fmt.Fprintf(&b, "| %s |", t)
+		fmt.Fprintf(&b, "| %s |", md(t))
 		for _, col := range cols {
 			c := at[[2]string{t, col}]
 			switch {
 			case c == nil:
 				b.WriteString(" - |")
 			case c.Met:
-				fmt.Fprintf(&b, " %s%s |", c.Verdict, c.rateSuffix())
+				fmt.Fprintf(&b, " %s%s |", md(c.Verdict), c.rateSuffix())
 			default:
-				fmt.Fprintf(&b, " **%s**%s (expected %s) |", c.Verdict, c.rateSuffix(), c.Expect)
+				fmt.Fprintf(&b, " **%s**%s (expected %s) |", md(c.Verdict), c.rateSuffix(), md(c.Expect))
 			}
 		}
 		b.WriteString("\n")
@@ -115,18 +125,19 @@ func (r *Run) Markdown() string {
 	fmt.Fprintf(&b, "\nExit code %d; %.0f s.\n", r.Code(), r.Seconds)
 	for _, c := range r.Cells {
 		if !c.Met {
-			fmt.Fprintf(&b, "\n- **%s**: %s, expected %s: %s\n", c.ID, c.Verdict, c.Expect, strings.Join(c.Reasons, "; "))
+			fmt.Fprintf(&b, "\n- **%s**: %s, expected %s: %s\n", md(c.ID), md(c.Verdict), md(c.Expect), md(strings.Join(c.Reasons, "; ")))
 		}
 	}
+	h := sanitize.HTML
 	for _, c := range r.Cells {
 		if c.Crash != nil && c.Attributed {
-			fmt.Fprintf(&b, "\n<details><summary>%s: %s</summary>\n\n%s\n\n```\n%s\n```\n</details>\n", c.ID, c.Crash.Title, c.Attribution, c.Crash.Text)
+			fmt.Fprintf(&b, "\n<details><summary>%s: %s</summary>\n\n%s\n\n%s</details>\n", h(c.ID), h(c.Crash.Title), md(c.Attribution), sanitize.MDFence(c.Crash.Text))
 		}
 		if c.Trace == nil || c.Trace.First == nil {
 			continue
 		}
-		fmt.Fprintf(&b, "\n<details><summary>%s: %s</summary>\n\n", c.ID, strings.Join(c.Evidence, "; "))
-		fmt.Fprintf(&b, "%s: %s\n\n```\n%s```\n\nReplay: `%s`\n</details>\n", c.Trace.First.Kind, c.Trace.First.Detail, c.Trace.FirstTable, c.Replay)
+		fmt.Fprintf(&b, "\n<details><summary>%s: %s</summary>\n\n", h(c.ID), h(strings.Join(c.Evidence, "; ")))
+		fmt.Fprintf(&b, "%s: %s\n\n%s\nReplay: %s\n</details>\n", md(c.Trace.First.Kind), md(c.Trace.First.Detail), sanitize.MDFence(c.Trace.FirstTable), sanitize.MDCode(c.Replay))
 	}
 	return b.String()
 }

@@ -52,7 +52,12 @@ func merge(o mergeOptions, dirs []string, stdout io.Writer) (*report.Run, error)
 	var problems []string
 	for _, d := range dirs {
 		s, err := report.ReadShard(d)
-		if err != nil {
+		var me *report.MergeError
+		switch {
+		case errors.As(err, &me):
+			problems = append(problems, me.Problems...)
+			continue
+		case err != nil:
 			problems = append(problems, err.Error())
 			continue
 		}

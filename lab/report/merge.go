@@ -15,7 +15,8 @@ type Shard struct {
 	Run *Run
 }
 
-// ReadShard reads DIR/results.json (or a results.json named directly).
+// ReadShard reads DIR/results.json (or a results.json named directly) and validates it
+// (Validate): a shard is outside input.
 func ReadShard(path string) (*Shard, error) {
 	file := path
 	if st, err := os.Stat(path); err == nil && st.IsDir() {
@@ -26,6 +27,9 @@ func ReadShard(path string) (*Shard, error) {
 		if errors.Is(err, os.ErrNotExist) {
 			return nil, fmt.Errorf("%s: no results.json (did the shard run, and was its results directory uploaded?)", path)
 		}
+		return nil, err
+	}
+	if err := r.Validate(file); err != nil {
 		return nil, err
 	}
 	return &Shard{Dir: path, Run: r}, nil

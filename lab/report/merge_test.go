@@ -2,6 +2,8 @@ package report
 
 import (
 	"encoding/json"
+	"fmt"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -149,4 +151,78 @@ func TestAnnotationAtCrashSource(t *testing.T) {
 		!strings.HasPrefix(a[1], "::error file=kmod/userblk.c,line=503,title=a/kmap") || !strings.Contains(a[1], "at userblk_ioctl+0x5dc") {
 		t.Errorf("%q", a)
 	}
+}
+
+// A shard's results.json is outside input: a bad one is an error naming its file and
+// field, never a panic in Merge or an index out of range in the chart.
+func TestMergeRejectsBadShards(t *testing.T) {
+	good := `{"id":"x86_64/a","target":"x86_64","verdict":"clean","expect":"clean","met":true,"first_divergence_ms":-1,"stop_ms":-1}`
+	for _, tc := range []struct{ json, want string }{
+		{`{"job":"j","cells":[null]}`, "cells[0]: null"},
+		{`{"job":"j","cells":[` + strings.Replace(good, `"first_divergence_ms":-1`, `"divergence_ms":[-5],"first_divergence_ms":-1`, 1) + `]}`, "cells[0] (x86_64/a).divergence_ms[0]: -5"},
+		{`{"job":"j","cells":[` + strings.Replace(good, `"verdict":"clean"`, `"verdict":"PWNED"`, 1) + `]}`, `cells[0] (x86_64/a).verdict: "PWNED"`},
+		{`{"job":"j","cells":[` + strings.Replace(good, `"expect":"clean"`, `"expect":"maybe"`, 1) + `]}`, `.expect: "maybe"`},
+		{`{"job":"j","cells":[` + strings.Replace(good, `"target":"x86_64"`, `"target":"arm"`, 1) + `]}`, `.target: "arm"`},
+		{`{"job":"j","cells":[` + strings.Replace(good, `"id":"x86_64/a"`, `"id":"x86_64/a\n::warning::x"`, 1) + `]}`, `.id: "x86_64/a\n::warning::x" holds a control character`},
+		{`{"job":"j","cells":[` + strings.Replace(good, `"stop_ms":-1`, `"stop_ms":-7,"runs":[null,{"verdict":"clean","first_divergence_ms":-2}]`, 1) + `]}`, "stop_ms: -7"},
+		{`{"job":"j","cells":[` + strings.Replace(good, `"stop_ms":-1`, `"stop_ms":-1,"runs":[{"verdict":"clean","first_divergence_ms":-2}]`, 1) + `]}`, "runs[0].first_divergence_ms: -2"},
+		{`{"job":"j","cells":[` + strings.Replace(good, `"stop_ms":-1`, `"stop_ms":-1,"trace":{"transactions":-1},"timings":{"stress":-3}`, 1) + `]}`, "trace.transactions: -1"},
+		{`{"job":"j","seconds":-1,"cells":[` + good + `]}`, "seconds: -1"},
+		{`{"job":"j","cells":[]}`, "cells: no cells"},
+	} {
+		dir := t.TempDir()
+		file := filepath.Join(dir, "results.json")
+		os.WriteFile(file, []byte(tc.json), 0o644)
+		var err error
+		func() {
+			defer func() {
+				if p := recover(); p != nil {
+					err = fmt.Errorf("panic: %v", p)
+				}
+			}()
+			var s *Shard
+			if s, err = ReadShard(dir); err == nil {
+				_, err = Merge(nil, []*Shard{s})
+			}
+		}()
+		if err == nil || !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), file) {
+			t.Errorf("%s:\n err = %v\nwant %q with the file name", tc.json, err, tc.want)
+		}
+	}
+}
+
+func TestChartIgnoresNegativeTimes(t *testing.T) {
+	r := &Run{Job: "j", Cells: []*Cell{{ID: "x/a", Target: "x", Verdict: Reproduced, Expect: "reproduces", Met: true,
+		Divergences: []int64{-5, 0, 10, 1 << 62}}}}
+	if h := r.HTML(); strings.Contains(h, "report error") || !strings.Contains(h, "<svg") {
+		t.Errorf("index.html with negative and huge times: %.300s", h)
+	}
+}
+
+// FuzzReadShard: whatever a shard's results.json holds, reading and merging it is an
+// error or a run every writer can render (seeds in testdata/fuzz/FuzzReadShard).
+func FuzzReadShard(f *testing.F) {
+	f.Add([]byte(`{"job":"j","cells":[{"id":"x86_64/a","target":"x86_64","verdict":"REPRODUCED","expect":"reproduces","met":true,"divergence_ms":[0,5,7],"first_divergence_ms":0,"stop_ms":9}]}`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		dir := t.TempDir()
+		os.WriteFile(filepath.Join(dir, "results.json"), data, 0o644)
+		s, err := ReadShard(dir)
+		if err != nil {
+			return
+		}
+		r, err := Merge(nil, []*Shard{s})
+		if err != nil {
+			return
+		}
+		if h := r.HTML(); strings.HasPrefix(h, "<p>report error") {
+			t.Fatalf("index.html: %s", h)
+		}
+		r.Markdown()
+		r.Matrix()
+		r.Details()
+		r.Annotations()
+		if _, err := r.JUnit(); err != nil {
+			t.Fatalf("junit: %v", err)
+		}
+	})
 }

@@ -183,20 +183,28 @@ pre{background:#f6f6f6;padding:.6em;overflow:auto;font-size:85%}
 </body></html>
 `))
 
-// chart draws divergence times as a small SVG histogram (20 bins).
+// chart draws divergence times as a small SVG histogram (20 bins). Times below 0 are
+// left out (merge refuses them; the chart does not rely on that).
 func chart(ms []int64) template.HTML {
-	if len(ms) == 0 {
-		return ""
-	}
 	var maxT int64 = 1
+	n := 0
 	for _, m := range ms {
-		maxT = max(maxT, m)
+		if m >= 0 {
+			maxT = max(maxT, m)
+			n++
+		}
+	}
+	if n == 0 {
+		return ""
 	}
 	const bins, w, h = 20, 400, 80
 	var counts [bins]int
 	top := 1
 	for _, m := range ms {
-		i := int(m * (bins - 1) / maxT)
+		if m < 0 {
+			continue
+		}
+		i := min(int(float64(m)*(bins-1)/float64(maxT)), bins-1)
 		counts[i]++
 		top = max(top, counts[i])
 	}

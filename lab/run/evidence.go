@@ -204,8 +204,10 @@ func (cr *cellRun) summarize(ev verdict.Evidence, d verdict.Decision) {
 			rc.Trace.Problem = &pr
 		}
 		if cr.stressKernUS >= 0 {
+			// Times are after stress started: a divergence in setup (or an unknown
+			// time, -1) is not on the stress run's chart.
 			for _, ts := range tr.DivergenceTS {
-				if ts >= 0 {
+				if ts >= cr.stressKernUS {
 					rc.Divergences = append(rc.Divergences, (ts-cr.stressKernUS)/1000)
 				}
 			}

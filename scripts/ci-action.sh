@@ -33,8 +33,18 @@ plan)
 run | shard)
 	if [ "$mode" = shard ]; then
 		[ -n "${INPUT_SHARD:-}" ] || { echo "ci-action: mode shard needs input shard (toJSON(matrix.shard))" >&2; exit 2; }
-		mapfile -t sel < <(jq -r '.args[]' <<< "$INPUT_SHARD")
-		[ -n "${INPUT_OUT:-}" ] || out="results/$(jq -r .name <<< "$INPUT_SHARD")"
+		# The shard's arguments, one array element each: NUL-separated, so an argument
+		# holding a newline stays one argument; a control character in one (kmodlab
+		# plan never writes one) is refused, as is a name that is not a plain word.
+		jq -e '(.args | type) == "array" and all(.args[]; type == "string" and (test("[[:cntrl:]]") | not))' <<< "$INPUT_SHARD" > /dev/null ||
+			{ echo "ci-action: input shard: args must be strings without control characters: $INPUT_SHARD" >&2; exit 2; }
+		mapfile -d '' -t sel < <(jq -j '.args[] | ., "\u0000"' <<< "$INPUT_SHARD")
+		if [ -z "${INPUT_OUT:-}" ]; then
+			name=$(jq -r .name <<< "$INPUT_SHARD")
+			[[ $name =~ ^[A-Za-z0-9][A-Za-z0-9._@+=:%-]*$ && $name != *..* ]] ||
+				{ echo "ci-action: input shard: name $name is not a plain name" >&2; exit 2; }
+			out="results/$name"
+		fi
 	fi
 	echo "results=$out" >> "$GITHUB_OUTPUT"
 	rc=0
@@ -49,7 +59,9 @@ merge)
 	printf '%s\n' "$INPUT_PLAN" > "$plan"
 	# One directory per planned shard, as actions/download-artifact lays them out
 	# (RESULTS/<prefix><shard name>): a shard that uploaded nothing is named in the error.
-	mapfile -t dirs < <(jq -r --arg p "${INPUT_RESULTS:-shards}/${INPUT_ARTIFACT_PREFIX:-kmodlab-shard-}" '.[].name | $p + .' "$plan")
+	jq -e 'type == "array" and all(.[]; (.name | type) == "string" and (.name | test("^[A-Za-z0-9][A-Za-z0-9._@+=:%-]*$")) and (.name | contains("..") | not))' "$plan" > /dev/null ||
+		{ echo "ci-action: input plan: every shard needs a plain name (kmodlab plan's output)" >&2; exit 2; }
+	mapfile -d '' -t dirs < <(jq -j --arg p "${INPUT_RESULTS:-shards}/${INPUT_ARTIFACT_PREFIX:-kmodlab-shard-}" '.[].name | $p + ., "\u0000"' "$plan")
 	echo "results=$out" >> "$GITHUB_OUTPUT"
 	rc=0
 	"$k" merge --plan "$plan" --out "$out" "${dirs[@]}" || rc=$?

@@ -237,6 +237,12 @@ func Parse(file string, data []byte, knownTargets func(string) bool) (*Job, erro
 		}
 		return nil, &Error{File: file, Line: 1, Msg: msg}
 	}
+	var extra yaml.Node
+	if err := dec.Decode(&extra); err == nil {
+		return nil, &Error{File: file, Line: max(1, extra.Line), Msg: "a second YAML document: a job file holds one"}
+	} else if !errors.Is(err, io.EOF) {
+		return nil, &Error{File: file, Line: 1, Msg: "after the job: " + strings.TrimPrefix(err.Error(), "yaml: ")}
+	}
 	var root yaml.Node
 	yaml.Unmarshal(data, &root)
 	j.File = file
@@ -292,17 +298,54 @@ func (j *Job) check(root *yaml.Node, known func(string) bool) error {
 	if len(j.Targets) == 0 {
 		return bad("targets", "at least one target is needed", "targets")
 	}
+	seenT := map[string]bool{}
 	for i, t := range j.Targets {
+		where := fmt.Sprintf("targets[%d]", i)
+		if p := checkValue(t); p != "" {
+			return bad(where, p, "targets", fmt.Sprint(i))
+		}
+		if seenT[t] {
+			return bad(where, fmt.Sprintf("%q is listed twice (its cells would share one results directory)", t), "targets", fmt.Sprint(i))
+		}
+		seenT[t] = true
 		if known != nil && !known(t) {
-			return bad(fmt.Sprintf("targets[%d]", i), fmt.Sprintf("unknown target or board %q", t), "targets", fmt.Sprint(i))
+			return bad(where, fmt.Sprintf("unknown target or board %q", t), "targets", fmt.Sprint(i))
 		}
 	}
-	for k, vals := range j.Matrix {
+	for _, k := range j.Keys() {
+		vals := j.Matrix[k]
 		if len(vals) == 0 {
 			return bad("matrix."+k, "no values", "matrix", k)
 		}
-		if !regexp.MustCompile(`^[A-Za-z_]\w*$`).MatchString(k) {
+		if !wordRe.MatchString(k) {
 			return bad("matrix."+k, "a parameter name must be a word (it is used as {{."+k+"}})", "matrix", k)
+		}
+		if reservedVar[k] {
+			return bad("matrix."+k, fmt.Sprintf("%q is one of the lab's own variables (target, cell, seed, dest)", k), "matrix", k)
+		}
+		seenV := map[string]bool{}
+		for i, v := range vals {
+			where := fmt.Sprintf("matrix.%s[%d]", k, i)
+			if p := checkValue(v); p != "" {
+				return bad(where, p, "matrix", k, fmt.Sprint(i))
+			}
+			if seenV[v] {
+				return bad(where, fmt.Sprintf("%q is listed twice (its cells would share one results directory)", v), "matrix", k, fmt.Sprint(i))
+			}
+			seenV[v] = true
+		}
+	}
+	for k := range j.Vars {
+		if !wordRe.MatchString(k) || reservedVar[k] {
+			return bad("vars."+k, fmt.Sprintf("%q: a var name must be a word and not one of the lab's own (target, cell, seed, dest)", k), "vars", k)
+		}
+	}
+	for _, t := range []struct {
+		name string
+		d    Duration
+	}{{"boot", j.Timeouts.Boot}, {"setup", j.Timeouts.Setup}, {"stress", j.Timeouts.Stress}, {"collect", j.Timeouts.Collect}} {
+		if t.d < 0 {
+			return bad("timeouts."+t.name, fmt.Sprintf("%s: a timeout cannot be negative", time.Duration(t.d)), "timeouts", t.name)
 		}
 	}
 	if len(j.Stress) == 0 {
@@ -325,10 +368,32 @@ func (j *Job) check(root *yaml.Node, known func(string) bool) error {
 			return bad("own_kernels."+target, fmt.Sprintf("no target %s+own in targets uses it", target), "own_kernels", target)
 		}
 	}
-	steps := map[string][]Step{"setup": j.Setup, "stress": j.Stress, "teardown": j.Teardown}
-	for phase, ss := range steps {
+	for _, ph := range []struct {
+		phase string
+		steps []Step
+	}{{"setup", j.Setup}, {"stress", j.Stress}, {"teardown", j.Teardown}} {
+		phase, ss := ph.phase, ph.steps
+		names := map[string]bool{}
 		for i, s := range ss {
 			where := fmt.Sprintf("%s[%d]", phase, i)
+			name := StepName(phase, i, s)
+			if s.Name != "" {
+				if p := checkName(s.Name); p != "" {
+					return bad(where+".name", p, phase, fmt.Sprint(i), "name")
+				}
+			}
+			if names[name] {
+				return bad(where+".name", fmt.Sprintf("%q: two %s steps have this name (they would share a log file)", name, phase), phase, fmt.Sprint(i), "name")
+			}
+			names[name] = true
+			if s.Background {
+				if p := reservedFile(name + ".log"); p != "" {
+					return bad(where+".name", fmt.Sprintf("%q: its log %s.log is collected into the results directory, where the lab writes %s", name, name, p), phase, fmt.Sprint(i), "name")
+				}
+			}
+			if s.Timeout < 0 {
+				return bad(where+".timeout", fmt.Sprintf("%s: a timeout cannot be negative", time.Duration(s.Timeout)), phase, fmt.Sprint(i), "timeout")
+			}
 			if strings.TrimSpace(s.Run) == "" {
 				return bad(where+".run", "missing", phase, fmt.Sprint(i))
 			}
@@ -345,20 +410,44 @@ func (j *Job) check(root *yaml.Node, known func(string) bool) error {
 			}
 		}
 	}
+	mods := map[string]bool{}
 	for i, m := range j.Build.Modules {
 		if m.Name == "" || m.Dir == "" {
 			return bad(fmt.Sprintf("build.modules[%d]", i), "needs name and dir", "build", "modules", fmt.Sprint(i))
 		}
+		if p := checkName(m.Name); p != "" {
+			return bad(fmt.Sprintf("build.modules[%d].name", i), p, "build", "modules", fmt.Sprint(i), "name")
+		}
+		if mods[m.Name] {
+			return bad(fmt.Sprintf("build.modules[%d].name", i), fmt.Sprintf("%q is listed twice", m.Name), "build", "modules", fmt.Sprint(i), "name")
+		}
+		mods[m.Name] = true
 		if _, err := os.Stat(j.Path(m.Dir)); err != nil {
 			return bad(fmt.Sprintf("build.modules[%d].dir", i), fmt.Sprintf("%s: no such directory", j.Path(m.Dir)), "build", "modules", fmt.Sprint(i), "dir")
 		}
 	}
+	bins := map[string]bool{}
 	for i, b := range j.Build.Binaries {
 		if b.Name == "" || b.Package == "" {
 			return bad(fmt.Sprintf("build.binaries[%d]", i), "needs name and package", "build", "binaries", fmt.Sprint(i))
 		}
+		if p := checkName(b.Name); p != "" {
+			return bad(fmt.Sprintf("build.binaries[%d].name", i), p, "build", "binaries", fmt.Sprint(i), "name")
+		}
+		if bins[b.Name] {
+			return bad(fmt.Sprintf("build.binaries[%d].name", i), fmt.Sprintf("%q is listed twice", b.Name), "build", "binaries", fmt.Sprint(i), "name")
+		}
+		bins[b.Name] = true
 	}
 	for i, f := range j.Build.Files {
+		if f.Mode != "" {
+			if p := checkMode(f.Mode); p != "" {
+				return bad(fmt.Sprintf("build.files[%d].mode", i), p, "build", "files", fmt.Sprint(i), "mode")
+			}
+		}
+		if f.Src == "" {
+			return bad(fmt.Sprintf("build.files[%d].src", i), "missing", "build", "files", fmt.Sprint(i))
+		}
 		if _, err := os.Stat(j.Path(f.Src)); err != nil {
 			return bad(fmt.Sprintf("build.files[%d].src", i), fmt.Sprintf("%s: no such file", j.Path(f.Src)), "build", "files", fmt.Sprint(i), "src")
 		}
@@ -369,10 +458,27 @@ func (j *Job) check(root *yaml.Node, known func(string) bool) error {
 		}
 		return nil
 	}
-	if j.Expect.MinRate < 0 || j.Expect.MinRate > 1 {
+	for i, c := range j.Collect {
+		base := path.Base(c)
+		switch {
+		case strings.TrimSpace(c) == "":
+			return bad(fmt.Sprintf("collect[%d]", i), "empty", "collect", fmt.Sprint(i))
+		case strings.Contains(base, "{{"):
+			return bad(fmt.Sprintf("collect[%d]", i), fmt.Sprintf("%q: the file's own name cannot come from a template (it names the copy in the results directory); a directory can", c), "collect", fmt.Sprint(i))
+		case !nameRe.MatchString(base) || strings.Contains(base, ".."):
+			return bad(fmt.Sprintf("collect[%d]", i), fmt.Sprintf("%q: the copy in the results directory is named after the file: only letters, digits, '.', '_', '+' and '-'", c), "collect", fmt.Sprint(i))
+		}
+		if p := reservedFile(base); p != "" {
+			return bad(fmt.Sprintf("collect[%d]", i), fmt.Sprintf("%q: the lab writes %s into the results directory itself", c, p), "collect", fmt.Sprint(i))
+		}
+		if _, err := j.tmpl(c); err != nil {
+			return bad(fmt.Sprintf("collect[%d]", i), err.Error(), "collect", fmt.Sprint(i))
+		}
+	}
+	if !share(j.Expect.MinRate) {
 		return bad("expect.min_rate", fmt.Sprintf("%v: want a share between 0 and 1", j.Expect.MinRate), "expect", "min_rate")
 	}
-	if f := j.Expect.EvidenceFactor; f != nil && (*f < 0 || *f > 1000) {
+	if f := j.Expect.EvidenceFactor; f != nil && !(*f >= 0 && *f <= 1000) {
 		return bad("expect.evidence_factor", fmt.Sprintf("%v: want 0 (run stress to its cap) or a factor up to 1000", *f), "expect", "evidence_factor")
 	}
 	if m := j.Expect.MinEvidence; m != nil && (m.Transactions < 0 || m.IO < 0 || m.Ops < 0) {
@@ -438,6 +544,17 @@ func (j *Job) RootDir() string {
 			return dir
 		}
 	}
+}
+
+// reservedVar are the template variables the lab sets itself (Expand).
+var reservedVar = map[string]bool{"target": true, "cell": true, "seed": true, "dest": true}
+
+// StepName is a step's name, or phase and index ("setup0") when it has none.
+func StepName(phase string, i int, s Step) string {
+	if s.Name != "" {
+		return s.Name
+	}
+	return fmt.Sprintf("%s%d", phase, i)
 }
 
 // Cell is one target with one choice of matrix values.

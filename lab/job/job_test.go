@@ -118,10 +118,24 @@ func FuzzParse(f *testing.F) {
 			}
 			return
 		}
+		seen := map[string]bool{}
 		for _, c := range j.Cells() {
-			if c.Expect != Clean && c.Expect != Reproduces {
+			if c.Expect != Clean && c.Expect != Reproduces && c.Expect != Crashes {
 				t.Fatalf("cell %s expects %q", c.ID, c.Expect)
 			}
+			if seen[c.ID] {
+				t.Fatalf("two cells are %s", c.ID)
+			}
+			seen[c.ID] = true
+			if strings.ContainsAny(c.ID, "\n\r\x00,*?[ ") || strings.Contains(c.ID, "..") {
+				t.Fatalf("cell ID %q", c.ID)
+			}
+			for _, s := range append(append(append([]Step{}, j.Setup...), j.Stress...), j.Teardown...) {
+				j.Expand(s.Run, c, 1, nil) // an error is fine, a panic is not
+			}
+		}
+		if !share(j.Expect.MinRate) || !finite(j.Expect.Factor()) {
+			t.Fatalf("expect %+v", j.Expect)
 		}
 	})
 }
@@ -168,5 +182,46 @@ func TestExpectFields(t *testing.T) {
 	_, err = Parse("j.yaml", []byte("name: x\ntargets: [x86_64]\nstress: [{run: 'true', on_failure: ignore}]\n"), nil)
 	if err == nil || !strings.Contains(err.Error(), `stress[0].on_failure: "ignore": want infra or evidence`) {
 		t.Errorf("on_failure: %v", err)
+	}
+}
+
+// Hostile job files: every value that reaches a file name, a cell ID, a plan's argument
+// list or a number the lab computes with is checked, with file:line: field: problem.
+func TestHostileValuesRejected(t *testing.T) {
+	base := "name: t\ntargets: [x86_64]\nmatrix:\n  mode: [a, b]\nstress:\n  - run: echo {{.mode}}\n"
+	for _, tc := range []struct{ name, text, want string }{
+		{"newline in a matrix value", strings.Replace(base, "[a, b]", "[a, \"b\\n--out /elsewhere\"]", 1), `bad.yaml:4: matrix.mode[1]: "b\n--out /elsewhere": only letters`},
+		{"slash in a matrix value", strings.Replace(base, "[a, b]", "[a, b/c]", 1), `bad.yaml:4: matrix.mode[1]: "b/c"`},
+		{"glob in a matrix value", strings.Replace(base, "[a, b]", "[a, \"b*\"]", 1), `matrix.mode[1]: "b*"`},
+		{"comma in a matrix value", strings.Replace(base, "[a, b]", "[a, \"b,c\"]", 1), `matrix.mode[1]: "b,c"`},
+		{"dot-dot matrix value", strings.Replace(base, "[a, b]", "[a, ..]", 1), `matrix.mode[1]: ".."`},
+		{"duplicate matrix value", strings.Replace(base, "[a, b]", "[a, b, a]", 1), `bad.yaml:4: matrix.mode[2]: "a" is listed twice`},
+		{"duplicate target", strings.Replace(base, "[x86_64]", "[x86_64, i386-pae, x86_64]", 1), `bad.yaml:2: targets[2]: "x86_64" is listed twice`},
+		{"matrix key the lab sets", strings.Replace(base, "mode:", "seed:", 1), `bad.yaml:4: matrix.seed: "seed" is one of the lab's own`},
+		{"step name with a path", base + "setup:\n  - name: ../../x\n    run: x\n", `bad.yaml:8: setup[0].name: "../../x"`},
+		{"step name of the lab", base + "setup:\n  - name: kmodlab-kmsg\n    run: x\n", `setup[0].name: "kmodlab-kmsg": names starting with kmodlab`},
+		{"duplicate step names", base + "setup:\n  - {name: a, run: x}\n  - {name: a, run: y}\n", `bad.yaml:9: setup[1].name: "a": two setup steps`},
+		{"background log takes kern.log", base + "setup:\n  - {name: kern, run: x, background: true}\n", `setup[0].name: "kern": its log kern.log is collected`},
+		{"binary name with a path", base + "build:\n  binaries:\n    - {name: ../../x, package: ./cmd/x}\n", `bad.yaml:9: build.binaries[0].name: "../../x"`},
+		{"duplicate binary", base + "build:\n  binaries:\n    - {name: x, package: ./a}\n    - {name: x, package: ./b}\n", `build.binaries[1].name: "x" is listed twice`},
+		{"module name with a path", base + "build:\n  modules:\n    - {name: a/b, dir: .}\n", `build.modules[0].name: "a/b"`},
+		{"collect overwrites kern.log", base + "collect: [/var/log/kern.log]\n", `bad.yaml:7: collect[0]: "/var/log/kern.log": the lab writes kern.log`},
+		{"collect overwrites a step log", base + "collect: [/tmp/stress-odirect.log]\n", `collect[0]: "/tmp/stress-odirect.log": the lab writes stress-*.log`},
+		{"collect name from a template", base + "collect: [\"/tmp/{{.mode}}\"]\n", `collect[0]: "/tmp/{{.mode}}": the file's own name`},
+		{"negative timeout", base + "timeouts:\n  stress: -5s\n", `bad.yaml:8: timeouts.stress: -5s: a timeout cannot be negative`},
+		{"negative step timeout", strings.Replace(base, "  - run: echo {{.mode}}\n", "  - run: echo {{.mode}}\n    timeout: -1m\n", 1), `bad.yaml:7: stress[0].timeout: -1m0s`},
+		{"nan min_rate", base + "expect:\n  min_rate: .nan\n", `bad.yaml:8: expect.min_rate: NaN`},
+		{"nan evidence_factor", base + "expect:\n  evidence_factor: .nan\n", `bad.yaml:8: expect.evidence_factor: NaN`},
+		{"inf evidence_factor", base + "expect:\n  evidence_factor: .inf\n", `expect.evidence_factor: +Inf`},
+		{"bad file mode", base + "build:\n  files:\n    - {src: job_test.go, mode: rwxr-xr-x}\n", `bad.yaml:9: build.files[0].mode: "rwxr-xr-x": want an octal mode`},
+		{"too big file mode", base + "build:\n  files:\n    - {src: job_test.go, mode: \"017777\"}\n", `build.files[0].mode: "017777"`},
+		{"second document", base + "---\nname: other\n", `bad.yaml:7: a second YAML document`},
+		{"var name the lab sets", base + "vars: {dest: /tmp}\n", `vars.dest: "dest"`},
+	} {
+		_, err := Parse("bad.yaml", []byte(tc.text), nil)
+		var je *Error
+		if err == nil || !errors.As(err, &je) || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: err = %v, want %q", tc.name, err, tc.want)
+		}
 	}
 }

@@ -34,14 +34,23 @@ func newFleet(accel string, bootTimeout time.Duration) (*fleet.Fleet, error) {
 	return f, nil
 }
 
-// parseKV reads k=v pairs from repeated flags or comma lists.
-func parseKV(items []string, flag string) (map[string]string, error) {
+// parseKV reads k=v pairs from repeated flags; with lists, one flag may hold a comma
+// list of them (--pin image=…,module=…). Without, the value is everything after the
+// first '=' (--set may hold commas and '=').
+func parseKV(items []string, flag string, lists bool) (map[string]string, error) {
 	m := map[string]string{}
 	for _, it := range items {
-		for _, kv := range strings.Split(it, ",") {
+		kvs := []string{it}
+		if lists {
+			kvs = strings.Split(it, ",")
+		}
+		for _, kv := range kvs {
 			k, v, ok := strings.Cut(kv, "=")
 			if !ok || k == "" {
 				return nil, fmt.Errorf("%s %q: want key=value", flag, kv)
+			}
+			if _, dup := m[k]; dup {
+				return nil, fmt.Errorf("%s %s: given twice", flag, k)
 			}
 			m[k] = v
 		}
@@ -100,11 +109,14 @@ Exit codes: 0 every cell as expected, 1 a cell's verdict differs from its expect
 			if err := f.CheckOwnKernels(j); err != nil {
 				return &exitError{exitInfra, err}
 			}
-			vars, err := parseKV(sets, "--set")
+			vars, err := parseKV(sets, "--set", false)
 			if err != nil {
 				return err
 			}
-			pinned, err := parseKV(pins, "--pin")
+			if err := j.CheckSet(vars); err != nil {
+				return err
+			}
+			pinned, err := parseKV(pins, "--pin", true)
 			if err != nil {
 				return err
 			}
@@ -145,7 +157,7 @@ Exit codes: 0 every cell as expected, 1 a cell's verdict differs from its expect
 	c.Flags().Int64Var(&seed, "seed", 0, "seed for the stress tools (default: random, printed)")
 	c.Flags().StringVar(&out, "out", "", "results directory (default results/<timestamp>)")
 	c.Flags().IntVarP(&parallel, "parallel", "j", 0, "targets run at once (default: what cores and memory allow)")
-	c.Flags().StringArrayVar(&sets, "set", nil, "override a job variable, e.g. --set stress=5s")
+	c.Flags().StringArrayVar(&sets, "set", nil, "override one of the job's vars (repeatable; the value may hold commas; it reaches commands shell-quoted), e.g. --set stress=5s")
 	c.Flags().StringArrayVar(&pins, "pin", nil, "hashes a replay must match, e.g. image=…,module=…")
 	c.Flags().StringVar(&accel, "accel", "auto", "kvm, tcg or auto")
 	c.Flags().DurationVar(&bootTimeout, "boot-timeout", 4*time.Minute, "boot timeout per guest")

@@ -64,7 +64,7 @@ func (cr *cellRun) step(ctx context.Context, phase string, i int, s job.Step, de
 	}
 	report := ""
 	if s.Report != "" {
-		if report, err = j.Expand(s.Report, c, seed, cr.extra); err != nil {
+		if report, err = j.ExpandPath(s.Report, c, seed, cr.extra); err != nil {
 			fail(verdict.FailError, err.Error())
 			return
 		}

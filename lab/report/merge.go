@@ -1,6 +1,7 @@
 package report
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -15,24 +16,37 @@ type Shard struct {
 	Run *Run
 }
 
-// ReadShard reads DIR/results.json (or a results.json named directly) and validates it
-// (Validate): a shard is outside input.
+// ReadShard reads DIR/results.json (or a results.json named directly) with ParseShard.
 func ReadShard(path string) (*Shard, error) {
 	file := path
 	if st, err := os.Stat(path); err == nil && st.IsDir() {
 		file = filepath.Join(path, "results.json")
 	}
-	r, err := Read(file)
+	data, err := os.ReadFile(file)
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) {
 			return nil, fmt.Errorf("%s: no results.json (did the shard run, and was its results directory uploaded?)", path)
 		}
 		return nil, err
 	}
-	if err := r.Validate(file); err != nil {
+	r, err := ParseShard(file, data)
+	if err != nil {
 		return nil, err
 	}
 	return &Shard{Dir: path, Run: r}, nil
+}
+
+// ParseShard reads a shard's results.json and validates it (Validate): a shard is
+// outside input. Errors name file.
+func ParseShard(file string, data []byte) (*Run, error) {
+	var r Run
+	if err := json.Unmarshal(data, &r); err != nil {
+		return nil, fmt.Errorf("%s: %w", file, err)
+	}
+	if err := r.Validate(file); err != nil {
+		return nil, err
+	}
+	return &r, nil
 }
 
 // MergeError lists every problem found while merging, one per line.

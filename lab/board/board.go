@@ -10,15 +10,19 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"time"
 
+	"github.com/kmodlab/kmodlab/internal/yamlline"
 	"github.com/kmodlab/kmodlab/lab/logbuf"
 	"github.com/kmodlab/kmodlab/lab/remote"
 	"github.com/kmodlab/kmodlab/lab/runner"
@@ -34,7 +38,7 @@ type Board struct {
 	Port      int      `yaml:"port"`
 	User      string   `yaml:"user"`
 	Identity  string   `yaml:"identity"` // private key file
-	HostKey   string   `yaml:"host_key"` // "ssh-ed25519 AAAA…" (known_hosts key part) or "SHA256:…"
+	HostKey   string   `yaml:"host_key"` // "ssh-ed25519 AAAA…" (known_hosts key part), "ssh-ed25519 SHA256:…" or "SHA256:…" (pin.go)
 	Arch      string   `yaml:"arch"`     // GOARCH of the board's userland: arm, arm64, 386, amd64
 	GOARM     string   `yaml:"goarm"`
 	Build     string   `yaml:"build"`              // native (make on the board) or prebuilt
@@ -83,65 +87,110 @@ func DefaultFile() string {
 	return filepath.Join(home, ".config", "kmodlab", "runners.yaml")
 }
 
-// Load reads and checks a runners.yaml; errors name the file, board and field.
+// Load reads and checks a runners.yaml; errors say FILE:LINE: board NAME: FIELD:
+// problem (boards[i] for a board without a usable name).
 func Load(file, stateDir string) (*Config, error) {
 	data, err := os.ReadFile(file)
 	if err != nil {
 		return nil, err
 	}
+	return Parse(file, data, stateDir)
+}
+
+// Parse checks a runners.yaml's bytes (Load).
+func Parse(file string, data []byte, stateDir string) (*Config, error) {
 	var c Config
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	dec.KnownFields(true)
 	if err := dec.Decode(&c); err != nil {
-		return nil, fmt.Errorf("%s: %w", file, err)
+		if errors.Is(err, io.EOF) {
+			return nil, fmt.Errorf("%s:1: empty: want a boards: list (see README, \"Add a board\")", file)
+		}
+		line, msg := yamlline.Locate(err)
+		return nil, fmt.Errorf("%s:%d: %s", file, line, strings.ReplaceAll(msg, " in type board.", " in "))
 	}
+	var extra yaml.Node
+	if err := dec.Decode(&extra); err == nil {
+		return nil, fmt.Errorf("%s:%d: a second YAML document: runners.yaml holds one", file, max(1, extra.Line))
+	}
+	var root yaml.Node
+	yaml.Unmarshal(data, &root)
 	c.File, c.StateDir = file, stateDir
 	seen := map[string]bool{}
 	for i, b := range c.Boards {
-		where := fmt.Sprintf("%s: boards[%d]", file, i)
+		idx := fmt.Sprint(i)
+		where := fmt.Sprintf("boards[%d]", i)
+		bad := func(field, format string, args ...any) error {
+			keys := []string{"boards", idx}
+			if field != "" {
+				keys = append(keys, strings.SplitN(field, "[", 2)[0])
+				field += ": "
+			}
+			return fmt.Errorf("%s:%d: %s: %s%s", file, yamlline.Of(&root, keys...), where, field, fmt.Sprintf(format, args...))
+		}
+		if b == nil {
+			return nil, bad("", "an empty item: a board needs name, address, identity, host_key and arch")
+		}
 		if b.Name == "" {
-			return nil, fmt.Errorf("%s: name: missing", where)
+			return nil, bad("name", "missing")
 		}
 		if p := checkName(b.Name); p != "" {
-			return nil, fmt.Errorf("%s: name: %s", where, p)
+			return nil, bad("name", "%s", p)
 		}
-		where = fmt.Sprintf("%s: board %s", file, b.Name)
+		where = "board " + b.Name
 		for j, l := range b.Labels {
 			if p := checkName(l); p != "" {
-				return nil, fmt.Errorf("%s: labels[%d]: %s", where, j, p)
+				return nil, bad(fmt.Sprintf("labels[%d]", j), "%s", p)
 			}
 		}
 		if seen[b.Name] {
-			return nil, fmt.Errorf("%s: name: used twice", where)
+			return nil, bad("name", "used twice")
 		}
 		seen[b.Name] = true
 		switch {
 		case b.Address == "":
-			return nil, fmt.Errorf("%s: address: missing", where)
+			return nil, bad("address", "missing")
 		case b.HostKey == "":
-			return nil, fmt.Errorf("%s: host_key: missing (a known_hosts key or SHA256 fingerprint; kmodlab never trusts a first use)", where)
+			return nil, bad("host_key", "missing (a known_hosts key, \"TYPE SHA256:…\" or a SHA256 fingerprint; kmodlab never trusts a first use)")
 		case b.Identity == "":
-			return nil, fmt.Errorf("%s: identity: missing (the private key file to log in with)", where)
+			return nil, bad("identity", "missing (the private key file to log in with)")
 		case b.Arch == "":
-			return nil, fmt.Errorf("%s: arch: missing (GOARCH of the board: arm, arm64, 386, amd64)", where)
+			return nil, bad("arch", "missing (GOARCH of the board: arm, arm64, 386, amd64)")
+		}
+		addr, p := checkAddress(b.Address)
+		if p != "" {
+			return nil, bad("address", "%s", p)
+		}
+		b.Address = addr
+		if _, err := parsePin(b.HostKey); err != nil {
+			return nil, bad("host_key", "%v", err)
 		}
 		if b.Build == "" {
 			b.Build = "native"
 		}
 		if b.Build != "native" && b.Build != "prebuilt" {
-			return nil, fmt.Errorf("%s: build: %q, want native or prebuilt", where, b.Build)
+			return nil, bad("build", "%q, want native or prebuilt", b.Build)
 		}
 		if b.Build == "prebuilt" && b.Prebuilt == "" {
-			return nil, fmt.Errorf("%s: prebuilt: missing (directory with the .ko files)", where)
+			return nil, bad("prebuilt", "missing (directory with the .ko files)")
 		}
 		if b.Port == 0 {
 			b.Port = 22
 		}
+		if b.Port < 1 || b.Port > 65535 {
+			return nil, bad("port", "%d: want 1 to 65535", b.Port)
+		}
 		if b.User == "" {
 			b.User = "root"
 		}
+		if strings.IndexFunc(b.User, func(r rune) bool { return r <= ' ' || r == 0x7f }) >= 0 {
+			return nil, bad("user", "%q holds white space or a control character", b.User)
+		}
 		if b.MaxJobs == 0 {
 			b.MaxJobs = 1
+		}
+		if b.MaxJobs < 1 || b.MaxJobs > 64 {
+			return nil, bad("max_jobs", "%d: want 1 to 64 (0 or unset: 1)", b.MaxJobs)
 		}
 		if b.Arch == "arm" && b.GOARM == "" {
 			b.GOARM = "7"
@@ -149,6 +198,28 @@ func Load(file, stateDir string) (*Config, error) {
 		b.cfg = &c
 	}
 	return &c, nil
+}
+
+// hostnameRe is a DNS name or an IPv4 address.
+var hostnameRe = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?$`)
+
+// checkAddress accepts a host name or an IP address (IPv6 with or without brackets,
+// with a zone); it returns the address without brackets, or the problem.
+func checkAddress(a string) (string, string) {
+	in := a
+	if strings.HasPrefix(a, "[") && strings.HasSuffix(a, "]") {
+		a = a[1 : len(a)-1]
+	}
+	if ip, err := netip.ParseAddr(a); err == nil {
+		return ip.String(), ""
+	}
+	if strings.Contains(a, ":") {
+		return "", fmt.Sprintf("%q: not an IP address or host name (the port goes in port:)", in)
+	}
+	if !hostnameRe.MatchString(a) || len(a) > 253 {
+		return "", fmt.Sprintf("%q: not an IP address or host name", in)
+	}
+	return a, ""
 }
 
 // Match returns the boards named name or labelled name.
@@ -364,6 +435,9 @@ func (b *Board) Info() runner.Info {
 		Build: b.Build, Prebuilt: b.Prebuilt}
 }
 
+// Addr is the board's SSH address, host:port ([v6]:port for an IPv6 address).
+func (b *Board) Addr() string { return net.JoinHostPort(b.Address, strconv.Itoa(b.Port)) }
+
 func (b *Board) remoteConfig() (remote.Config, error) {
 	key, err := os.ReadFile(b.Identity)
 	if err != nil {
@@ -373,16 +447,12 @@ func (b *Board) remoteConfig() (remote.Config, error) {
 	if err != nil {
 		return remote.Config{}, fmt.Errorf("board %s: identity %s: %w", b.Name, b.Identity, err)
 	}
-	rc := remote.Config{Addr: fmt.Sprintf("%s:%d", b.Address, b.Port), User: b.User, Signer: signer}
-	if strings.HasPrefix(b.HostKey, "SHA256:") {
-		rc.HostKeyFingerprint = b.HostKey
-	} else {
-		k, _, _, _, err := ssh.ParseAuthorizedKey([]byte(b.HostKey))
-		if err != nil {
-			return rc, fmt.Errorf("board %s: host_key: %w", b.Name, err)
-		}
-		rc.HostKey = k
+	rc := remote.Config{Addr: b.Addr(), User: b.User, Signer: signer}
+	pin, err := parsePin(b.HostKey)
+	if err != nil {
+		return rc, fmt.Errorf("board %s: host_key: %w", b.Name, err)
 	}
+	rc.HostKey, rc.HostKeyFingerprint, rc.HostKeyType = pin.key, pin.fingerprint, pin.keyType
 	return rc, nil
 }
 

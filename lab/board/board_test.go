@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -244,4 +245,96 @@ func TestResetHoldsTheSlot(t *testing.T) {
 	if err := b.reset(context.Background(), "CRASHED in x/y"); err == nil || !strings.Contains(b.Quarantined(), "no hard_reset_command") {
 		t.Errorf("no reset command: err %v, quarantine %q", err, b.Quarantined())
 	}
+}
+
+// runners.yaml is the user's file, but a typo in it must be an error naming
+// file:line and field, never a panic, a bare EOF or an address that cannot be dialled.
+func TestLoadHostile(t *testing.T) {
+	ok := "    address: a\n    identity: k\n    host_key: \"SHA256:x\"\n    arch: arm\n"
+	for _, tc := range []struct{ text, want string }{
+		{"boards:\n  -\n", ":2: boards[0]: an empty item"},
+		{"boards:\n  - name: a\n" + ok + "  -\n", ":7: boards[1]: an empty item"},
+		{"", ":1: empty: want a boards: list"},
+		{"boards:\n  - name: a\n" + ok + "    port: 70000\n", ":7: board a: port: 70000: want 1 to 65535"},
+		{"boards:\n  - name: a\n" + ok + "    port: -1\n", ":7: board a: port: -1"},
+		{"boards:\n  - name: a\n" + ok + "    max_jobs: -3\n", ":7: board a: max_jobs: -3"},
+		{"boards:\n  - name: a\n" + strings.Replace(ok, "address: a", "address: pi:22", 1), `:3: board a: address: "pi:22": not an IP address or host name (the port goes in port:)`},
+		{"boards:\n  - name: a\n" + strings.Replace(ok, "address: a", "address: \"a b\"", 1), `:3: board a: address: "a b"`},
+		{"boards:\n  - name: a\n" + strings.Replace(ok, `"SHA256:x"`, `"SHA256:!!"`, 1), `:5: board a: host_key: "SHA256:!!": not a SHA256 fingerprint`},
+		{"boards:\n  - name: a\n" + strings.Replace(ok, `"SHA256:x"`, `"ssh-dss SHA256:x"`, 1), `:5: board a: host_key: "ssh-dss SHA256:x": unknown key type`},
+		{"boards:\n  - name: a\n" + strings.Replace(ok, `"SHA256:x"`, `"ssh-ed25519 AAAAnotakey"`, 1), `:5: board a: host_key: "ssh-ed25519 AAAAnotakey"`},
+		{"boards:\n  - name: a\n" + ok + "  - name: a\n" + ok, ":7: board a: name: used twice"},
+		{"boards:\n  - name: a\n" + ok + "---\nboards: []\n", ":7: a second YAML document"},
+	} {
+		f := write(t, tc.text)
+		var err error
+		func() {
+			defer func() {
+				if p := recover(); p != nil {
+					err = fmt.Errorf("panic: %v", p)
+				}
+			}()
+			_, err = Load(f, t.TempDir())
+		}()
+		if err == nil || !strings.Contains(err.Error(), f+tc.want) {
+			t.Errorf("%q:\n err = %v\nwant %q", tc.text, err, f+tc.want)
+		}
+	}
+}
+
+func TestAddresses(t *testing.T) {
+	for addr, want := range map[string]string{"pi4.local": "pi4.local:22", "10.0.0.7": "10.0.0.7:22",
+		"fe80::1%eth0": "[fe80::1%eth0]:22", "[2001:db8::7]": "[2001:db8::7]:22", "2001:db8::7": "[2001:db8::7]:22"} {
+		cfg, err := Load(write(t, fmt.Sprintf("boards:\n  - {name: a, address: %q, identity: k, host_key: \"SHA256:x\", arch: arm}\n", addr)), t.TempDir())
+		if err != nil {
+			t.Errorf("%s: %v", addr, err)
+			continue
+		}
+		if got := cfg.Boards[0].Addr(); got != want {
+			t.Errorf("%s: dials %s, want %s", addr, got, want)
+		}
+	}
+}
+
+func TestPinForms(t *testing.T) {
+	_, priv, _ := ed25519.GenerateKey(rand.Reader)
+	signer, _ := ssh.NewSignerFromKey(priv)
+	pub := signer.PublicKey()
+	fp := ssh.FingerprintSHA256(pub)
+	for text, want := range map[string]pin{
+		fp:                  {fingerprint: fp},
+		"ssh-ed25519 " + fp: {fingerprint: fp, keyType: "ssh-ed25519"},
+		strings.TrimSpace(string(ssh.MarshalAuthorizedKey(pub))) + " me@host": {key: pub},
+	} {
+		got, err := parsePin(text)
+		if err != nil || got.fingerprint != want.fingerprint || got.keyType != want.keyType || (want.key != nil && (got.key == nil || ssh.FingerprintSHA256(got.key) != fp)) {
+			t.Errorf("%q: %+v %v", text, got, err)
+		}
+	}
+}
+
+// FuzzParse: any runners.yaml is an error that names the file and a line, or boards
+// whose every field the lab uses is in range (seeds in testdata/fuzz/FuzzParse).
+func FuzzParse(f *testing.F) {
+	f.Add("boards:\n  - {name: pi4-a, labels: [pi4], address: \"fe80::1%eth0\", port: 2222, identity: k, host_key: \"ssh-ed25519 SHA256:q6JKscfMK7oFbWA4AFUDZGAdxnVRYEYlJ47pD37cd2I\", arch: arm, max_jobs: 2}\n")
+	f.Fuzz(func(t *testing.T, s string) {
+		c, err := Parse("f.yaml", []byte(s), "")
+		if err != nil {
+			if !regexp.MustCompile(`^f\.yaml:[1-9][0-9]*: `).MatchString(err.Error()) {
+				t.Fatalf("error without file:line: %v", err)
+			}
+			return
+		}
+		for _, b := range c.Boards {
+			if b == nil || checkName(b.Name) != "" || b.Port < 1 || b.Port > 65535 || b.MaxJobs < 1 {
+				t.Fatalf("board %+v", b)
+			}
+			if _, _, err := net.SplitHostPort(b.Addr()); err != nil {
+				t.Fatalf("address %q: %v", b.Addr(), err)
+			}
+			if _, err := parsePin(b.HostKey); err != nil {
+				t.Fatalf("host_key %q: %v", b.HostKey, err)
+			}
+		}
+	})
 }

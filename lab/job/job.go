@@ -18,6 +18,7 @@ import (
 	"text/template"
 	"time"
 
+	"github.com/kmodlab/kmodlab/internal/yamlline"
 	"github.com/kmodlab/kmodlab/lab/runner"
 	"gopkg.in/yaml.v3"
 )
@@ -208,8 +209,6 @@ func (e *Error) Error() string {
 	return fmt.Sprintf("%s:%d: %s: %s", e.File, e.Line, e.Field, e.Msg)
 }
 
-var yamlLineRe = regexp.MustCompile(`line (\d+): (.*)`)
-
 // Load reads and checks a job file. knownTargets says which target names exist
 // (built-in images and configured boards); nil skips that check.
 func Load(file string, knownTargets func(string) bool) (*Job, error) {
@@ -229,14 +228,8 @@ func Parse(file string, data []byte, knownTargets func(string) bool) (*Job, erro
 		if errors.Is(err, io.EOF) {
 			return nil, &Error{File: file, Line: 1, Msg: "empty job file"}
 		}
-		msg := strings.TrimPrefix(err.Error(), "yaml: ")
-		msg = strings.TrimPrefix(msg, "unmarshal errors:\n  ")
-		if m := yamlLineRe.FindStringSubmatch(msg); m != nil {
-			var line int
-			fmt.Sscan(m[1], &line)
-			return nil, &Error{File: file, Line: line, Msg: strings.ReplaceAll(m[2], " in type job.", " in ")}
-		}
-		return nil, &Error{File: file, Line: 1, Msg: msg}
+		line, msg := yamlline.Locate(err)
+		return nil, &Error{File: file, Line: line, Msg: strings.ReplaceAll(msg, " in type job.", " in ")}
 	}
 	var extra yaml.Node
 	if err := dec.Decode(&extra); err == nil {
@@ -254,40 +247,7 @@ func Parse(file string, data []byte, knownTargets func(string) bool) (*Job, erro
 }
 
 // lineOf finds the line of a key path ("stress", "0", "run") in the document.
-func lineOf(root *yaml.Node, keys ...string) int {
-	n := root
-	if n.Kind == yaml.DocumentNode && len(n.Content) > 0 {
-		n = n.Content[0]
-	}
-	line := n.Line
-	for _, k := range keys {
-		switch n.Kind {
-		case yaml.MappingNode:
-			found := false
-			for i := 0; i+1 < len(n.Content); i += 2 {
-				if n.Content[i].Value == k {
-					line = n.Content[i].Line
-					n = n.Content[i+1]
-					found = true
-					break
-				}
-			}
-			if !found {
-				return line
-			}
-		case yaml.SequenceNode:
-			var idx int
-			if _, err := fmt.Sscan(k, &idx); err != nil || idx >= len(n.Content) {
-				return line
-			}
-			n = n.Content[idx]
-			line = n.Line
-		default:
-			return line
-		}
-	}
-	return line
-}
+func lineOf(root *yaml.Node, keys ...string) int { return yamlline.Of(root, keys...) }
 
 func (j *Job) check(root *yaml.Node, known func(string) bool) error {
 	bad := func(field, msg string, keys ...string) error {

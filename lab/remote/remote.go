@@ -35,8 +35,22 @@ type Config struct {
 	// KnownHosts is a known_hosts file, or HostKeyFingerprint a SHA256:... fingerprint.
 	KnownHosts         string
 	HostKeyFingerprint string
-	Timeout            time.Duration // dial + handshake, default 20 s
+	// HostKeyType is the fingerprint's key type ("ssh-ed25519"), when known.
+	HostKeyType string
+	Timeout     time.Duration // dial + handshake, default 20 s
 }
+
+// HostKeyAlgorithms are the handshake algorithms that authenticate a host key of type
+// t: an RSA key signs with SHA-2 (stock OpenSSH refuses SHA-1 ssh-rsa) or SHA-1.
+func HostKeyAlgorithms(t string) []string {
+	if t == ssh.KeyAlgoRSA {
+		return []string{ssh.KeyAlgoRSASHA512, ssh.KeyAlgoRSASHA256, ssh.KeyAlgoRSA}
+	}
+	return []string{t}
+}
+
+// fingerprintTypes are tried in this order for a bare fingerprint pin.
+var fingerprintTypes = []string{ssh.KeyAlgoED25519, ssh.KeyAlgoECDSA256, ssh.KeyAlgoECDSA384, ssh.KeyAlgoECDSA521, ssh.KeyAlgoRSA}
 
 // HostKeyCallback builds the pinned check; it refuses to build one that checks nothing.
 func (c Config) HostKeyCallback() (ssh.HostKeyCallback, error) {
@@ -46,9 +60,9 @@ func (c Config) HostKeyCallback() (ssh.HostKeyCallback, error) {
 	case c.KnownHosts != "":
 		return knownhosts.New(c.KnownHosts)
 	case c.HostKeyFingerprint != "":
-		want := c.HostKeyFingerprint
+		want, wantType := c.HostKeyFingerprint, c.HostKeyType
 		return func(host string, _ net.Addr, key ssh.PublicKey) error {
-			if got := ssh.FingerprintSHA256(key); got != want {
+			if got := ssh.FingerprintSHA256(key); got != want || (wantType != "" && key.Type() != wantType) {
 				return &HostKeyError{Host: host, Want: want, Got: got}
 			}
 			return nil
@@ -64,7 +78,11 @@ func (e *HostKeyError) Error() string {
 	return fmt.Sprintf("host key mismatch for %s: got %s, want %s (refusing to connect)", e.Host, e.Got, e.Want)
 }
 
-// Dial connects and authenticates, honouring ctx and the timeout.
+// Dial connects and authenticates, honouring ctx and the timeout. Only the pinned key's
+// algorithms are offered when its type is known: a server shows the key of the first
+// algorithm both sides know (dropbear picks one even when it holds no key of that
+// type), and the client prefers ECDSA and RSA to ed25519. A bare fingerprint pin is
+// tried with each key type in turn until the server's key of that type matches.
 func Dial(ctx context.Context, cfg Config) (*Client, error) {
 	hk, err := cfg.HostKeyCallback()
 	if err != nil {
@@ -76,16 +94,42 @@ func Dial(ctx context.Context, cfg Config) (*Client, error) {
 	if cfg.Timeout == 0 {
 		cfg.Timeout = 20 * time.Second
 	}
-	cc := &ssh.ClientConfig{
-		User:            cfg.User,
-		Auth:            []ssh.AuthMethod{ssh.PublicKeys(cfg.Signer)},
-		HostKeyCallback: hk,
-		Timeout:         cfg.Timeout,
+	switch {
+	case cfg.HostKey != nil:
+		return dial(ctx, cfg, hk, HostKeyAlgorithms(cfg.HostKey.Type()))
+	case cfg.HostKeyFingerprint != "" && cfg.HostKeyType != "":
+		return dial(ctx, cfg, hk, HostKeyAlgorithms(cfg.HostKeyType))
+	case cfg.HostKeyFingerprint != "":
+		var got []string
+		for _, t := range fingerprintTypes {
+			c, err := dial(ctx, cfg, hk, HostKeyAlgorithms(t))
+			var hke *HostKeyError
+			switch {
+			case err == nil:
+				return c, nil
+			case errors.As(err, &hke):
+				got = append(got, t+" "+hke.Got)
+			case strings.Contains(err.Error(), "no common algorithm for host key"):
+			default:
+				return nil, err
+			}
+		}
+		if len(got) == 0 {
+			return nil, fmt.Errorf("ssh %s: the server offers no host key of a type the lab knows", cfg.Addr)
+		}
+		return nil, fmt.Errorf("ssh %s: %w", cfg.Addr, &HostKeyError{Host: cfg.Addr, Want: cfg.HostKeyFingerprint, Got: strings.Join(got, ", ")})
 	}
-	if cfg.HostKey != nil {
-		// Offer only the pinned key's algorithm: dropbear picks the first common one
-		// even when it holds no key of that type.
-		cc.HostKeyAlgorithms = []string{cfg.HostKey.Type()}
+	return dial(ctx, cfg, hk, nil)
+}
+
+// dial is one connection and handshake offering algos (nil: the client's defaults).
+func dial(ctx context.Context, cfg Config, hk ssh.HostKeyCallback, algos []string) (*Client, error) {
+	cc := &ssh.ClientConfig{
+		User:              cfg.User,
+		Auth:              []ssh.AuthMethod{ssh.PublicKeys(cfg.Signer)},
+		HostKeyCallback:   hk,
+		HostKeyAlgorithms: algos,
+		Timeout:           cfg.Timeout,
 	}
 	dctx, cancel := context.WithTimeout(ctx, cfg.Timeout)
 	defer cancel()

@@ -1,8 +1,11 @@
 // Package fsutil holds the one file-copy helper the image builder and the module
-// builder share.
+// builder share, and the checks that keep the lab's secrets (its SSH key, images with
+// guest host keys, saved machine states) private to their owner.
 package fsutil
 
 import (
+	"errors"
+	"fmt"
 	"io"
 	"os"
 )
@@ -23,4 +26,42 @@ func CopyFile(src, dst string, mode os.FileMode) error {
 		return err
 	}
 	return out.Close()
+}
+
+// Private makes sure no one but the owner can use path: a private key, an image that
+// holds one, a saved machine's RAM, or their directory. When path grants its group or
+// others any access, that access is taken away and warn is told the mode it had. A
+// path that does not exist is not an error.
+func Private(path string, warn func(path string, had os.FileMode)) error {
+	st, err := os.Stat(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	mode := st.Mode().Perm()
+	if mode&0o077 == 0 {
+		return nil
+	}
+	if err := os.Chmod(path, mode&^0o077); err != nil {
+		return fmt.Errorf("%s is readable by others (mode %04o) and cannot be made private: %w", path, mode, err)
+	}
+	if warn != nil {
+		warn(path, mode)
+	}
+	return nil
+}
+
+// CreatePrivate creates file for writing, exclusively (it must not exist: never a name
+// another process planted) and with mode 0600 from the start, in dir, which is created
+// 0700 or made so.
+func CreatePrivate(dir, file string, warn func(path string, had os.FileMode)) (*os.File, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, err
+	}
+	if err := Private(dir, warn); err != nil {
+		return nil, err
+	}
+	return os.OpenFile(file, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
 }

@@ -101,6 +101,9 @@ func bootRestore(ctx context.Context, cfg Config, bin, accel string, log *slog.L
 // (a restored or paused guest's clock is stale) and mixes host entropy into its pool
 // (restored guests would otherwise share one).
 func attach(ctx context.Context, inst *Instance, keyDir string) (*Guest, error) {
+	if err := privateKey(keyDir, inst.log); err != nil {
+		return nil, err
+	}
 	signer, err := images.ClientKey(keyDir)
 	if err != nil {
 		return nil, err

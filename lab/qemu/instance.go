@@ -123,6 +123,9 @@ func startRetry(ctx context.Context, cfg Config, bin, accel string, log *slog.Lo
 // start launches one QEMU. incoming, when set, is a saved machine state to restore
 // (-incoming) instead of booting the kernel.
 func start(ctx context.Context, cfg Config, bin, accel string, log *slog.Logger, incoming string) (*Instance, error) {
+	if err := privateImage(cfg, log); err != nil {
+		return nil, err
+	}
 	port, err := freePort()
 	if err != nil {
 		return nil, fmt.Errorf("no free local port: %w", err)

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/digitalocean/go-qemu/qmp/raw"
+	"github.com/kmodlab/kmodlab/internal/fsutil"
 )
 
 // Snapshot boots. The first boot of an image runs to READY (modules loaded, sshd
@@ -167,23 +168,33 @@ func snapshotFor(ctx context.Context, cfg Config, bin, accel string) (snapshot, 
 	spec := Spec{Target: cfg.Image.Target, Kernel: cfg.Image.Kernel, BootStub: cfg.Image.BootStub, Initrd: cfg.Image.Initrd, Accel: accel,
 		Append: cfg.Append, MemoryMB: cfg.MemoryMB, SMP: cfg.SMP}
 	in := snapshotKeyInput(spec, cfg.Image.Hash, id)
-	return snapshot{dir: snapshotDir(cfg), input: in, key: in.Key()}, nil
+	s := snapshot{dir: snapshotDir(cfg), input: in, key: in.Key()}
+	log := cfg.Log
+	if log == nil {
+		log = slog.Default()
+	}
+	if err := s.private(warnPrivate(log)); err != nil {
+		return snapshot{}, err
+	}
+	return s, nil
 }
 
 // save pauses the machine, writes its state into the cache and resumes it. The guest's
 // wall clock falls behind by the pause; attach sets it.
 func (i *Instance) save(ctx context.Context, s snapshot) error {
-	if err := os.MkdirAll(s.dir, 0o755); err != nil {
+	tmp, err := s.createTemp(warnPrivate(i.log))
+	if err != nil {
 		return err
 	}
-	tmp := fmt.Sprintf("%s.tmp-%d", s.file(), os.Getpid()) + randHex(4)
 	defer os.Remove(tmp)
 	t0 := time.Now()
 	if err := i.raw.Stop(); err != nil {
 		return fmt.Errorf("stop: %w", err)
 	}
 	defer i.raw.Cont()
-	if err := i.raw.Migrate("exec:cat > "+shellQuote(tmp), nil, nil, nil); err != nil {
+	// QEMU's cat writes into the private file createTemp made (truncating it keeps its
+	// mode), under a umask that makes nothing else it might create readable by others.
+	if err := i.raw.Migrate("exec:umask 077 && cat > "+shellQuote(tmp), nil, nil, nil); err != nil {
 		return fmt.Errorf("migrate: %w", err)
 	}
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
@@ -224,7 +235,7 @@ done:
 	}
 	m := snapshotMeta{Key: s.key, Input: s.input, Bytes: st.Size(), SaveSeconds: time.Since(t0).Seconds(), Created: time.Now().UTC()}
 	data, _ := json.MarshalIndent(m, "", "  ")
-	if err := os.WriteFile(s.meta()+".tmp", data, 0o644); err != nil {
+	if err := os.WriteFile(s.meta()+".tmp", data, 0o600); err != nil {
 		return err
 	}
 	if err := os.Rename(s.meta()+".tmp", s.meta()); err != nil {
@@ -233,6 +244,28 @@ done:
 	i.log.Info("machine state saved", "target", s.input.Target, "file", s.file(), "mb", st.Size()>>20, "seconds", m.SaveSeconds)
 	pruneSnapshots(s)
 	return nil
+}
+
+// A saved state is written to SNAPSHOT.tmp-PID-RANDOM and renamed when complete. The
+// temp file holds the guest's RAM: it is created exclusively, 0600, in the snapshot
+// directory (0700).
+
+// createTemp creates this state's temp file (closed, empty) and returns its path.
+func (s snapshot) createTemp(warn func(string, os.FileMode)) (string, error) {
+	tmp := fmt.Sprintf("%s.tmp-%d-%s", s.file(), os.Getpid(), randHex(4))
+	f, err := fsutil.CreatePrivate(s.dir, tmp, warn)
+	if err != nil {
+		return "", err
+	}
+	return tmp, f.Close()
+}
+
+// private makes the snapshot directory and this state's file the owner's alone.
+func (s snapshot) private(warn func(string, os.FileMode)) error {
+	if err := fsutil.Private(s.dir, warn); err != nil {
+		return err
+	}
+	return fsutil.Private(s.file(), warn)
 }
 
 // pruneSnapshots keeps the newest snapshotKeep saved states of s's target.

@@ -1,0 +1,90 @@
+package qemu
+
+import (
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/kmodlab/kmodlab/images"
+)
+
+func mode(t *testing.T, p string) os.FileMode {
+	t.Helper()
+	st, err := os.Stat(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st.Mode().Perm()
+}
+
+func quietLog(b *strings.Builder) *slog.Logger {
+	return slog.New(slog.NewTextHandler(b, nil))
+}
+
+// A key or image another user can read (ci-lab.sh's chmod -R a+rX left keys/id_ed25519
+// 0644 and initramfs.cpio world-readable) is made private before use, with a warning.
+func TestSecretsMadePrivate(t *testing.T) {
+	dir := t.TempDir()
+	keys := filepath.Join(dir, "keys")
+	os.MkdirAll(keys, 0o755)
+	os.Chmod(keys, 0o755)
+	key := filepath.Join(keys, "id_ed25519")
+	os.WriteFile(key, []byte("k"), 0o644)
+	os.Chmod(key, 0o644)
+	img := filepath.Join(dir, "images", "x")
+	os.MkdirAll(img, 0o755)
+	initrd := filepath.Join(img, "initramfs.cpio")
+	os.WriteFile(initrd, []byte("c"), 0o644)
+	os.Chmod(initrd, 0o644)
+	var b strings.Builder
+	if err := privateKey(keys, quietLog(&b)); err != nil {
+		t.Fatal(err)
+	}
+	if err := privateImage(Config{Image: &images.Image{Dir: img, Initrd: initrd}}, quietLog(&b)); err != nil {
+		t.Fatal(err)
+	}
+	for p, want := range map[string]os.FileMode{keys: 0o700, key: 0o600, initrd: 0o600} {
+		if got := mode(t, p); got != want {
+			t.Errorf("%s: mode %04o, want %04o", p, got, want)
+		}
+	}
+	if n := strings.Count(b.String(), "made private"); n != 3 {
+		t.Errorf("%d warnings, want 3:\n%s", n, b.String())
+	}
+	b.Reset()
+	privateKey(keys, quietLog(&b))
+	if b.Len() != 0 {
+		t.Errorf("a private key warned: %s", b.String())
+	}
+}
+
+// A saved machine state holds the guest's RAM (dropbear's host key in it): its temp
+// file is created exclusively, 0600, in a 0700 directory, whatever the umask.
+func TestSnapshotFilesArePrivate(t *testing.T) {
+	x, _ := images.Lookup("x86_64")
+	in := snapshotKeyInput(Spec{Target: x, Accel: AccelTCG}, "h", "q")
+	s := snapshot{dir: filepath.Join(t.TempDir(), "snapshots"), input: in, key: in.Key()}
+	os.MkdirAll(s.dir, 0o755)
+	os.Chmod(s.dir, 0o755)
+	tmp, err := s.createTemp(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m := mode(t, tmp); m != 0o600 {
+		t.Errorf("temp state: mode %04o, want 0600", m)
+	}
+	if m := mode(t, s.dir); m != 0o700 {
+		t.Errorf("snapshot dir: mode %04o, want 0700", m)
+	}
+	if !strings.HasPrefix(filepath.Base(tmp), filepath.Base(s.file())+".tmp-"+fmt.Sprint(os.Getpid())+"-") {
+		t.Errorf("temp name %s", tmp)
+	}
+	os.WriteFile(s.file(), []byte("state"), 0o644)
+	os.Chmod(s.file(), 0o644)
+	if err := s.private(nil); err != nil || mode(t, s.file()) != 0o600 {
+		t.Errorf("a saved state readable by others stays so (%v)", err)
+	}
+}

@@ -76,7 +76,10 @@ func Args(s Spec) []string {
 		"-display", "none", "-vga", "none", "-no-user-config", "-nodefaults", "-no-reboot",
 		"-chardev", "stdio,id=con0,signal=off", "-serial", "chardev:con0",
 		"-qmp", "unix:"+s.QMP+",server=on,wait=off",
-		"-netdev", fmt.Sprintf("user,id=n0,hostfwd=tcp:127.0.0.1:%d-:22", s.SSHPort),
+		// restrict=on: the guest reaches nothing through slirp (not the host's loopback
+		// services, not the network beyond); the host's forward to its SSH port, all
+		// the lab uses, still works.
+		"-netdev", fmt.Sprintf("user,id=n0,restrict=on,hostfwd=tcp:127.0.0.1:%d-:22", s.SSHPort),
 		"-device", q.NetDevice+",netdev=n0",
 	)
 	for _, d := range q.Devices {

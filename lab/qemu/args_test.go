@@ -11,11 +11,14 @@ func TestArgs(t *testing.T) {
 	arm, _ := images.Lookup("armv7-lpae")
 	a := strings.Join(Args(Spec{Target: arm, Kernel: "K", Initrd: "I", Accel: AccelTCG, SSHPort: 2222, QMP: "/tmp/q.sock"}), " ")
 	for _, want := range []string{"-M virt,highmem=on", "-m 3072", "-smp 4", "-accel tcg,thread=multi", "-cpu cortex-a15",
-		"console=ttyAMA0", "rodata=off", "hostfwd=tcp:127.0.0.1:2222-:22", "-device virtio-net-device,netdev=n0",
+		"console=ttyAMA0", "rodata=off", "-netdev user,id=n0,restrict=on,hostfwd=tcp:127.0.0.1:2222-:22", "-device virtio-net-device,netdev=n0",
 		"-qmp unix:/tmp/q.sock,server=on,wait=off", "-kernel K", "-initrd I"} {
 		if !strings.Contains(a, want) {
 			t.Errorf("arm args lack %q:\n%s", want, a)
 		}
+	}
+	if strings.Count(a, "-netdev") != 1 || strings.Contains(a, "guestfwd") {
+		t.Errorf("the guest's network is more than the restricted SSH forward:\n%s", a)
 	}
 	if strings.Contains(a, "-vga") {
 		t.Error("the ARM virt board has no VGA option")

@@ -50,8 +50,18 @@ t0=$SECONDS
 make build
 echo "ci-lab: kmodlab built in $((SECONDS - t0)) s: $(bin/kmodlab version)"
 
-# Let the runner's user read (cache, upload) what root writes here.
-share() { chmod -R a+rX "${KMODLAB_CACHE:-$HOME/.cache/kmodlab}" ${out:+"$out"} 2>/dev/null || true; }
+# Hand what root writes here (the cache, the reports) to the runner's user, who owns
+# the checkout and later caches and uploads them: ownership, not modes, so the lab's
+# private key and the images' host keys stay 0600 (a chmod -R a+rX made them readable
+# by every user of the runner). Only entries not already the runner's are changed.
+share() {
+	local owner
+	owner=$(stat -c %u:%g .) || return 0
+	for d in "${KMODLAB_CACHE:-$HOME/.cache/kmodlab}" ${out:+"$out"}; do
+		[ -e "$d" ] || continue
+		find "$d" \( ! -uid "${owner%:*}" -o ! -gid "${owner#*:}" \) -exec chown -h "$owner" {} + 2>/dev/null || true
+	done
+}
 trap share EXIT
 ran=1
 case "$mode" in

@@ -113,6 +113,7 @@ type chroot struct {
 	t      *testing.T
 	dir    string
 	mounts []string
+	after  []string // directories removed once nothing is mounted (an overlay's layers)
 }
 
 func (c *chroot) mount(args ...string) {
@@ -127,6 +128,37 @@ func (c *chroot) mount(args ...string) {
 	if !strings.Contains(strings.Join(args, " "), "remount") {
 		c.mounts = append(c.mounts, target)
 	}
+}
+
+// tryMount is mount that reports failure instead of failing the test.
+func (c *chroot) tryMount(args ...string) bool {
+	target := args[len(args)-1]
+	if err := os.MkdirAll(target, 0o755); err != nil {
+		c.t.Fatal(err)
+	}
+	if out, err := exec.Command("mount", args...).CombinedOutput(); err != nil {
+		c.t.Logf("mount %v: %v: %s", args, err, out)
+		return false
+	}
+	c.mounts = append(c.mounts, target)
+	return true
+}
+
+// modes is the mode and owner of every file under dir, by path.
+func modes(dir string) map[string]string {
+	out := map[string]string{}
+	filepath.Walk(dir, func(p string, info os.FileInfo, err error) error {
+		if err != nil {
+			return nil
+		}
+		m := info.Mode().String()
+		if st, ok := info.Sys().(*syscall.Stat_t); ok {
+			m += fmt.Sprintf(" %d:%d", st.Uid, st.Gid)
+		}
+		out[p] = m
+		return nil
+	})
+	return out
 }
 
 // mountsUnder lists the mount points at or below dir.
@@ -169,6 +201,9 @@ func (c *chroot) cleanup() {
 		c.t.Errorf("rootfs %s NOT removed: still mounted: %v", c.dir, left)
 		return
 	}
+	for _, d := range c.after {
+		os.RemoveAll(d)
+	}
 	if out, err := exec.Command("rm", "-rf", "--one-file-system", c.dir).CombinedOutput(); err != nil {
 		c.t.Errorf("rm -rf %s: %v: %s", c.dir, err, out)
 	}
@@ -180,7 +215,8 @@ func (c *chroot) cleanup() {
 // where the workflow mounts setup-go's. The script must install what it needs, build,
 // run the cell and leave the reports where the workflow's later steps read them.
 //
-// Caches: by default the host's image cache and Go caches are bound in, like a restored
+// Caches: by default the host's image cache (read-only below an overlay: the test never
+// changes the user's own cache) and Go caches are in the rootfs, like a restored
 // actions/cache and setup-go cache (warm). KMODLAB_ROOTFS_COLD=1 starts from empty ones.
 func TestWorkflowScriptInBookwormRootfs(t *testing.T) {
 	if why := mmdebstrapReady(t); why != "" {
@@ -238,7 +274,34 @@ func TestWorkflowScriptInBookwormRootfs(t *testing.T) {
 	cacheIn := filepath.Join(w.Workdir, w.Cache)
 	var goEnv []string
 	if !cold {
-		c.mount("--bind", images.DefaultCacheDir(), filepath.Join(dir, cacheIn))
+		// The host's image cache is the lower layer of an overlay: the script and
+		// kmodlab in the rootfs read it and may write (ci-lab.sh's share at exit,
+		// kmodlab's mode repairs, new snapshots), but every write lands in the upper
+		// layer, under this test's own directory. The user's cache is never changed
+		// (checked below), and nothing is copied: make test stays fast.
+		hostCache := images.DefaultCacheDir()
+		before := modes(hostCache)
+		defer func() {
+			for p, m := range modes(hostCache) {
+				if b, ok := before[p]; ok && b != m {
+					t.Errorf("the rootfs test changed the user's cache: %s was %s, is %s", p, b, m)
+				}
+			}
+		}()
+		layers, err := os.MkdirTemp("", "kmodlab-rootfs-cache-")
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.after = append(c.after, layers)
+		upper, work := filepath.Join(layers, "upper"), filepath.Join(layers, "work")
+		os.MkdirAll(upper, 0o700)
+		os.MkdirAll(work, 0o700)
+		opts := fmt.Sprintf("lowerdir=%s,upperdir=%s,workdir=%s", hostCache, upper, work)
+		// metacopy: a chown or chmod copies up the inode, not the file's data.
+		if !c.tryMount("-t", "overlay", "overlay", "-o", opts+",metacopy=on", filepath.Join(dir, cacheIn)) &&
+			!c.tryMount("-t", "overlay", "overlay", "-o", opts, filepath.Join(dir, cacheIn)) {
+			t.Logf("no overlay mount here: the image cache starts empty (as with KMODLAB_ROOTFS_COLD=1)")
+		}
 		// Same paths as on the host, so the build cache's entries for the modules hit.
 		for _, v := range []string{"GOMODCACHE", "GOCACHE"} {
 			if out, err := exec.Command("go", "env", v).Output(); err == nil && strings.TrimSpace(string(out)) != "" {

@@ -1,8 +1,8 @@
 package qemu
 
 import (
-	"bufio"
 	"context"
+	"fmt"
 	"io"
 	"strings"
 	"sync"
@@ -11,6 +11,7 @@ import (
 	"github.com/kmodlab/kmodlab/images"
 	"github.com/kmodlab/kmodlab/lab/console"
 	"github.com/kmodlab/kmodlab/lab/logbuf"
+	"github.com/kmodlab/kmodlab/lab/trace"
 )
 
 // ConsoleMemory bounds the console output a guest keeps in memory; the rest is read back
@@ -38,17 +39,14 @@ func newConsole(path string) (*Console, error) {
 	return &Console{Buffer: b, last: time.Now()}, nil
 }
 
+// read takes the console line by line until r ends. A line is bounded as the kernel
+// log's are (trace.ReadLines): a guest printing without a newline (128 MiB of it grew
+// the heap by ~780 MiB) gets its line dropped past trace.MaxLine, and the console log
+// says so.
 func (c *Console) read(r io.Reader) {
-	br := bufio.NewReaderSize(r, 64*1024)
-	for {
-		l, err := br.ReadString('\n')
-		if l != "" {
-			c.line(strings.TrimRight(l, "\r\n"))
-		}
-		if err != nil {
-			return
-		}
-	}
+	trace.ReadLines(r, c.line, func() {
+		c.line(fmt.Sprintf("kmodlab: a console line over %d bytes was dropped", trace.MaxLine))
+	})
 }
 
 func (c *Console) line(l string) {

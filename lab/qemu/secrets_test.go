@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/kmodlab/kmodlab/images"
 )
@@ -86,5 +87,30 @@ func TestSnapshotFilesArePrivate(t *testing.T) {
 	os.Chmod(s.file(), 0o644)
 	if err := s.private(nil); err != nil || mode(t, s.file()) != 0o600 {
 		t.Errorf("a saved state readable by others stays so (%v)", err)
+	}
+}
+
+// Temp states whose writer is gone, or that are older than an hour, are removed; a
+// fresh one of a live writer is kept.
+func TestPruneTemps(t *testing.T) {
+	dir := t.TempDir()
+	now := time.Now()
+	name := func(n string) string { return filepath.Join(dir, "x86_64-abc.vmstate.tmp-"+n) }
+	files := map[string]bool{ // name -> kept
+		name(fmt.Sprintf("%d-aaaa", os.Getpid())): true,
+		name("999999999-bbbb"):                    false, // no such process
+		name("1234abcd"):                          true,  // older format, fresh
+	}
+	old := name(fmt.Sprintf("%d-cccc", os.Getpid()))
+	files[old] = false
+	for f := range files {
+		os.WriteFile(f, nil, 0o600)
+	}
+	os.Chtimes(old, now.Add(-2*time.Hour), now.Add(-2*time.Hour))
+	pruneTemps(dir, now)
+	for f, kept := range files {
+		if _, err := os.Stat(f); (err == nil) != kept {
+			t.Errorf("%s: kept %v, want %v", filepath.Base(f), err == nil, kept)
+		}
 	}
 }

@@ -13,8 +13,10 @@ import (
 	"os/exec"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/digitalocean/go-qemu/qmp/raw"
@@ -169,6 +171,7 @@ func snapshotFor(ctx context.Context, cfg Config, bin, accel string) (snapshot, 
 		Append: cfg.Append, MemoryMB: cfg.MemoryMB, SMP: cfg.SMP}
 	in := snapshotKeyInput(spec, cfg.Image.Hash, id)
 	s := snapshot{dir: snapshotDir(cfg), input: in, key: in.Key()}
+	pruneTemps(s.dir, time.Now())
 	log := cfg.Log
 	if log == nil {
 		log = slog.Default()
@@ -182,6 +185,7 @@ func snapshotFor(ctx context.Context, cfg Config, bin, accel string) (snapshot, 
 // save pauses the machine, writes its state into the cache and resumes it. The guest's
 // wall clock falls behind by the pause; attach sets it.
 func (i *Instance) save(ctx context.Context, s snapshot) error {
+	pruneTemps(s.dir, time.Now())
 	tmp, err := s.createTemp(warnPrivate(i.log))
 	if err != nil {
 		return err
@@ -248,7 +252,12 @@ done:
 
 // A saved state is written to SNAPSHOT.tmp-PID-RANDOM and renamed when complete. The
 // temp file holds the guest's RAM: it is created exclusively, 0600, in the snapshot
-// directory (0700).
+// directory (0700). One left behind (the writer was killed) is removed by the next
+// save or lookup once its writer is gone or it is older than tempMaxAge.
+
+// tempMaxAge is when a temp file counts as left behind even if its pid is alive again
+// (a reused pid): a save takes seconds.
+const tempMaxAge = time.Hour
 
 // createTemp creates this state's temp file (closed, empty) and returns its path.
 func (s snapshot) createTemp(warn func(string, os.FileMode)) (string, error) {
@@ -258,6 +267,32 @@ func (s snapshot) createTemp(warn func(string, os.FileMode)) (string, error) {
 		return "", err
 	}
 	return tmp, f.Close()
+}
+
+// pruneTemps removes the temp files in dir that were left behind.
+func pruneTemps(dir string, now time.Time) {
+	temps, _ := filepath.Glob(filepath.Join(dir, "*.vmstate.tmp-*"))
+	for _, t := range temps {
+		st, err := os.Stat(t)
+		if err != nil {
+			continue
+		}
+		if now.Sub(st.ModTime()) > tempMaxAge || !writerAlive(t) {
+			os.Remove(t)
+		}
+	}
+}
+
+// writerAlive says whether the process named in a temp file's name may still write
+// it (true when the name has no pid: then only the age decides).
+func writerAlive(tmp string) bool {
+	_, tail, _ := strings.Cut(filepath.Base(tmp), ".vmstate.tmp-")
+	pidText, _, ok := strings.Cut(tail, "-")
+	pid, err := strconv.Atoi(pidText)
+	if !ok || err != nil || pid <= 0 {
+		return true
+	}
+	return syscall.Kill(pid, 0) != syscall.ESRCH
 }
 
 // private makes the snapshot directory and this state's file the owner's alone.

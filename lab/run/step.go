@@ -87,11 +87,11 @@ func (cr *cellRun) step(ctx context.Context, phase string, i int, s job.Step, de
 		pidfile := fmt.Sprintf("%s/.kmodlab-step-%s.pid", j.Dest(), name)
 		end := cr.beginStress(i, name, pidfile)
 		pw := &progressWriter{w: w, on: cr.onProgress}
-		err = cr.r.Run(sctx, fmt.Sprintf("echo $$ > %s && exec sh -c %s", runner.Quote(pidfile), runner.Quote(cmd)), pw, pw)
+		err = cr.r.Run(sctx, stepCommand(pidfile, cmd), pw, pw)
 		end()
 		if sctx.Err() != nil && !cr.lost && !crashed() {
 			kctx, kcancel := context.WithTimeout(context.WithoutCancel(ctx), 15*time.Second)
-			cr.r.Run(kctx, fmt.Sprintf("p=$(cat %[1]s 2>/dev/null) && { pkill -KILL -P $p; kill -KILL $p; }; rm -f %[1]s", runner.Quote(pidfile)), nil, nil)
+			cr.r.Run(kctx, killCommand(pidfile), nil, nil)
 			kcancel()
 		}
 	} else {
@@ -124,6 +124,24 @@ func (cr *cellRun) step(ctx context.Context, phase string, i int, s job.Step, de
 	if report != "" && !cr.lost && !cr.crashed && !stoppedOnPurpose && ctx.Err() == nil {
 		cr.readStress(ctx, name, report)
 	}
+}
+
+// stepCommand runs a stress step's command in a session of its own (setsid; busybox
+// and util-linux have it), whose id goes into pidfile, so killCommand reaches every
+// process the step started, however deep (pkill -P reached only the shell's
+// children). The session leader is started in the background and waited for: a
+// background child is never a process group leader, so setsid starts the session in
+// that process instead of forking and returning at once. Without setsid the step runs
+// as before, in the shell's group.
+func stepCommand(pidfile, cmd string) string {
+	inner := runner.Quote(`echo $$ > "$0" && exec sh -c "$1"`)
+	return fmt.Sprintf(`s=; command -v setsid >/dev/null 2>&1 && s=setsid; $s sh -c %s %s %s & wait $!`, inner, runner.Quote(pidfile), runner.Quote(cmd))
+}
+
+// killCommand kills a step started by stepCommand: its process group and its session,
+// then (no setsid) the leader's children and the leader; it removes pidfile.
+func killCommand(pidfile string) string {
+	return fmt.Sprintf("p=$(cat %[1]s 2>/dev/null) && { kill -KILL -- -$p 2>/dev/null || kill -KILL -$p 2>/dev/null; pkill -KILL -s $p 2>/dev/null; pkill -KILL -P $p; kill -KILL $p; }; rm -f %[1]s", runner.Quote(pidfile))
 }
 
 func poll(ctx context.Context, r runner.Runner, cmd string) error {

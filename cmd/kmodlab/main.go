@@ -13,6 +13,7 @@ import (
 	"os/signal"
 	"syscall"
 
+	"github.com/kmodlab/kmodlab/internal/cleanup"
 	"github.com/spf13/cobra"
 )
 
@@ -74,13 +75,15 @@ func main() {
 
 // handleSignals: the first Ctrl-C (or SIGTERM) cancels the context, so the running
 // command shuts its guests down, writes its reports and exits 2; a second one exits at
-// once, for when that clean-up itself hangs.
+// once, for when that clean-up itself hangs, after the quick part of it
+// (internal/cleanup: QEMUs killed, their temp directories removed).
 func handleSignals(sigs <-chan os.Signal, cancel context.CancelFunc, exit func(int)) {
 	s := <-sigs
 	fmt.Fprintf(stderr, "kmodlab: %s: cleaning up (again to exit at once)\n", s)
 	cancel()
 	<-sigs
-	fmt.Fprintln(stderr, "kmodlab: exiting without cleaning up")
+	n := cleanup.Now()
+	fmt.Fprintf(stderr, "kmodlab: exiting at once (killed %d machine(s) and removed their temp directories; reports not written)\n", n)
 	exit(exitInfra)
 }
 

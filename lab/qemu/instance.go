@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -18,6 +19,7 @@ import (
 	"github.com/digitalocean/go-qemu/qmp"
 	"github.com/digitalocean/go-qemu/qmp/raw"
 	"github.com/kmodlab/kmodlab/images"
+	"github.com/kmodlab/kmodlab/internal/cleanup"
 	"github.com/kmodlab/kmodlab/lab/remote"
 )
 
@@ -59,11 +61,12 @@ type Instance struct {
 	log     *slog.Logger
 	events  chan qmp.Event
 
-	closeOnce sync.Once
-	closeErr  error
-	mu        sync.Mutex
-	panicked  bool
-	panicCh   chan struct{} // closed on GUEST_PANICKED (pvpanic) or a console panic
+	closeOnce  sync.Once
+	closeErr   error
+	unregister func() // the emergency clean-up's (internal/cleanup)
+	mu         sync.Mutex
+	panicked   bool
+	panicCh    chan struct{} // closed on GUEST_PANICKED (pvpanic) or a console panic
 }
 
 // BootError is a guest that did not come up, with the console output that explains it.
@@ -130,12 +133,16 @@ func start(ctx context.Context, cfg Config, bin, accel string, log *slog.Logger,
 	if err != nil {
 		return nil, fmt.Errorf("no free local port: %w", err)
 	}
+	pruneWorkDirs(cfg.WorkDir)
 	dir, err := os.MkdirTemp(cfg.WorkDir, "kmodlab-qemu-")
 	if err != nil {
 		return nil, err
 	}
+	os.WriteFile(filepath.Join(dir, "owner"), []byte(strconv.Itoa(os.Getpid())), 0o600)
 	inst := &Instance{Image: cfg.Image, Accel: accel, SSHPort: port, Dir: dir, log: log,
 		exited: make(chan struct{}), events: make(chan qmp.Event, 16), panicCh: make(chan struct{})}
+	// Undone even if kmodlab exits at once (a second Ctrl-C): QEMU killed, dir removed.
+	inst.unregister = cleanup.Register(inst.abandon)
 	spec := Spec{Target: cfg.Image.Target, Kernel: cfg.Image.Kernel, BootStub: cfg.Image.BootStub, Initrd: cfg.Image.Initrd, Accel: accel,
 		SSHPort: port, QMP: filepath.Join(dir, "qmp.sock"), Append: cfg.Append, MemoryMB: cfg.MemoryMB, SMP: cfg.SMP}
 	inst.spec = spec
@@ -151,14 +158,14 @@ func start(ctx context.Context, cfg Config, bin, accel string, log *slog.Logger,
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	out, err := cmd.StdoutPipe()
 	if err != nil {
-		os.RemoveAll(dir)
+		inst.forget()
 		return nil, err
 	}
 	cmd.Stderr = cmd.Stdout
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
 		out.Close()
-		os.RemoveAll(dir)
+		inst.forget()
 		return nil, err
 	}
 	inst.stdin = stdin
@@ -170,7 +177,7 @@ func start(ctx context.Context, cfg Config, bin, accel string, log *slog.Logger,
 	if inst.con, err = newConsole(conPath); err != nil {
 		out.Close()
 		stdin.Close()
-		os.RemoveAll(dir)
+		inst.forget()
 		return nil, err
 	}
 	log.Debug("qemu", "cmd", bin+" "+strings.Join(args, " "))
@@ -179,10 +186,12 @@ func start(ctx context.Context, cfg Config, bin, accel string, log *slog.Logger,
 		inst.con.close()
 		out.Close()
 		stdin.Close()
-		os.RemoveAll(dir)
+		inst.forget()
 		return nil, fmt.Errorf("start %s: %w", bin, err)
 	}
+	inst.mu.Lock()
 	inst.cmd = cmd
+	inst.mu.Unlock()
 	inst.con.onCrash = inst.markPanicked
 	go inst.con.read(out)
 	go func() {
@@ -330,9 +339,48 @@ func (i *Instance) Close() error {
 		if i.stdin != nil {
 			i.stdin.Close()
 		}
-		os.RemoveAll(i.Dir)
+		i.forget()
 	})
 	return i.closeErr
+}
+
+// forget removes the private dir and the emergency clean-up that would have.
+func (i *Instance) forget() {
+	os.RemoveAll(i.Dir)
+	if i.unregister != nil {
+		i.unregister()
+	}
+}
+
+// abandon is the emergency clean-up (internal/cleanup): QEMU's process group gets
+// SIGKILL, the private dir goes. No QMP, no waiting.
+func (i *Instance) abandon() {
+	i.mu.Lock()
+	cmd := i.cmd
+	i.mu.Unlock()
+	if cmd != nil && cmd.Process != nil {
+		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+	}
+	os.RemoveAll(i.Dir)
+}
+
+// pruneWorkDirs removes private dirs under workDir (default os.TempDir) left by a
+// kmodlab process that no longer runs (killed before it could clean up).
+func pruneWorkDirs(workDir string) {
+	if workDir == "" {
+		workDir = os.TempDir()
+	}
+	dirs, _ := filepath.Glob(filepath.Join(workDir, "kmodlab-qemu-*"))
+	for _, d := range dirs {
+		data, err := os.ReadFile(filepath.Join(d, "owner"))
+		if err != nil {
+			continue // not ours to judge (an older version's, or being made)
+		}
+		pid, err := strconv.Atoi(strings.TrimSpace(string(data)))
+		if err == nil && pid > 0 && syscall.Kill(pid, 0) == syscall.ESRCH {
+			os.RemoveAll(d)
+		}
+	}
 }
 
 func (i *Instance) stop() error {

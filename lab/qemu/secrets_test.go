@@ -1,6 +1,7 @@
 package qemu
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
 	"os"
@@ -10,6 +11,7 @@ import (
 	"time"
 
 	"github.com/kmodlab/kmodlab/images"
+	"github.com/kmodlab/kmodlab/internal/cleanup"
 )
 
 func mode(t *testing.T, p string) os.FileMode {
@@ -112,5 +114,62 @@ func TestPruneTemps(t *testing.T) {
 		if _, err := os.Stat(f); (err == nil) != kept {
 			t.Errorf("%s: kept %v, want %v", filepath.Base(f), err == nil, kept)
 		}
+	}
+}
+
+// A second Ctrl-C exits at once: the emergency clean-up (internal/cleanup) must still
+// kill a starting QEMU and remove its /tmp/kmodlab-qemu-* directory.
+func TestEmergencyCleanup(t *testing.T) {
+	work := t.TempDir()
+	fake := filepath.Join(t.TempDir(), "qemu")
+	os.WriteFile(fake, []byte("#!/bin/sh\nexec sleep 60\n"), 0o755)
+	initrd := filepath.Join(t.TempDir(), "initramfs.cpio")
+	os.WriteFile(initrd, nil, 0o600)
+	x, _ := images.Lookup("x86_64")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var b strings.Builder
+	done := make(chan error, 1)
+	go func() {
+		_, err := start(ctx, Config{Image: &images.Image{Target: x, Kernel: "k", Initrd: initrd}, WorkDir: work}, fake, AccelTCG, quietLog(&b), "")
+		done <- err
+	}()
+	var dirs []string
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		if dirs, _ = filepath.Glob(filepath.Join(work, "kmodlab-qemu-*", "console.log")); len(dirs) > 0 {
+			break
+		}
+	}
+	if len(dirs) == 0 {
+		t.Fatal("no instance dir")
+	}
+	time.Sleep(100 * time.Millisecond) // QEMU started
+	if n := cleanup.Now(); n != 1 {
+		t.Errorf("%d emergency clean-ups, want 1", n)
+	}
+	if _, err := os.Stat(filepath.Dir(dirs[0])); err == nil {
+		t.Errorf("%s left behind", filepath.Dir(dirs[0]))
+	}
+	cancel()
+	if err := <-done; err == nil {
+		t.Error("start succeeded")
+	}
+}
+
+// Private dirs of a kmodlab that no longer runs are removed at the next start; a live
+// one's are kept.
+func TestPruneWorkDirs(t *testing.T) {
+	work := t.TempDir()
+	dead, live := filepath.Join(work, "kmodlab-qemu-1"), filepath.Join(work, "kmodlab-qemu-2")
+	os.MkdirAll(dead, 0o700)
+	os.MkdirAll(live, 0o700)
+	os.WriteFile(filepath.Join(dead, "owner"), []byte("999999999"), 0o600)
+	os.WriteFile(filepath.Join(live, "owner"), []byte(fmt.Sprint(os.Getpid())), 0o600)
+	pruneWorkDirs(work)
+	if _, err := os.Stat(dead); err == nil {
+		t.Error("a dead kmodlab's dir is kept")
+	}
+	if _, err := os.Stat(live); err != nil {
+		t.Error("a live kmodlab's dir is removed")
 	}
 }

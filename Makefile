@@ -46,6 +46,10 @@ fuzz:
 	$(GO) test ./lab/trace/ -run '^$$' -fuzz FuzzAnalyze -fuzztime 60s
 	$(GO) test ./lab/job/ -run '^$$' -fuzz FuzzParse -fuzztime 60s
 	$(GO) test ./lab/console/ -run '^$$' -fuzz FuzzFind -fuzztime 60s
+	$(GO) test ./lab/report/ -run '^$$' -fuzz FuzzReadShard -fuzztime 60s
+	$(GO) test ./lab/board/ -run '^$$' -fuzz FuzzParse -fuzztime 60s
+	$(GO) test ./lab/qemu/ -run '^$$' -fuzz FuzzConsoleRead -fuzztime 60s
+	$(GO) test ./internal/sanitize/ -run '^$$' -fuzz FuzzCommands -fuzztime 60s
 
 # userblkfuzz against userblk.ko for a long time on every target (SOAK=10m per cell).
 SOAK ?= 10m

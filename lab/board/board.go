@@ -439,6 +439,11 @@ func (b *Board) Info() runner.Info {
 func (b *Board) Addr() string { return net.JoinHostPort(b.Address, strconv.Itoa(b.Port)) }
 
 func (b *Board) remoteConfig() (remote.Config, error) {
+	// The identity is the user's own key: refused, not changed, when others may read
+	// it (OpenSSH refuses such a key too).
+	if st, err := os.Stat(b.Identity); err == nil && st.Mode().Perm()&0o077 != 0 {
+		return remote.Config{}, fmt.Errorf("board %s: identity %s is readable by others (mode %04o): chmod 600 it", b.Name, b.Identity, st.Mode().Perm())
+	}
 	key, err := os.ReadFile(b.Identity)
 	if err != nil {
 		return remote.Config{}, fmt.Errorf("board %s: identity: %w", b.Name, err)

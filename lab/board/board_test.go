@@ -338,3 +338,19 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+// A private key others can read is refused (and left as it is: it is the user's).
+func TestIdentityReadableByOthersRefused(t *testing.T) {
+	key := keyFile(t)
+	os.Chmod(key, 0o644)
+	cfg, err := Load(write(t, fmt.Sprintf("boards:\n  - {name: a, address: 127.0.0.1, identity: %s, host_key: \"SHA256:x\", arch: arm}\n", key)), t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cfg.Boards[0].remoteConfig(); err == nil || !strings.Contains(err.Error(), "readable by others (mode 0644)") {
+		t.Errorf("err = %v", err)
+	}
+	if st, _ := os.Stat(key); st.Mode().Perm() != 0o644 {
+		t.Error("the user's key was changed")
+	}
+}

@@ -43,7 +43,7 @@ type Job struct {
 	// TARGET+own boots that kernel and builds its modules against it (docs/kernels.md).
 	OwnKernels map[string]string `yaml:"own_kernels"`
 
-	File string `yaml:"-"`
+	File     string         `yaml:"-"`
 	ownLines map[string]int // own_kernels.TARGET -> line
 }
 

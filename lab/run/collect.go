@@ -182,7 +182,7 @@ func (cr *cellRun) collect(ctx context.Context, timeout time.Duration) {
 		}
 	}
 	for _, f := range files {
-		path, err := j.Expand(f, cr.c, cr.p.o.Seed, cr.extra)
+		path, err := j.ExpandPath(f, cr.c, cr.p.o.Seed, cr.extra)
 		if err != nil {
 			continue
 		}

@@ -111,7 +111,8 @@ func (p *targetRun) newCell(c job.Cell) *report.Cell {
 	}
 	sort.Strings(keys)
 	for _, k := range keys {
-		replay += fmt.Sprintf(" --set %s=%s", k, p.o.Vars[k])
+		// The replay line is copied into a host shell: a value is one word there.
+		replay += " --set " + job.ShellWord(k+"="+p.o.Vars[k])
 	}
 	if p.o.Repeat > 1 {
 		replay += fmt.Sprintf(" --repeat %d", p.o.Repeat)

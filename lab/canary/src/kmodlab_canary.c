@@ -39,7 +39,7 @@
 #include <linux/uaccess.h>
 
 #define CANARY_PAGES	16
-#define WAIT_JIFFIES	(2 * HZ)
+#define WAIT_JIFFIES	(10 * HZ)
 #define TURN_MAPPER	0
 #define TURN_WRITER	1
 #define TURN_STOP	2

@@ -246,7 +246,7 @@ func (r *Root) Update(ctx context.Context, force bool) error {
 	}
 	r.log().Info("apt update (private root)", "dir", r.Dir, "suite", r.suite())
 	out, err := r.update(ctx)
-	if err != nil && r.suite() != HostSuite {
+	if err != nil && r.suite() != HostSuite && !strings.HasSuffix(r.suite(), "-backports") {
 		// A line's suite must have every architecture's index: try the aliases.
 		for _, alias := range aliases {
 			if r.complete() {

@@ -36,6 +36,7 @@ type Cross struct {
 	Kbuild   Kbuild
 	CacheDir string
 	Strict   bool // warnings under W=1 fail the build
+	results  map[string]*Result
 }
 
 // Name implements Strategy.
@@ -49,12 +50,19 @@ func (c *Cross) Prepare(ctx context.Context, name, src string) (string, error) {
 	return HashTree(src), nil
 }
 
+// Result is the last build of a module (its log, warnings and time), nil before one.
+func (c *Cross) Result(name string) *Result { return c.results[name] }
+
 func (c *Cross) ko(ctx context.Context, name, src string) (string, error) {
-	kos, _, err := Module(ctx, c.Kbuild, src, c.CacheDir, c.Strict)
+	r, err := Build(ctx, c.Kbuild, src, c.CacheDir, Options{Strict: c.Strict})
+	if c.results == nil {
+		c.results = map[string]*Result{}
+	}
+	c.results[name] = r
 	if err != nil {
 		return "", fmt.Errorf("module %s: %w", name, err)
 	}
-	for _, ko := range kos {
+	for _, ko := range r.KOs {
 		if strings.TrimSuffix(filepath.Base(ko), ".ko") == name {
 			return ko, nil
 		}

@@ -133,6 +133,9 @@ func (b *Builder) SweepKernels(ctx context.Context, t *Target, suites []string) 
 	if err := b.resolve(ctx, t); err != nil {
 		return nil, nil, err
 	}
+	if len(t.Fragments) > 0 {
+		return nil, nil, fmt.Errorf("%s: a kernel the lab builds has no headers packages to sweep; name the Debian line (%s)", t.Name, t.Base)
+	}
 	if len(suites) == 0 {
 		suites = SweepSuites(t)
 	}
@@ -291,4 +294,10 @@ func (x *index) versions(arch, pkg string) []string {
 func firstLineOf(s string) string {
 	l, _, _ := strings.Cut(s, "\n")
 	return l
+}
+
+// HasHeaders says whether t's headers tree is in the cache already.
+func (b *Builder) HasHeaders(t *Target) bool {
+	_, err := os.Stat(filepath.Join(debianHeadersDir(b, t), ".complete"))
+	return err == nil
 }

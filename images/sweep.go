@@ -1,6 +1,7 @@
 package images
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"os"
@@ -8,6 +9,8 @@ import (
 	"regexp"
 	"sort"
 	"strings"
+	"sync"
+	"time"
 
 	"github.com/kmodlab/kmodlab/images/debian"
 )
@@ -20,7 +23,7 @@ type SweptKernel struct {
 	ABI     string  // 6.1.0-47, 6.12.107+deb12
 	Release string  // uname -r: 6.1.0-47-amd64
 	Version string  // the headers package's version
-	Pinned  bool    // the kernel the line boots (its recipe's)
+	Pinned  bool    // the kernel the line boots (its recipe's; not known for a line that resolves its newest)
 }
 
 // HeadersPackage is a linux-headers-ABI-FLAVOUR package of an index, with the
@@ -130,9 +133,9 @@ var listSuite = regexp.MustCompile(`_dists_([^_]+)_`)
 func (b *Builder) SweepKernels(ctx context.Context, t *Target, suites []string) ([]SweptKernel, []string, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if err := b.resolve(ctx, t); err != nil {
-		return nil, nil, err
-	}
+	// A line that resolves its kernel (sid) is not resolved here: the sweep takes every
+	// kernel of its lists, the newest (the one its image boots) with the same packages,
+	// so the same headers tree.
 	if len(t.Fragments) > 0 {
 		return nil, nil, fmt.Errorf("%s: a kernel the lab builds has no headers packages to sweep; name the Debian line (%s)", t.Name, t.Base)
 	}
@@ -244,14 +247,12 @@ func readLists(dir, suite string) (*index, error) {
 		if m == nil || arch == "" || !listBelongs(m[1], suite) {
 			continue
 		}
-		data, err := os.ReadFile(f)
+		stanzas, err := kernelStanzas(f)
 		if err != nil {
 			return nil, err
 		}
-		for _, s := range debian.ParsePackages(data, "Package", "Version", "Depends", "Architecture") {
-			if strings.HasPrefix(s["Package"], "linux-headers-") || strings.HasPrefix(s["Package"], "linux-kbuild-") {
-				idx.byArch[arch] = append(idx.byArch[arch], suiteStanza{m[1], s})
-			}
+		for _, s := range stanzas {
+			idx.byArch[arch] = append(idx.byArch[arch], suiteStanza{m[1], s})
 		}
 	}
 	return idx, nil
@@ -300,4 +301,44 @@ func firstLineOf(s string) string {
 func (b *Builder) HasHeaders(t *Target) bool {
 	_, err := os.Stat(filepath.Join(debianHeadersDir(b, t), ".complete"))
 	return err == nil
+}
+
+var (
+	stanzaMu    sync.Mutex
+	stanzaCache = map[string]cachedStanzas{}
+)
+
+type cachedStanzas struct {
+	mod     time.Time
+	size    int64
+	stanzas []debian.Stanza
+}
+
+// kernelStanzas are the linux-headers-* and linux-kbuild-* stanzas of a Packages list
+// (only those are parsed: a suite's list is tens of MB), read once per process while
+// the file does not change.
+func kernelStanzas(file string) ([]debian.Stanza, error) {
+	st, err := os.Stat(file)
+	if err != nil {
+		return nil, err
+	}
+	stanzaMu.Lock()
+	defer stanzaMu.Unlock()
+	if c, ok := stanzaCache[file]; ok && c.mod.Equal(st.ModTime()) && c.size == st.Size() {
+		return c.stanzas, nil
+	}
+	data, err := os.ReadFile(file)
+	if err != nil {
+		return nil, err
+	}
+	var keep [][]byte
+	for _, p := range bytes.Split(data, []byte("\n\n")) {
+		p = bytes.TrimLeft(p, "\n")
+		if bytes.HasPrefix(p, []byte("Package: linux-headers-")) || bytes.HasPrefix(p, []byte("Package: linux-kbuild-")) {
+			keep = append(keep, p)
+		}
+	}
+	out := debian.ParsePackages(bytes.Join(keep, []byte("\n\n")), "Package", "Version", "Depends", "Architecture")
+	stanzaCache[file] = cachedStanzas{st.ModTime(), st.Size(), out}
+	return out, nil
 }

@@ -140,7 +140,7 @@ func sweepSummary(res *sweep.Result, listed time.Duration) string {
 	r := res.Run
 	abis := map[string]bool{}
 	count := map[string]int{}
-	var builds []float64
+	var builds, cpus []float64
 	headers := 0.0
 	for _, c := range r.Cells {
 		abis[c.Target] = true
@@ -151,10 +151,12 @@ func sweepSummary(res *sweep.Result, listed time.Duration) string {
 		count[v]++
 		if c.Build != nil && c.Build.Seconds > 0 {
 			builds = append(builds, c.Build.Seconds)
+			cpus = append(cpus, c.Build.CPUSeconds)
 		}
 		headers += c.Timings["headers"]
 	}
 	sort.Float64s(builds)
+	sort.Float64s(cpus)
 	var b strings.Builder
 	fmt.Fprintf(&b, "\n%d kernels (%d kernel × target builds): %d built, %d built with warnings (%d W=1 warnings), %d %s, %d %s\n",
 		len(abis), len(r.Cells), count[verdict.Built], count["built with warnings"], r.Warnings(),
@@ -169,6 +171,26 @@ func sweepSummary(res *sweep.Result, listed time.Duration) string {
 		}
 		fmt.Fprintf(&b, "build (make, per kernel × target): median %.2f s, mean %.2f s, min %.2f s, max %.2f s\n",
 			builds[n/2], sum/float64(n), builds[0], builds[n-1])
+		cpu := 0.0
+		for _, s := range cpus {
+			cpu += s
+		}
+		fmt.Fprintf(&b, "build CPU time (make and the compilers): median %.2f s, mean %.2f s, %.1f s in all; host load average %s\n",
+			cpus[n/2], cpu/float64(n), cpu, loadavg())
 	}
 	return b.String()
+}
+
+// loadavg is the host's 1-minute load average and its cores ("6.18 on 2 cores"), for
+// reading the times above.
+func loadavg() string {
+	data, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "unknown"
+	}
+	f := strings.Fields(string(data))
+	if len(f) == 0 {
+		return "unknown"
+	}
+	return fmt.Sprintf("%s on %d cores", f[0], runtime.NumCPU())
 }

@@ -54,6 +54,7 @@ type Result struct {
 	Log         string
 	Diagnostics []Diagnostic
 	Seconds     float64 // the make run (0 when cached)
+	CPUSeconds  float64 // CPU time of make and its children: the build's cost on an idle core
 	Cached      bool
 }
 
@@ -141,6 +142,9 @@ func Build(ctx context.Context, k Kbuild, src, cacheDir string, o Options) (*Res
 	t0 := time.Now()
 	runErr := cmd.Run()
 	r := &Result{Log: buf.String(), Seconds: time.Since(t0).Seconds()}
+	if ps := cmd.ProcessState; ps != nil {
+		r.CPUSeconds = (ps.UserTime() + ps.SystemTime()).Seconds() // make's and every compiler's it waited for
+	}
 	r.Diagnostics = ParseLog(r.Log, Paths{Work: work, Files: files})
 	if runErr != nil {
 		if ctx.Err() != nil {

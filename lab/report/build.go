@@ -13,7 +13,8 @@ type Build struct {
 	Module     string   `json:"module,omitempty"`      // the module (or binary) it is in
 	Warnings   int      `json:"warnings"`              // the modules' own W=1 warnings
 	List       []string `json:"warning_list,omitempty"`
-	Seconds    float64  `json:"seconds"` // the builds' time (0 when cached)
+	Seconds    float64  `json:"seconds"`               // the builds' time (0 when cached)
+	CPUSeconds float64  `json:"cpu_seconds,omitempty"` // their CPU time (make and the compilers)
 	Logs       []string `json:"logs,omitempty"`
 	Strict     bool     `json:"strict,omitempty"` // warnings fail the build
 }

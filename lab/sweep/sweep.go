@@ -128,7 +128,7 @@ func Run(ctx context.Context, o Options, items []Item) (*Result, error) {
 	start := time.Now()
 	rep := &report.Run{Job: o.Job.Name, JobFile: o.Job.File, Started: start.UTC(), Version: o.Version}
 	sort.SliceStable(items, func(i, j int) bool {
-		if c := debian.CompareVersions(items[i].Kernel.Version, items[j].Kernel.Version); c != 0 {
+		if c := debian.CompareVersions(items[i].Kernel.ABI, items[j].Kernel.ABI); c != 0 {
 			return c < 0
 		}
 		return items[i].Base < items[j].Base
@@ -148,8 +148,8 @@ func Run(ctx context.Context, o Options, items []Item) (*Result, error) {
 				mu.Lock()
 				done++
 				c := cells[i]
-				fmt.Fprintf(o.Progress, "[%6.1fs] %3d/%d %-30s %-10s %s (headers %.1f s, build %.1f s)\n", time.Since(start).Seconds(), done, len(items),
-					items[i].Kernel.Release, items[i].Base, c.BuildLine(), c.Timings["headers"], c.Timings["build"])
+				fmt.Fprintf(o.Progress, "[%6.1fs] %3d/%d %-30s %-10s %s (headers %.1f s, build %.1f s, %.1f s CPU)\n", time.Since(start).Seconds(), done, len(items),
+					items[i].Kernel.Release, items[i].Base, c.BuildLine(), c.Timings["headers"], c.Timings["build"], c.Build.CPUSeconds)
 				mu.Unlock()
 			}
 		}()
@@ -221,6 +221,7 @@ func buildOne(ctx context.Context, o Options, it Item) (*report.Cell, bool) {
 		if r != nil {
 			c.Timings["build"] += r.Seconds
 			c.Build.Seconds += r.Seconds
+			c.Build.CPUSeconds += r.CPUSeconds
 			logFile := filepath.Join(c.LogDir, "build-"+m.Name+".log")
 			os.WriteFile(logFile, []byte(r.Log), 0o644)
 			c.Build.Logs = append(c.Build.Logs, logFile)
@@ -244,7 +245,7 @@ func buildOne(ctx context.Context, o Options, it Item) (*report.Cell, bool) {
 	c.ModuleHash = strings.Join(hashes, "+")
 	c.Verdict = verdict.Built
 	c.Met = want != job.BuildFails
-	c.Evidence = append(c.Evidence, fmt.Sprintf("built in %.1f s", c.Build.Seconds))
+	c.Evidence = append(c.Evidence, fmt.Sprintf("built in %.1f s (%.1f s CPU)", c.Build.Seconds, c.Build.CPUSeconds))
 	if s := c.Build.WarningSummary(); s != "" {
 		c.Evidence = append(c.Evidence, s)
 	}

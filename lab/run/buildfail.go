@@ -74,8 +74,8 @@ func (p *targetRun) buildFailedCell(c job.Cell, be *buildError) *report.Cell {
 	os.MkdirAll(rc.LogDir, 0o755)
 	d := verdict.DecideBuild(be.failure, c.Expect)
 	rc.Verdict, rc.Met, rc.Reasons = d.Verdict, d.Met, d.Reasons
-	rc.Error = be.err.Error()
 	if d.Verdict == verdict.Infra {
+		rc.Error = be.err.Error()
 		rc.Evidence = append(rc.Evidence, "infrastructure error: "+d.Reasons[0])
 		os.WriteFile(filepath.Join(rc.LogDir, "error.txt"), []byte(rc.Error), 0o644)
 		return rc

@@ -78,8 +78,11 @@ type Paths struct {
 
 func (p Paths) resolve(file string) (rel string, inModule bool) {
 	file = strings.TrimSpace(file)
+	if filepath.IsAbs(file) {
+		file = path.Clean(file)
+	}
 	if p.Work != "" && strings.HasPrefix(file, strings.TrimSuffix(p.Work, "/")+"/") {
-		return path.Clean(strings.TrimPrefix(file, strings.TrimSuffix(p.Work, "/")+"/")), true
+		return strings.TrimPrefix(file, strings.TrimSuffix(p.Work, "/")+"/"), true
 	}
 	if !filepath.IsAbs(file) {
 		c := path.Clean(file)

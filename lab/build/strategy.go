@@ -116,6 +116,12 @@ func (Native) Install(ctx context.Context, r runner.Runner, name, src, dest stri
 	cmd := fmt.Sprintf("make -C /lib/modules/$(uname -r)/build M=%s modules && cp %s %s",
 		runner.Quote(rdir), runner.Quote(path.Join(rdir, name+".ko")), runner.Quote(path.Join(dest, name+".ko")))
 	if out, err := runner.Output(ctx, r, cmd); err != nil {
+		// An error in the module's own sources (paths under rdir) is the module's.
+		files, _ := sourceFiles(src)
+		ds := ParseLog(out, Paths{Work: rdir, Files: files})
+		if first := FirstError(ds); first != nil && ctx.Err() == nil {
+			return "", &Failure{Src: src, Release: "the machine's kernel", Result: &Result{Log: out, Diagnostics: ds}, First: first}
+		}
 		return "", fmt.Errorf("native build of %s: %w\n%s", name, err, tail(out, 20))
 	}
 	return "", nil

@@ -153,3 +153,29 @@ func TestBuildWarningsAreEvidence(t *testing.T) {
 		t.Errorf("%s %+v %q", c.Verdict, c.Build, c.Evidence)
 	}
 }
+
+// nativeFail builds on the machine (a board), where the module does not build.
+type nativeFail struct {
+	noBuild
+	bf *build.Failure
+}
+
+func (n nativeFail) Install(ctx context.Context, r runner.Runner, name, src, dest string) (string, error) {
+	if name == "userblk" {
+		return "", n.bf
+	}
+	return "", nil
+}
+
+func TestNativeBuildFailedOnTheMachine(t *testing.T) {
+	log := "/root/kmodlab-src/userblk/userblk.c:5:1: error: unknown type name 'blk_opf_t'\n"
+	ds := build.ParseLog(log, build.Paths{Work: "/root/kmodlab-src/userblk", Files: map[string]bool{"userblk.c": true}})
+	bf := &build.Failure{Src: ".", Release: "the machine's kernel", Result: &build.Result{Log: log, Diagnostics: ds}, First: build.FirstError(ds)}
+	f := newFake()
+	good(f)
+	rep := runJobWith(t, buildMachines{machines: machines{f}, s: nativeFail{bf: bf}}, testJob)
+	c := one(t, rep)
+	if c.Verdict != verdict.BuildFailed || rep.Code() != 1 || c.Reasons[0] != "module userblk does not build: userblk.c:5: unknown type name 'blk_opf_t'" {
+		t.Errorf("%s exit %d %q", c.Verdict, rep.Code(), c.Reasons)
+	}
+}

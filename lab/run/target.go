@@ -237,6 +237,10 @@ func (p *targetRun) machine(ctx context.Context, logDir string) (runner.Runner, 
 	defer cancel()
 	if err := p.deploy(dctx, r); err != nil {
 		p.release(ctx, "")
+		var be *buildError
+		if errors.As(err, &be) {
+			return nil, be
+		}
 		return nil, fmt.Errorf("deploy to %s: %w", p.target, err)
 	}
 	p.highmem = highmem(dctx, r)
@@ -272,6 +276,10 @@ func (p *targetRun) deploy(ctx context.Context, r runner.Runner) error {
 	}
 	for _, m := range j.Build.Modules {
 		ko, err := p.strategy.Install(ctx, r, m.Name, j.Path(m.Dir), dest)
+		var bf *build.Failure
+		if errors.As(err, &bf) {
+			return moduleError(m, err) // built on the machine, and it does not build
+		}
 		if err != nil {
 			return err
 		}

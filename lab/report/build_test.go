@@ -1,6 +1,7 @@
 package report
 
 import (
+	"encoding/json"
 	"strings"
 	"testing"
 )
@@ -47,5 +48,24 @@ func TestBuildFailedExitAndAnnotation(t *testing.T) {
 	}
 	if got := r.Cells[1].BuildLine(); got != "FAILED rapiddisk.c:815: implicit declaration of function 'blk_queue_logical_block_size'" {
 		t.Errorf("build line %q", got)
+	}
+}
+
+// A run's and a sweep's build verdicts and expectations pass merge's shard check.
+func TestBuildVerdictsValidate(t *testing.T) {
+	r := buildRun()
+	r.Cells = append(r.Cells, &Cell{ID: "6.1.0-47/x86_64", Target: "6.1.0-47", Verdict: "built", Expect: "builds", Met: true,
+		Build: &Build{Seconds: 1.5, CPUSeconds: 1.2}})
+	data, err := json.Marshal(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ParseShard("results.json", data); err != nil {
+		t.Errorf("%v", err)
+	}
+	r.Cells[1].BuildSource.Line = -1
+	data, _ = json.Marshal(r)
+	if _, err := ParseShard("results.json", data); err == nil || !strings.Contains(err.Error(), "build_source.line") {
+		t.Errorf("a negative line: %v", err)
 	}
 }

@@ -28,7 +28,7 @@ import (
 )
 
 // ExpectBuilds is a sweep cell's expectation when the job does not say build-fails.
-const ExpectBuilds = "builds"
+const ExpectBuilds = verdict.ExpectBuilds
 
 // Options of one sweep.
 type Options struct {

@@ -2,8 +2,13 @@ package verdict
 
 import "fmt"
 
-// Built is a compile-only sweep's verdict for a kernel the job's modules built for.
-const Built = "built"
+// Built is a compile-only sweep's verdict for a kernel the job's modules built for,
+// which meets ExpectBuilds, a sweep cell's expectation when the job does not say
+// build-fails for its line.
+const (
+	Built        = "built"
+	ExpectBuilds = "builds"
+)
 
 // Build failure pieces: what did not build or could not be fetched. The job's own
 // pieces make a cell BUILD-FAILED (a finding about the job), the lab's INFRA.

@@ -63,11 +63,11 @@ expects it not to), 2 the lab could not fetch headers or run the compiler.`,
 				parallel = min(runtime.NumCPU(), 2)
 			}
 			o := sweep.Options{Job: j, Builder: builder(), Targets: lines, Suites: suites, Kernels: kernels, Range: rng,
-				Parallel: parallel, Strict: strict, Out: out, Version: version, Progress: os.Stderr}
+				Parallel: parallel, Strict: strict, Out: out, Version: version, Progress: stderr}
 			t0 := time.Now()
 			items, notes, err := sweep.Kernels(cmd.Context(), o)
 			for _, n := range notes {
-				fmt.Fprintln(os.Stderr, "kmodlab: note:", n)
+				fmt.Fprintln(stderr, "kmodlab: note:", n)
 			}
 			if err != nil {
 				return &exitError{exitInfra, err}
@@ -78,19 +78,19 @@ expects it not to), 2 the lab could not fetch headers or run the compiler.`,
 			listed := time.Since(t0)
 			if list {
 				for _, it := range items {
-					fmt.Printf("%-11s %-30s %-22s %s\n", it.Base, it.Kernel.Release, it.Kernel.Version, it.Kernel.Suite)
+					fmt.Fprintf(stdout, "%-11s %-30s %-22s %s\n", it.Base, it.Kernel.Release, it.Kernel.Version, it.Kernel.Suite)
 				}
 				return nil
 			}
-			fmt.Fprintf(os.Stderr, "kmodlab: sweep %s: %d kernel × target builds, %d at once, results in %s\n", j.Name, len(items), parallel, out)
+			fmt.Fprintf(stderr, "kmodlab: sweep %s: %d kernel × target builds, %d at once, results in %s\n", j.Name, len(items), parallel, out)
 			res, err := sweep.Run(cmd.Context(), o, items)
 			if err != nil {
 				return &exitError{exitInfra, err}
 			}
-			fmt.Println()
-			fmt.Print(sweep.Table(res.Run))
-			fmt.Print(sweepSummary(res, listed))
-			fmt.Printf("reports: %s/{results.json,junit.xml,summary.md,index.html,plan.json}\n", out)
+			fmt.Fprintln(stdout)
+			fmt.Fprint(stdout, sweep.Table(res.Run))
+			fmt.Fprint(stdout, sweepSummary(res, listed))
+			fmt.Fprintf(stdout, "reports: %s/{results.json,junit.xml,summary.md,index.html,plan.json}\n", out)
 			if code := res.Run.Code(); code != 0 {
 				return &exitError{code, fmt.Errorf("exit %d: %s", code, map[int]string{1: "a kernel did not build as the job expects", 2: "infrastructure error"}[code])}
 			}

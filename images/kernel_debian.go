@@ -123,13 +123,18 @@ func kernelFromDepends(flavour, depends string) (Kernel, error) {
 	return Kernel{}, fmt.Errorf("no versioned linux-image-*-%s in Depends: %s", flavour, depends)
 }
 
+// debianHeadersDir is where headers keeps t's headers tree, by its packages.
+func debianHeadersDir(b *Builder, t *Target) string {
+	h := sha256.Sum256([]byte(fmt.Sprintf("headers-v5\n%s\n%s\n%s\n%s", t.Kernel.Release, t.Kernel.Version,
+		strings.Join(t.HeaderPackages(hostDebArch()), "\n"), strings.Join(t.KbuildLibs, ","))))
+	return filepath.Join(b.CacheDir, "headers", t.Name+"-"+hex.EncodeToString(h[:8]))
+}
+
 // headers fetches the kernel's headers and kbuild packages on first use and fixes
 // them up: the Makefile's absolute include and absolute symlinks are made relative so
 // the tree works from the cache.
 func (debianKernel) headers(ctx context.Context, b *Builder, t *Target) (string, error) {
-	h := sha256.Sum256([]byte(fmt.Sprintf("headers-v5\n%s\n%s\n%s\n%s", t.Kernel.Release, t.Kernel.Version,
-		strings.Join(t.HeaderPackages(hostDebArch()), "\n"), strings.Join(t.KbuildLibs, ","))))
-	dir := filepath.Join(b.CacheDir, "headers", t.Name+"-"+hex.EncodeToString(h[:8]))
+	dir := debianHeadersDir(b, t)
 	build := filepath.Join(dir, "usr/src", "linux-headers-"+t.Kernel.Release)
 	if _, err := os.Stat(filepath.Join(dir, ".complete")); err == nil {
 		return build, nil

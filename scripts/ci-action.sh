@@ -5,12 +5,13 @@
 #   ci-action.sh plan     print the shards (GITHUB_OUTPUT shards=...) for a matrix
 #   ci-action.sh shard    run one shard: INPUT_SHARD is the matrix entry (JSON: name, args)
 #   ci-action.sh merge    merge INPUT_RESULTS/*/ against INPUT_PLAN (JSON) into INPUT_OUT
+#   ci-action.sh sweep    compile-only: the job's modules against every kernel headers package (INPUT_TARGETS)
 #
 # Inputs come as INPUT_* environment variables (action.yml maps its inputs), the kmodlab
 # binary as $KMODLAB. Reports go to INPUT_OUT (default results/kmodlab-$GITHUB_RUN_ID);
 # the exit code is kmodlab's: 0 as expected, 1 a cell missed, 2 infrastructure.
 set -euo pipefail
-mode=${1:?usage: ci-action.sh run|plan|shard|merge}
+mode=${1:?usage: ci-action.sh run|plan|shard|merge|sweep}
 k=${KMODLAB:?KMODLAB: path of the kmodlab binary}
 job=${INPUT_JOB:?input job is required}
 out=${INPUT_OUT:-results/kmodlab-${GITHUB_RUN_ID:-local}}
@@ -68,8 +69,17 @@ merge)
 	echo "exit-code=$rc" >> "$GITHUB_OUTPUT"
 	exit $rc
 	;;
+sweep)
+	tg=()
+	IFS=, read -ra t <<< "${INPUT_TARGETS:-}"; for x in "${t[@]}"; do [ -z "$x" ] || tg+=(--target "$x"); done
+	echo "results=$out" >> "$GITHUB_OUTPUT"
+	rc=0
+	"$k" build sweep "$job" --out "$out" "${tg[@]}" "${extra[@]}" || rc=$?
+	echo "exit-code=$rc" >> "$GITHUB_OUTPUT"
+	exit $rc
+	;;
 *)
-	echo "ci-action: mode $mode: want run, plan, shard or merge" >&2
+	echo "ci-action: mode $mode: want run, plan, shard, merge or sweep" >&2
 	exit 2
 	;;
 esac

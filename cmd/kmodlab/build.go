@@ -47,7 +47,7 @@ func buildCmd() *cobra.Command {
 	kmod.Flags().StringVar(&target, "target", "", "target(s), comma separated (default: all)")
 	kmod.Flags().StringVar(&dir, "dir", "kmod", "module source directory")
 	kmod.Flags().BoolVar(&strict, "strict", true, "fail when W=1 prints a warning")
-	c.AddCommand(kmod)
+	c.AddCommand(kmod, sweepCmd())
 	return c
 }
 

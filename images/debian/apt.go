@@ -246,7 +246,7 @@ func (r *Root) Update(ctx context.Context, force bool) error {
 	}
 	r.log().Info("apt update (private root)", "dir", r.Dir, "suite", r.suite())
 	out, err := r.update(ctx)
-	if err != nil && r.suite() != HostSuite {
+	if err != nil && r.suite() != HostSuite && !strings.HasSuffix(r.suite(), "-backports") {
 		// A line's suite must have every architecture's index: try the aliases.
 		for _, alias := range aliases {
 			if r.complete() {
@@ -447,7 +447,7 @@ func (r *Root) explain(ctx context.Context, specs []string, out []byte, err erro
 		}
 	}
 	if len(msgs) == 0 {
-		return fmt.Errorf("apt-get download: %w\n%s", err, tail(out, 15))
+		return fmt.Errorf("apt-get download: %w: %s\n%s", err, lastE(out), tail(out, 15))
 	}
 	return errors.New(strings.Join(msgs, "\n"))
 }
@@ -512,6 +512,20 @@ func tail(b []byte, n int) string {
 		lines = lines[len(lines)-n:]
 	}
 	return strings.Join(lines, "\n")
+}
+
+// lastE is apt's own "E:" line (what failed: "Failed to fetch … 404 Not Found"), or its last line.
+func lastE(b []byte) string {
+	e := ""
+	for _, l := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(l, "E:") {
+			e = strings.TrimSpace(strings.TrimPrefix(l, "E:"))
+		}
+	}
+	if e == "" {
+		return tail(b, 1)
+	}
+	return e
 }
 
 func firstErr(b []byte) string {

@@ -139,16 +139,24 @@ var noUpdates = map[string]bool{"sid": true, "unstable": true, "experimental": t
 // ForSuite derives the sources of another suite from entries naming from (bookworm):
 // the same URIs, components and options with only the suite changed. "from-updates" and
 // "from-security" become "to-updates"/"to-security", except for sid, which has none.
-// Entries for other suites (vendor repositories) are dropped.
+// Entries for other suites (vendor repositories) are dropped. A backports suite
+// ("trixie-backports") gets the archive's entry for it alone, plus its base suite's
+// when that is not from (a newer suite's backports need its libraries).
 func ForSuite(srcs []Source, from, to string) []Source {
+	base, backports := strings.CutSuffix(to, "-backports")
 	var out []Source
 	for _, s := range srcs {
 		var suites []string
 		for _, su := range s.Suites {
 			switch {
+			case su == from && backports:
+				suites = append(suites, to)
+				if base != from {
+					suites = append(suites, base)
+				}
 			case su == from:
 				suites = append(suites, to)
-			case strings.HasPrefix(su, from+"-") && !noUpdates[to] && su != from+"-backports":
+			case strings.HasPrefix(su, from+"-") && !noUpdates[to] && !backports && su != from+"-backports":
 				suites = append(suites, to+strings.TrimPrefix(su, from))
 			}
 		}

@@ -73,3 +73,20 @@ deb https://packages.example/apt cloud-sdk-bookworm main
 		t.Error("a vendor suite that merely contains the codename is not Debian's")
 	}
 }
+
+func TestDeriveBackports(t *testing.T) {
+	srcs, err := ParseSources([]byte("deb [signed-by=/k.gpg] http://mirror.example/debian bookworm main\n" +
+		"deb http://mirror.example/debian bookworm-updates main\ndeb http://mirror.example/debian-security bookworm-security main\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// bookworm-backports alone: the host's own suite is in the main root already.
+	if got := string(FormatList(ForSuite(srcs, "bookworm", "bookworm-backports"))); got != "deb [signed-by=/k.gpg] http://mirror.example/debian bookworm-backports main\n" {
+		t.Errorf("bookworm-backports:\n%s", got)
+	}
+	// A newer suite's backports with the suite itself, whose libraries its kbuild tools need.
+	want := "deb [signed-by=/k.gpg] http://mirror.example/debian trixie-backports main\ndeb [signed-by=/k.gpg] http://mirror.example/debian trixie main\n"
+	if got := string(FormatList(ForSuite(srcs, "bookworm", "trixie-backports"))); got != want {
+		t.Errorf("trixie-backports:\n%s\nwant:\n%s", got, want)
+	}
+}

@@ -36,6 +36,7 @@ type Cross struct {
 	Kbuild   Kbuild
 	CacheDir string
 	Strict   bool // warnings under W=1 fail the build
+	results  map[string]*Result
 }
 
 // Name implements Strategy.
@@ -49,12 +50,19 @@ func (c *Cross) Prepare(ctx context.Context, name, src string) (string, error) {
 	return HashTree(src), nil
 }
 
+// Result is the last build of a module (its log, warnings and time), nil before one.
+func (c *Cross) Result(name string) *Result { return c.results[name] }
+
 func (c *Cross) ko(ctx context.Context, name, src string) (string, error) {
-	kos, _, err := Module(ctx, c.Kbuild, src, c.CacheDir, c.Strict)
+	r, err := Build(ctx, c.Kbuild, src, c.CacheDir, Options{Strict: c.Strict})
+	if c.results == nil {
+		c.results = map[string]*Result{}
+	}
+	c.results[name] = r
 	if err != nil {
 		return "", fmt.Errorf("module %s: %w", name, err)
 	}
-	for _, ko := range kos {
+	for _, ko := range r.KOs {
 		if strings.TrimSuffix(filepath.Base(ko), ".ko") == name {
 			return ko, nil
 		}
@@ -108,6 +116,12 @@ func (Native) Install(ctx context.Context, r runner.Runner, name, src, dest stri
 	cmd := fmt.Sprintf("make -C /lib/modules/$(uname -r)/build M=%s modules && cp %s %s",
 		runner.Quote(rdir), runner.Quote(path.Join(rdir, name+".ko")), runner.Quote(path.Join(dest, name+".ko")))
 	if out, err := runner.Output(ctx, r, cmd); err != nil {
+		// An error in the module's own sources (paths under rdir) is the module's.
+		files, _ := sourceFiles(src)
+		ds := ParseLog(out, Paths{Work: rdir, Files: files})
+		if first := FirstError(ds); first != nil && ctx.Err() == nil {
+			return "", &Failure{Src: src, Release: "the machine's kernel", Result: &Result{Log: out, Diagnostics: ds}, First: first}
+		}
 		return "", fmt.Errorf("native build of %s: %w\n%s", name, err, tail(out, 20))
 	}
 	return "", nil

@@ -63,6 +63,9 @@ type Build struct {
 	Binaries []Binary `yaml:"binaries"`
 	Files    []File   `yaml:"files"`
 	Dest     string   `yaml:"dest"` // directory on the machine, default /root
+	// Strict makes the modules' own W=1 warnings fail their build (BUILD-FAILED),
+	// as kmodlab run --strict does.
+	Strict bool `yaml:"strict"`
 }
 
 // Module is an out-of-tree kernel module source directory (with a Kbuild or Makefile).
@@ -171,6 +174,7 @@ const (
 	// kernel line under emulation whose canary is negative): saying so keeps the
 	// matrix honest without calling the cell clean.
 	CannotDetect = "cannot-detect"
+	BuildFails   = "build-fails" // the module does not build for the cell's kernel (BUILD-FAILED)
 )
 
 // Duration is a time.Duration written as "30s".
@@ -414,8 +418,8 @@ func (j *Job) check(root *yaml.Node, known func(string) bool) error {
 		}
 	}
 	check := func(field, v string, keys ...string) error {
-		if v != Reproduces && v != Clean && v != Crashes && v != CannotDetect {
-			return bad(field, fmt.Sprintf("%q: want %q, %q, %q or %q", v, Reproduces, Crashes, Clean, CannotDetect), keys...)
+		if v != Reproduces && v != Clean && v != Crashes && v != CannotDetect && v != BuildFails {
+			return bad(field, fmt.Sprintf("%q: want %q, %q, %q, %q or %q", v, Reproduces, Crashes, Clean, CannotDetect, BuildFails), keys...)
 		}
 		return nil
 	}

@@ -172,7 +172,7 @@ func TestExpectFields(t *testing.T) {
 		{"expect: {min_rate: 1.5}\n", "j.yaml:4: expect.min_rate: 1.5: want a share between 0 and 1"},
 		{"expect: {min_evidence: {io: -1}}\n", "j.yaml:4: expect.min_evidence: counts cannot be negative"},
 		{"expect: {evidence_factor: -1}\n", "j.yaml:4: expect.evidence_factor: -1: want 0 (run stress to its cap) or a factor up to 1000"},
-		{"expect: {default: maybe}\n", `expect.default: "maybe": want "reproduces", "crashes", "clean" or "cannot-detect"`},
+		{"expect: {default: maybe}\n", `expect.default: "maybe": want "reproduces", "crashes", "clean", "cannot-detect" or "build-fails"`},
 	} {
 		_, err := Parse("j.yaml", []byte(base+tc.text), nil)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {

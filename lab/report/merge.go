@@ -152,6 +152,12 @@ func (r *Run) Annotations() []string {
 			if c.Met {
 				kind = "notice"
 			}
+		} else if c.BuildSource != nil {
+			// A module that does not build is annotated at its first error.
+			where = "file=" + escapeProperty(c.BuildSource.File) + ",line=" + fmt.Sprint(c.BuildSource.Line) + ","
+			if c.Met {
+				kind = "notice"
+			}
 		} else if c.Met && c.Verdict != Infra {
 			continue
 		}
@@ -166,6 +172,8 @@ func (r *Run) Annotations() []string {
 		title := fmt.Sprintf("%s: %s", c.ID, c.Verdict)
 		if c.CrashSource != nil {
 			msg += "\nat " + c.CrashSource.Frame
+		} else if c.BuildSource != nil {
+			msg += "\nat " + c.BuildSource.Frame
 		}
 		out = append(out, "::"+kind+" "+where+"title="+escapeProperty(title)+"::"+escapeData(msg))
 	}

@@ -26,6 +26,7 @@ const (
 	CannotDetect = verdict.CannotDetect
 	Inconclusive = verdict.Inconclusive
 	Infra        = verdict.Infra
+	BuildFailed  = verdict.BuildFailed
 )
 
 // Meets says whether a verdict satisfies an expectation, for a crash that is
@@ -128,6 +129,10 @@ type Cell struct {
 	Runs    []RunResult `json:"runs,omitempty"`
 	Rate    string      `json:"rate,omitempty"`
 	MetRuns int         `json:"met_runs,omitempty"`
+	// Build is how the job's modules built for the cell's kernel (build.go).
+	Build *Build `json:"build,omitempty"`
+	// BuildSource is a BUILD-FAILED cell's first error at its source line.
+	BuildSource *Source `json:"build_source,omitempty"`
 }
 
 // TraceSummary is the oracle's result for a cell.

@@ -7,6 +7,7 @@ import (
 	"unicode"
 
 	"github.com/kmodlab/kmodlab/lab/job"
+	"github.com/kmodlab/kmodlab/lab/verdict"
 )
 
 // A shard's results.json comes from another machine (an uploaded artifact): merge reads
@@ -15,9 +16,10 @@ import (
 // index out of range in the chart.
 
 var verdicts = map[string]bool{Reproduced: true, Crashed: true, Hung: true, Clean: true,
-	CannotDetect: true, Inconclusive: true, Infra: true}
+	CannotDetect: true, Inconclusive: true, Infra: true, BuildFailed: true, verdict.Built: true}
 
-var expectations = map[string]bool{job.Reproduces: true, job.Crashes: true, job.Clean: true}
+var expectations = map[string]bool{job.Reproduces: true, job.Crashes: true, job.Clean: true,
+	job.CannotDetect: true, job.BuildFails: true, verdict.ExpectBuilds: true}
 
 // maxSeconds bounds a duration in a shard (a year): beyond it, arithmetic on it as a
 // time.Duration would overflow.
@@ -111,7 +113,8 @@ func (v *validator) cell(f string, c *Cell) {
 		v.bad(f+".verdict", "%q: not a verdict", c.Verdict)
 	}
 	if !expectations[c.Expect] {
-		v.bad(f+".expect", "%q: want %s, %s or %s", c.Expect, job.Reproduces, job.Crashes, job.Clean)
+		v.bad(f+".expect", "%q: want %s, %s, %s, %s, %s or %s", c.Expect, job.Reproduces, job.Crashes, job.Clean,
+			job.CannotDetect, job.BuildFails, verdict.ExpectBuilds)
 	}
 	for k, p := range c.Params {
 		v.text(f+".params."+k, k, true)
@@ -165,6 +168,17 @@ func (v *validator) cell(f string, c *Cell) {
 			v.bad(f+".crash_source.line", "%d: want 0 or more", s.Line)
 		}
 		v.text(f+".crash_source.file", s.File, true)
+	}
+	if s := c.BuildSource; s != nil {
+		if s.Line < 0 {
+			v.bad(f+".build_source.line", "%d: want 0 or more", s.Line)
+		}
+		v.text(f+".build_source.file", s.File, true)
+	}
+	if b := c.Build; b != nil {
+		v.count(f+".build.warnings", int64(b.Warnings))
+		v.seconds(f+".build.seconds", b.Seconds)
+		v.seconds(f+".build.cpu_seconds", b.CPUSeconds)
 	}
 	if w := c.Window; w != nil {
 		v.count(f+".window.records", int64(w.Records))

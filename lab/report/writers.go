@@ -161,7 +161,7 @@ body{font-family:sans-serif;margin:2em;color:#222}
 table.m{border-collapse:collapse}
 .m td,.m th{border:1px solid #ccc;padding:.4em .8em;text-align:center}
 .reproduced{background:#fde2c8}.crashed{background:#f7b6b6}.clean{background:#d4f0d4}
-.hung,.infra,.cannotdetect{background:#ddd}.inconclusive{background:#fff3b0}.missed{outline:3px solid #c00}
+.hung,.infra,.cannotdetect{background:#ddd}.buildfailed{background:#e4cdf2}.built{background:#d4f0d4}.inconclusive{background:#fff3b0}.missed{outline:3px solid #c00}
 pre{background:#f6f6f6;padding:.6em;overflow:auto;font-size:85%}
 </style></head><body>
 <h1>kmodlab: {{.R.Job}}</h1>

@@ -106,6 +106,12 @@ func (p *targetRun) once(ctx context.Context, c job.Cell, start time.Time, rep i
 	t0 := time.Now()
 	p.progress(c.ID, "machine", start)
 	r, err := p.machine(ctx, rc.LogDir)
+	var be *buildError
+	if errors.As(err, &be) { // a module built on the machine (a board) does not build
+		rc = p.buildFailedCell(c, be)
+		rc.Timings["machine"] = time.Since(t0).Seconds()
+		return rc, verdict.Decision{Verdict: rc.Verdict, Met: rc.Met, Reasons: rc.Reasons}
+	}
 	if err != nil {
 		rc = p.infraCell(c, err)
 		if p.o.Repeat > 1 {

@@ -33,6 +33,7 @@ type targetRun struct {
 	agent    string            // the kernel-log agent for the machine's architecture
 	canSrc   string            // canary sources, extracted
 	canary   verdict.Canary
+	build    *report.Build // the job's module builds: warnings, time
 	highmem  bool
 	r        runner.Runner
 	boots    int
@@ -52,7 +53,12 @@ func (p *targetRun) run(ctx context.Context, cells []job.Cell) []*report.Cell {
 		err = p.buildAll(ctx)
 	}
 	if err != nil {
+		var be *buildError
 		for _, c := range cells {
+			if errors.As(err, &be) {
+				out = append(out, p.buildFailedCell(c, be))
+				continue
+			}
 			out = append(out, p.infraCell(c, fmt.Errorf("build for %s: %w", p.target, err)))
 		}
 		return out
@@ -120,10 +126,18 @@ func (p *targetRun) newCell(c job.Cell) *report.Cell {
 	if p.o.Full {
 		replay += " --full"
 	}
-	return &report.Cell{ID: c.ID, Target: c.Target, Params: c.Params, Expect: c.Expect, Seed: p.o.Seed,
+	rc := &report.Cell{ID: c.ID, Target: c.Target, Params: c.Params, Expect: c.Expect, Seed: p.o.Seed,
 		Replay: replay, Timings: map[string]float64{}, Evidence: []string{}, Runner: p.info.Kind,
 		Kernel: p.info.KernelRelease, ImageHash: p.info.ImageHash, ModuleHash: p.modHash, Accel: p.info.Accel,
 		LogDir: filepath.Join(p.o.Out, strings.ReplaceAll(c.ID, "/", "_")), FirstDivergenceMS: -1, StopMS: -1}
+	if p.build != nil {
+		b := *p.build
+		rc.Build = &b
+		if s := b.WarningSummary(); s != "" {
+			rc.Evidence = append(rc.Evidence, "build: "+s)
+		}
+	}
+	return rc
 }
 
 func orDash(s string) string {
@@ -140,16 +154,23 @@ func (p *targetRun) buildAll(ctx context.Context) error {
 	j := p.o.Job
 	p.hostKOs = map[string]string{}
 	p.bins = map[string]string{}
-	s, err := p.o.Machines.Strategy(ctx, p.target, p.o.CacheDir, p.o.StrictW1)
+	s, err := p.o.Machines.Strategy(ctx, p.target, p.o.CacheDir, p.o.StrictW1 || j.Build.Strict)
 	if err != nil {
-		return err
+		piece := verdict.PieceLab
+		if p.info.Kind == "qemu" {
+			piece = verdict.PieceHeaders // a QEMU target's strategy is its cached headers
+		}
+		return labError(piece, err)
 	}
 	p.strategy = s
 	var hashes []string
 	for _, m := range j.Build.Modules {
 		h, err := s.Prepare(ctx, m.Name, j.Path(m.Dir))
+		if r, ok := s.(interface{ Result(string) *build.Result }); ok {
+			p.noteBuild(m.Name, r.Result(m.Name))
+		}
 		if err != nil {
-			return err
+			return moduleError(m, err)
 		}
 		hashes = append(hashes, shortHash(h))
 	}
@@ -179,12 +200,15 @@ func (p *targetRun) buildAll(ctx context.Context) error {
 			return err
 		}
 		if err := build.Go(ctx, j.RootDir(), b.Package, p.info.GOARCH, p.info.GOARM, dst); err != nil {
-			return err
+			return binaryError(b, err)
 		}
 		p.bins[b.Name] = dst
 	}
 	p.agent, err = kmsg.BuildAgent(ctx, p.o.CacheDir, p.info.GOARCH, p.info.GOARM)
-	return err
+	if err != nil {
+		return labError(verdict.PieceAgent, err)
+	}
+	return nil
 }
 
 func shortHash(h string) string {
@@ -213,6 +237,10 @@ func (p *targetRun) machine(ctx context.Context, logDir string) (runner.Runner, 
 	defer cancel()
 	if err := p.deploy(dctx, r); err != nil {
 		p.release(ctx, "")
+		var be *buildError
+		if errors.As(err, &be) {
+			return nil, be
+		}
 		return nil, fmt.Errorf("deploy to %s: %w", p.target, err)
 	}
 	p.highmem = highmem(dctx, r)
@@ -248,6 +276,10 @@ func (p *targetRun) deploy(ctx context.Context, r runner.Runner) error {
 	}
 	for _, m := range j.Build.Modules {
 		ko, err := p.strategy.Install(ctx, r, m.Name, j.Path(m.Dir), dest)
+		var bf *build.Failure
+		if errors.As(err, &bf) {
+			return moduleError(m, err) // built on the machine, and it does not build
+		}
 		if err != nil {
 			return err
 		}

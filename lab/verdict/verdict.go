@@ -42,6 +42,7 @@ const (
 	CannotDetect = "CANNOT-DETECT" // nothing diverged, but the canary says the machine cannot show it
 	Inconclusive = "INCONCLUSIVE"  // nothing diverged, but the evidence cannot prove it
 	Infra        = "INFRA"         // the lab could not judge: boot, SSH, build, setup, timeout
+	BuildFailed  = "BUILD-FAILED"  // the job's own module or binary did not build (build.go)
 )
 
 // Expectations.
@@ -52,6 +53,7 @@ const (
 	// ExpectCannotDetect: the machine is known to hide the bug class (its canary is
 	// negative); met by CANNOT-DETECT only, so a cell that turns clean is noticed.
 	ExpectCannotDetect = "cannot-detect"
+	ExpectBuildFails   = "build-fails" // the job's module does not build for the cell's kernel
 )
 
 // Step failure kinds.
@@ -394,6 +396,8 @@ func Meets(d Decision, want string) bool {
 		return d.Verdict == Clean
 	case ExpectCannotDetect:
 		return d.Verdict == CannotDetect
+	case ExpectBuildFails:
+		return d.Verdict == BuildFailed
 	}
 	return false
 }
@@ -409,7 +413,7 @@ type Summary struct {
 }
 
 // severity orders verdicts for ties: what needs a person's attention first.
-var severity = map[string]int{Infra: 7, Crashed: 6, Hung: 5, Reproduced: 4, Inconclusive: 3, CannotDetect: 2, Clean: 1}
+var severity = map[string]int{Infra: 8, BuildFailed: 7, Crashed: 6, Hung: 5, Reproduced: 4, Inconclusive: 3, CannotDetect: 2, Clean: 1}
 
 // Aggregate combines the decisions of a cell's repeats. A cell meets its expectation
 // when at least minRate of its repeats did (minRate 0 means every repeat must).

@@ -150,17 +150,19 @@ func TestScannerMatchesFind(t *testing.T) {
 	}
 }
 
-// The debug kernels' reports. These fixtures are written in the kernel's own format
-// (mm/kasan/report.c, mm/kfence/report.c, kernel/locking/lockdep.c, kernel/sched/core.c,
-// lib/list_debug.c, lib/ubsan.c) around the planted bugs of examples/kbugs; the
-// stock-kernel ones (KFENCE, scheduling while atomic) are replaced by recordings when
-// a guest makes them.
+// The debug kernels' reports. kfence-uaf-arm.log, kfence-uaf-x86.log and
+// sched-atomic.log are recorded kernel logs of examples/kbugs on the stock trixie
+// kernels (booted with kfence.sample_interval=1); the others are written in the
+// kernel's own format (mm/kasan/report.c, kernel/locking/lockdep.c,
+// kernel/sched/core.c, lib/list_debug.c, lib/ubsan.c) around the same planted bugs,
+// until a +debug line records them.
 func TestDebugReports(t *testing.T) {
 	for _, tc := range []struct {
 		file, title, module string
 	}{
 		{"kasan-uaf.log", "KASAN: slab-use-after-free in kbugs_uaf", "kbugs"},
 		{"kfence-uaf-arm.log", "KFENCE: use-after-free read in kbugs_uaf", "kbugs"},
+		{"kfence-uaf-x86.log", "KFENCE: use-after-free read in kbugs_uaf.cold", "kbugs"},
 		{"lockdep-circular.log", "possible circular locking dependency detected in kbugs_inversion", "kbugs"},
 		{"atomic-sleep.log", "BUG: sleeping function called from invalid context in kbugs_atomic_sleep", "kbugs"},
 		{"sched-atomic.log", "BUG: scheduling while atomic in kbugs_atomic_sleep", "kbugs"},

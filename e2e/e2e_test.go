@@ -165,7 +165,7 @@ func TestDefaultJob(t *testing.T) {
 	out := t.TempDir()
 	// The targets side by side, as kmodlab run does by default on a host with the memory.
 	rep, err := run.Run(ctx, run.Options{Job: j, Cells: j.Cells(), Seed: 1, Out: out, Parallel: run.DefaultParallel(),
-		Vars: map[string]string{"stress": "6s"}, Machines: f, CacheDir: f.Builder.CacheDir, Canary: true,
+		Vars: map[string]string{"stress": "10s"}, Machines: f, CacheDir: f.Builder.CacheDir, Canary: true,
 		Progress: testWriter{t}})
 	if err != nil {
 		t.Fatal(err)

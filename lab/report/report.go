@@ -181,7 +181,8 @@ func (r *Run) Code() int {
 	return code
 }
 
-// Write writes every report file into dir.
+// Write writes every report file into dir. Each file appears whole or not at all (a
+// full disk leaves no truncated results.json for merge to read).
 func (r *Run) Write(dir string) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
@@ -191,18 +192,18 @@ func (r *Run) Write(dir string) error {
 	if err != nil {
 		return err
 	}
-	if err := os.WriteFile(filepath.Join(dir, "results.json"), data, 0o644); err != nil {
+	if err := writeFile(filepath.Join(dir, "results.json"), data, 0o644); err != nil {
 		return err
 	}
 	junit, err := r.JUnit()
 	if err != nil {
 		return err
 	}
-	if err := os.WriteFile(filepath.Join(dir, "junit.xml"), junit, 0o644); err != nil {
+	if err := writeFile(filepath.Join(dir, "junit.xml"), junit, 0o644); err != nil {
 		return err
 	}
 	md := r.Markdown()
-	if err := os.WriteFile(filepath.Join(dir, "summary.md"), []byte(md), 0o644); err != nil {
+	if err := writeFile(filepath.Join(dir, "summary.md"), []byte(md), 0o644); err != nil {
 		return err
 	}
 	if s := os.Getenv("GITHUB_STEP_SUMMARY"); s != "" {
@@ -211,7 +212,30 @@ func (r *Run) Write(dir string) error {
 			f.Close()
 		}
 	}
-	return os.WriteFile(filepath.Join(dir, "index.html"), []byte(r.HTML()), 0o644)
+	return writeFile(filepath.Join(dir, "index.html"), []byte(r.HTML()), 0o644)
+}
+
+// writeFile writes data to a temporary file beside file and renames it into place.
+func writeFile(file string, data []byte, mode os.FileMode) error {
+	f, err := os.CreateTemp(filepath.Dir(file), "."+filepath.Base(file)+".tmp-*")
+	if err != nil {
+		return err
+	}
+	_, err = f.Write(data)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Chmod(f.Name(), mode)
+	}
+	if err == nil {
+		err = os.Rename(f.Name(), file)
+	}
+	if err != nil {
+		os.Remove(f.Name())
+		return fmt.Errorf("write %s: %w", file, err)
+	}
+	return nil
 }
 
 // Read loads a results.json.

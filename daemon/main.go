@@ -110,8 +110,7 @@ func run(ctl, sizeArg, mode, backing string, workers int, logFile string, poll b
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			runtime.LockOSThread()
-			pinTo(cpu)
+			workerThread(cpu)
 			if err := srv.Serve(); err != nil {
 				errs <- err
 				dev.shutdown()
@@ -205,6 +204,16 @@ func reexecPinned(cpu int) error {
 
 // pinTo keeps the calling thread on one CPU: by default the daemon's (see
 // internal/daemoncpu), which blkstress leaves free.
+// workerThread readies the calling goroutine to serve: its own OS thread, pinned, and
+// marked an I/O flusher (per thread: main's harden() marked only the thread it ran on).
+func workerThread(cpu int) {
+	runtime.LockOSThread()
+	pinTo(cpu)
+	if err := ioFlusher(); err != nil {
+		fmt.Fprintln(os.Stderr, "userblkd: warning:", err)
+	}
+}
+
 func pinTo(cpu int) {
 	if cpu == -2 {
 		return

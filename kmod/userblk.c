@@ -65,7 +65,9 @@
  * Waits: the submitter's wait for DONE is bounded by the disk's io_timeout and slept
  * in slices of USERBLK_WAIT_SLICE, so no hung-task warning is possible even when the
  * daemon is stopped for ever. On timeout it takes a QUEUED or SENT request itself and
- * ends it with -EIO; a BUSY one it waits for (bounded, see above). Atomic mode
+ * ends it with -EIO; a BUSY one it looks at again every USERBLK_BUSY_POLL, since its
+ * owner ends it or gives it back within a bounded copy, and a request given back is
+ * taken at the next look: the wait ends within io_timeout plus one BUSY copy. Atomic mode
  * busy-waits instead (a kmap_atomic mapping is held) for at most spin_timeout_ms.
  */
 
@@ -165,6 +167,8 @@ MODULE_PARM_DESC(pause_ms, "Pause before the submitter's last look (read3) at a 
 
 /* How long one sleep of a bounded wait lasts: far below the hung-task timeout. */
 #define USERBLK_WAIT_SLICE	(5 * HZ)
+/* How often a timed-out submitter looks again at a request that was BUSY. */
+#define USERBLK_BUSY_POLL	(HZ / 10)
 /* How often a copy that hit the daemon's buffer is retried after faulting it in. */
 #define USERBLK_COPY_TRIES	4
 /* A request whose handed-over mapping faulted this often is failed. */
@@ -489,12 +493,18 @@ static int req_wait_done(struct userblk_dev *ub, struct userblk_req *req)
 	if (req->mode != USERBLK_MAP_ATOMIC) {
 		if (userblk_wait_slices(&req->done, ub->timeout))
 			return req->status;
-		if (req_timeout(ub, req, -EIO))
-			return -EIO;
-		/* BUSY: the owner copies without sleeping on user memory and ends it soon. */
-		while (!userblk_wait_slices(&req->done, USERBLK_WAIT_SLICE))
-			;
-		return req->status;
+		/*
+		 * Timed out. A QUEUED or SENT request is ours to end. A BUSY one's owner
+		 * copies without sleeping on user memory, then either ends it or gives it
+		 * back (a copy that hit the daemon's buffer, a COMPLETE to retry): given
+		 * back, it is QUEUED or SENT again and ours at the next look. So look
+		 * again every USERBLK_BUSY_POLL until one of the two happens.
+		 */
+		while (!req_timeout(ub, req, -EIO)) {
+			if (wait_for_completion_timeout(&req->done, USERBLK_BUSY_POLL))
+				return req->status;
+		}
+		return -EIO;
 	}
 	/*
 	 * local_clock(), not jiffies: while we spin, another CPU may sit in stop_machine()

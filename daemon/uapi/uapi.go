@@ -33,6 +33,30 @@ var ModeNames = func() map[string]uint32 {
 // it was loaded with unsafe_modes=1.
 func UnsafeMode(m uint32) bool { return m == MapAtomic || m == MapLocal }
 
+// Event counters (USERBLK_EV_*): files in EventsDir named by EventNames, each a decimal
+// count for every disk since the module was loaded.
+const (
+	EvTimeoutQueued = 0
+	EvTimeoutSent   = 1
+	EvTimeoutBusy   = 2
+	EvCompleteBusy  = 3
+	EvCloseBusy     = 4
+	EvDeadBusy      = 5
+	EvMultisegBio   = 6
+	EvMidbioError   = 7
+	EvCount         = 8
+)
+
+// EventsDir is USERBLK_EVENTS_DIR.
+const EventsDir = "/sys/class/misc/" + CtlName + "/events"
+
+// EventNames is USERBLK_EVENT_NAMES, indexed by Ev* number.
+var EventNames = [EvCount]string{
+	EvTimeoutQueued: "timeout_queued", EvTimeoutSent: "timeout_sent", EvTimeoutBusy: "timeout_busy",
+	EvCompleteBusy: "complete_busy", EvCloseBusy: "close_busy", EvDeadBusy: "dead_busy",
+	EvMultisegBio: "multiseg_bio", EvMidbioError: "midbio_error",
+}
+
 // Ops (USERBLK_OP_*).
 const (
 	OpRead  = 0

@@ -129,22 +129,31 @@ func TestIoctlNumbers(t *testing.T) {
 // numericConstants is every numeric #define of userblk.h with its Go mirror's value;
 // TestEveryConstantMirrored makes sure none is missing.
 var numericConstants = map[string]uintptr{
-	"USERBLK_MAX_SEGMENT":     MaxSegment,
-	"USERBLK_MAX_SIZE":        MaxSize,
-	"USERBLK_MAX_IO_TIMEOUT":  MaxIOTimeout,
-	"USERBLK_MAP_DEFAULT":     MapDefault,
-	"USERBLK_MAP_ATOMIC":      MapAtomic,
-	"USERBLK_MAP_LOCAL":       MapLocal,
-	"USERBLK_MAP_KMAP":        MapKmap,
-	"USERBLK_MAP_COPIER":      MapCopier,
-	"USERBLK_OP_READ":         OpRead,
-	"USERBLK_OP_WRITE":        OpWrite,
-	"USERBLK_GET_NOWAIT":      GetNowait,
-	"USERBLK_IOC_MAGIC":       Magic,
-	"USERBLK_IOC_CREATE":      IocCreate,
-	"USERBLK_IOC_GET_REQUEST": IocGetRequest,
-	"USERBLK_IOC_COMPLETE":    IocComplete,
-	"USERBLK_IOC_SHUTDOWN":    IocShutdown,
+	"USERBLK_MAX_SEGMENT":       MaxSegment,
+	"USERBLK_MAX_SIZE":          MaxSize,
+	"USERBLK_MAX_IO_TIMEOUT":    MaxIOTimeout,
+	"USERBLK_MAP_DEFAULT":       MapDefault,
+	"USERBLK_MAP_ATOMIC":        MapAtomic,
+	"USERBLK_MAP_LOCAL":         MapLocal,
+	"USERBLK_MAP_KMAP":          MapKmap,
+	"USERBLK_MAP_COPIER":        MapCopier,
+	"USERBLK_OP_READ":           OpRead,
+	"USERBLK_OP_WRITE":          OpWrite,
+	"USERBLK_GET_NOWAIT":        GetNowait,
+	"USERBLK_IOC_MAGIC":         Magic,
+	"USERBLK_IOC_CREATE":        IocCreate,
+	"USERBLK_IOC_GET_REQUEST":   IocGetRequest,
+	"USERBLK_IOC_COMPLETE":      IocComplete,
+	"USERBLK_IOC_SHUTDOWN":      IocShutdown,
+	"USERBLK_EV_TIMEOUT_QUEUED": EvTimeoutQueued,
+	"USERBLK_EV_TIMEOUT_SENT":   EvTimeoutSent,
+	"USERBLK_EV_TIMEOUT_BUSY":   EvTimeoutBusy,
+	"USERBLK_EV_COMPLETE_BUSY":  EvCompleteBusy,
+	"USERBLK_EV_CLOSE_BUSY":     EvCloseBusy,
+	"USERBLK_EV_DEAD_BUSY":      EvDeadBusy,
+	"USERBLK_EV_MULTISEG_BIO":   EvMultisegBio,
+	"USERBLK_EV_MIDBIO_ERROR":   EvMidbioError,
+	"USERBLK_EV_COUNT":          EvCount,
 }
 
 // TestEveryConstantMirrored fails when userblk.h gains a #define the Go side does not
@@ -155,7 +164,7 @@ func TestEveryConstantMirrored(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	strs := map[string]bool{"USERBLK_CTL_NAME": true, "USERBLK_MODE_NAMES": true}
+	strs := map[string]bool{"USERBLK_CTL_NAME": true, "USERBLK_MODE_NAMES": true, "USERBLK_EVENTS_DIR": true, "USERBLK_EVENT_NAMES": true}
 	seen := 0
 	for _, line := range strings.Split(string(data), "\n") {
 		f := strings.Fields(line)
@@ -185,11 +194,15 @@ func TestStringsMatchCHeader(t *testing.T) {
 	prog := `#include <stdio.h>
 #include "userblk.h"
 static const char *const modes[] = USERBLK_MODE_NAMES;
+static const char *const events[] = USERBLK_EVENT_NAMES;
 int main(void) {
 	unsigned i;
 	printf("%s\n", USERBLK_CTL_NAME);
 	for (i = 0; i < sizeof(modes) / sizeof(modes[0]); i++)
 		printf("%s\n", modes[i]);
+	printf("%s\n", USERBLK_EVENTS_DIR);
+	for (i = 0; i < sizeof(events) / sizeof(events[0]); i++)
+		printf("%s\n", events[i]);
 	return 0;
 }
 `
@@ -205,7 +218,7 @@ int main(void) {
 		t.Fatal(err)
 	}
 	got := strings.Fields(string(out))
-	want := append([]string{CtlName}, ModeList[:]...)
+	want := append(append(append([]string{CtlName}, ModeList[:]...), EventsDir), EventNames[:]...)
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("userblk.h says %q, the Go mirror %q", got, want)
 	}

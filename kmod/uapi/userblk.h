@@ -32,6 +32,26 @@
 /* The names map_mode= takes, in USERBLK_MAP_* order (index 0 is the default). */
 #define USERBLK_MODE_NAMES	{ "default", "atomic", "local", "kmap", "copier" }
 
+/*
+ * Event counters: how often the driver met the interleavings its tests must reach, for
+ * every disk together since the module was loaded. One read-only file per event, named
+ * by USERBLK_EVENT_NAMES (in USERBLK_EV_* order), holding a decimal count, in
+ * USERBLK_EVENTS_DIR. cmd/userblkfuzz reads them before and after a run.
+ */
+#define USERBLK_EVENTS_DIR	"/sys/class/misc/" USERBLK_CTL_NAME "/events"
+#define USERBLK_EV_TIMEOUT_QUEUED	0	/* io_timeout ended a request GET_REQUEST never took */
+#define USERBLK_EV_TIMEOUT_SENT		1	/* io_timeout ended a request the daemon had (SENT) */
+#define USERBLK_EV_TIMEOUT_BUSY		2	/* io_timeout found its request BUSY (being copied) */
+#define USERBLK_EV_COMPLETE_BUSY	3	/* COMPLETE named a request that was BUSY */
+#define USERBLK_EV_CLOSE_BUSY		4	/* the control fd was closed while a request was BUSY */
+#define USERBLK_EV_DEAD_BUSY		5	/* the disk died (SHUTDOWN, close) while a request was BUSY */
+#define USERBLK_EV_MULTISEG_BIO		6	/* a bio of more than one segment */
+#define USERBLK_EV_MIDBIO_ERROR		7	/* a multi-segment bio failed after its first segment */
+#define USERBLK_EV_COUNT		8
+#define USERBLK_EVENT_NAMES	{ "timeout_queued", "timeout_sent", "timeout_busy", \
+				  "complete_busy", "close_busy", "dead_busy", \
+				  "multiseg_bio", "midbio_error" }
+
 #define USERBLK_OP_READ		0
 #define USERBLK_OP_WRITE	1
 

@@ -33,42 +33,69 @@
  *
  *   QUEUED   on dev->queued: waiting for GET_REQUEST.
  *   SENT     on dev->sent: described to the daemon, waiting for its COMPLETE.
- *   BUSY     on no list: exactly one thread owns it and is copying through its page or
- *            mapping (GET_REQUEST copying a write's data out, COMPLETE copying a read's
- *            data in), or is about to end it. No other path may touch it: not COMPLETE
- *            (it only looks at SENT requests), not SHUTDOWN/fail_all, not the
- *            submitter's timeout. Copies in BUSY run with page faults disabled, so BUSY
- *            never sleeps on user memory and lasts a bounded time; a copy that would
- *            fault on the daemon's buffer gives the request back, faults the buffer in
- *            while owning nothing, and tries again.
+ *   BUSY     exactly one thread owns it and is copying through its page or mapping
+ *            (GET_REQUEST copying a write's data out, COMPLETE copying a read's data
+ *            in), or is about to end it. No other path may change it: not COMPLETE (it
+ *            only takes SENT requests), not SHUTDOWN/fail_all, not the submitter's
+ *            timeout. An ioctl's BUSY request is on dev->busy (by busy_node, under
+ *            dev->lock) for bookkeeping only: COMPLETE and close look there to count
+ *            what they raced, never touch it. The one field others may write is
+ *            req->expired (under dev->lock, see Waits). Copies in BUSY run with page
+ *            faults disabled, so BUSY never sleeps and lasts a bounded time; a copy that
+ *            would fault on the daemon's buffer gives the request back, faults the
+ *            buffer in while owning nothing, and tries again. An atomic-mode request's
+ *            owner also runs BUSY with preemption disabled (see Waits).
  *   DONE     status final, submitter woken. Nothing but the submitter (and, for a
  *            traced read, the COMPLETE that is logging its "readx") touches it again.
  *
- * Transitions, each made by one helper, all under dev->lock except req_end():
+ * Transitions, each made by one helper, all under dev->lock except BUSY -> DONE
+ * (req_finish(), which the owner alone may call):
  *
  *   (new) -> QUEUED    req_queue()     the submitter (refused once the disk is dead)
- *   QUEUED -> BUSY     req_take()      GET_REQUEST; fail_all; the submitter's timeout
- *   SENT -> BUSY       req_take()      COMPLETE (by xid); fail_all; the submitter's timeout
+ *   QUEUED -> BUSY     req_own()       GET_REQUEST
+ *   SENT -> BUSY       req_own()       COMPLETE (by xid)
+ *   QUEUED -> BUSY     req_take()      fail_all; the submitter's timeout (ends it at once)
+ *   SENT -> BUSY       req_take()      fail_all; the submitter's timeout (ends it at once)
  *   BUSY -> SENT       req_give_back() GET_REQUEST after the copy out
  *   BUSY -> QUEUED     req_give_back() GET_REQUEST whose copy hit the daemon's buffer
  *   BUSY -> SENT       req_give_back() COMPLETE whose copy failed (the daemon may retry)
- *   BUSY -> DONE       req_end()       the owner: success, error, dead disk, timeout
+ *   BUSY -> DONE       req_end(), req_end_busy(), req_finish_busy()
+ *                                      the owner: success, error, dead disk, timeout
  *
- * req_give_back() ends the request with -EIO instead when the disk died meanwhile
- * (fail_all could not take a BUSY request), so nothing is left on a dead disk's lists.
+ * req_give_back() ends the request instead when the disk died meanwhile (fail_all could
+ * not take a BUSY request; -EIO) or when the submitter's timeout found it BUSY and
+ * marked it expired (with the submitter's status), so nothing is left on a dead disk's
+ * lists and no expired request is handed back to a daemon that may never serve it.
  *
  * References (req->ref): the submitter holds one from creation until it returns; the
  * other belongs to whoever owns the request (the lists while QUEUED/SENT, the BUSY
  * owner) and is dropped by req_end(), after the last use. The submitter always waits
  * for DONE before it unmaps and frees, so the page and mapping outlive every copy.
  *
- * Waits: the submitter's wait for DONE is bounded by the disk's io_timeout and slept
- * in slices of USERBLK_WAIT_SLICE, so no hung-task warning is possible even when the
- * daemon is stopped for ever. On timeout it takes a QUEUED or SENT request itself and
- * ends it with -EIO; a BUSY one it looks at again every USERBLK_BUSY_POLL, since its
- * owner ends it or gives it back within a bounded copy, and a request given back is
- * taken at the next look: the wait ends within io_timeout plus one BUSY copy. Atomic mode
- * busy-waits instead (a kmap_atomic mapping is held) for at most spin_timeout_ms.
+ * Waits: the submitter's wait for DONE is bounded by the disk's io_timeout, counted
+ * from the start of the segment (waits for a mapping slot included), and slept in
+ * slices of at most USERBLK_WAIT_SLICE, so no hung-task warning is possible even when
+ * the daemon is stopped for ever. When the time is up it takes a QUEUED or SENT request
+ * itself and ends it with -EIO. A BUSY one it marks expired: its owner ends it when it
+ * leaves BUSY (success if COMPLETE's copy went through, else the submitter's status)
+ * instead of handing it back, and the submitter looks again every USERBLK_BUSY_POLL (a
+ * request given back all the same would be taken at the next look). So
+ * every submitter returns within io_timeout plus one BUSY section, even when BUSY
+ * owners keep handing the request back (a daemon whose buffer always faults) or the
+ * daemon stops right after a GET_REQUEST.
+ *
+ * Atomic mode busy-waits instead (a kmap_atomic mapping is held, preemption is off) for
+ * at most spin_timeout_ms (and io_timeout), then as above. A BUSY owner that was
+ * preempted onto the spinner's CPU would never run again, so an atomic request's owner
+ * runs its BUSY section with preemption disabled: while the spinner runs, the owner runs
+ * on another CPU and leaves BUSY in bounded time. A traced atomic read's wait for the
+ * daemon's "readx" is bounded the same way: COMPLETE claims req->xclaim and logs readx
+ * with preemption disabled, or the submitter, after the spin limit, claims it first and
+ * COMPLETE does not look through the mapping at all.
+ *
+ * Mapping slots (kmap mode): a disk holds at most USERBLK_KMAP_DISK_SLOTS of the
+ * module's USERBLK_KMAP_SLOTS, and a segment that finds either pool empty does not wait:
+ * it is served as in copier mode. A stalled daemon so never delays another disk.
  */
 
 #include <linux/blkdev.h>
@@ -165,10 +192,15 @@ static unsigned int pause_ms = 2;
 module_param(pause_ms, uint, 0644);
 MODULE_PARM_DESC(pause_ms, "Pause before the submitter's last look (read3) at a traced read (at most 100)");
 
+#define USERBLK_MAX_BUSY_DELAY_US	20000
+static unsigned int busy_delay_us;
+module_param(busy_delay_us, uint, 0644);
+MODULE_PARM_DESC(busy_delay_us, "Testing: hold every BUSY section (a request being copied) this long, so tests can race COMPLETE, SHUTDOWN, close and the timeout against a copy (at most 20000)");
+
 /* How long one sleep of a bounded wait lasts: far below the hung-task timeout. */
 #define USERBLK_WAIT_SLICE	(5 * HZ)
 /* How often a timed-out submitter looks again at a request that was BUSY. */
-#define USERBLK_BUSY_POLL	(HZ / 10)
+#define USERBLK_BUSY_POLL	(HZ / 10 ? HZ / 10 : 1)
 /* How often a copy that hit the daemon's buffer is retried after faulting it in. */
 #define USERBLK_COPY_TRIES	4
 /* A request whose handed-over mapping faulted this often is failed. */
@@ -184,7 +216,24 @@ MODULE_PARM_DESC(pause_ms, "Pause before the submitter's last look (read3) at a 
 #else
 #define USERBLK_KMAP_SLOTS	64
 #endif
+/* A disk's share of them: a stalled daemon holds at most this many. */
+#define USERBLK_KMAP_DISK_SLOTS	(USERBLK_KMAP_SLOTS / 4 ? USERBLK_KMAP_SLOTS / 4 : 1)
 static struct semaphore kmap_slots;
+
+/* The interleavings tests must reach (USERBLK_EV_*), counted for every disk. */
+static const char * const event_names[] = USERBLK_EVENT_NAMES;
+static atomic_long_t userblk_events[USERBLK_EV_COUNT];
+
+/* userblk_count - count one event. Does not sleep. */
+static void userblk_count(int ev)
+{
+	atomic_long_inc(&userblk_events[ev]);
+}
+
+/* A traced read's readx (req->xclaim): who got there first. */
+#define XCLAIM_OPEN	0	/* neither yet */
+#define XCLAIM_DAEMON	1	/* COMPLETE logs readx through the mapping */
+#define XCLAIM_GONE	2	/* the submitter stopped waiting: nobody may look */
 
 enum req_state {
 	REQ_QUEUED,
@@ -194,7 +243,8 @@ enum req_state {
 };
 
 struct userblk_req {
-	struct list_head node;
+	struct list_head node;		/* on dev->queued or dev->sent */
+	struct list_head busy_node;	/* on dev->busy while an ioctl owns it (BUSY) */
 	refcount_t ref;
 	u64 xid;
 	u64 pos;
@@ -206,6 +256,7 @@ struct userblk_req {
 	int mode;
 	enum req_state state;	/* changed under dev->lock, except BUSY -> DONE */
 	int status;
+	int expired;		/* under dev->lock: the timeout found it BUSY; its status */
 	bool traced;
 	int faults;		/* failed copies through the handed-over address */
 	struct completion done;	/* sleeping submitters */
@@ -213,6 +264,7 @@ struct userblk_req {
 	struct completion seen;	/* submitter logged read2: daemon may log readx */
 	struct completion xdone; /* daemon logged readx: submitter may unmap */
 	int xdone_flag;
+	atomic_t xclaim;	/* XCLAIM_*: atomic mode's bounded wait for readx */
 };
 
 struct userblk_dev {
@@ -224,11 +276,13 @@ struct userblk_dev {
 	spinlock_t lock;		/* protects the lists, dead and req->state */
 	struct list_head queued;
 	struct list_head sent;
+	struct list_head busy;		/* requests an ioctl owns (bookkeeping only) */
 	wait_queue_head_t wq;		/* GET_REQUEST waits here */
 	bool dead;
 	atomic64_t next_xid;
 	atomic_t timeouts;		/* segments failed by io_timeout */
 	struct semaphore spinners;	/* atomic mode: leave one CPU for the daemon */
+	struct semaphore kmap_slots;	/* kmap mode: this disk's share of kmap_slots */
 	int daemon_cpu;			/* where GET_REQUEST last ran; -1 unknown */
 };
 
@@ -363,14 +417,58 @@ static bool req_queue(struct userblk_dev *ub, struct userblk_req *req)
 }
 
 /*
- * req_take - QUEUED or SENT -> BUSY: the caller becomes the only owner, with the
- * owner's reference. Called with dev->lock held. Does not sleep.
+ * req_take - QUEUED or SENT -> BUSY for a path that ends the request at once (fail_all,
+ * the submitter's timeout): the caller becomes the only owner, with the owner's
+ * reference. Called with dev->lock held. Does not sleep.
  */
 static void req_take(struct userblk_dev *ub, struct userblk_req *req)
 {
 	lockdep_assert_held(&ub->lock);
 	list_del_init(&req->node);
 	req->state = REQ_BUSY;
+}
+
+/*
+ * req_own - QUEUED or SENT -> BUSY for an ioctl that copies (GET_REQUEST, COMPLETE):
+ * as req_take(), and the request goes on dev->busy. An atomic-mode request's owner runs
+ * with preemption disabled from here until req_disown() (its submitter busy-waits with
+ * preemption off and must never wait for an owner preempted on its CPU). Called with
+ * dev->lock held. Does not sleep.
+ */
+static void req_own(struct userblk_dev *ub, struct userblk_req *req)
+{
+	req_take(ub, req);
+	list_add(&req->busy_node, &ub->busy);
+	if (req->mode == USERBLK_MAP_ATOMIC)
+		preempt_disable();
+}
+
+/*
+ * req_disown - the ioctl's BUSY section is over: off dev->busy, preemption as before
+ * req_own(). The request stays BUSY until the caller gives it back or ends it. Called
+ * with dev->lock held. Does not sleep.
+ */
+static void req_disown(struct userblk_dev *ub, struct userblk_req *req)
+{
+	lockdep_assert_held(&ub->lock);
+	list_del_init(&req->busy_node);
+	if (req->mode == USERBLK_MAP_ATOMIC)
+		preempt_enable();
+}
+
+/*
+ * userblk_busy_delay - testing only (busy_delay_us): hold a BUSY section open so that
+ * COMPLETE, SHUTDOWN, close and the timeout can race it. Does not sleep (it may run with
+ * preemption disabled).
+ */
+static void userblk_busy_delay(void)
+{
+	unsigned int us = min_t(unsigned int, READ_ONCE(busy_delay_us), USERBLK_MAX_BUSY_DELAY_US);
+
+	if (!us)
+		return;
+	mdelay(us / 1000);
+	udelay(us % 1000);
 }
 
 /*
@@ -401,17 +499,65 @@ static void req_end(struct userblk_req *req, int status)
 	req_release(req);
 }
 
-/*
- * req_give_back - BUSY -> @to (QUEUED at the head, or SENT), or DONE with -EIO if the
- * disk died while we owned it. Returns false in that case. Does not sleep.
- */
-static bool req_give_back(struct userblk_dev *ub, struct userblk_req *req, enum req_state to)
+/* req_end_busy - an ioctl ends the request it owns (req_own()). Does not sleep. */
+static void req_end_busy(struct userblk_dev *ub, struct userblk_req *req, int status)
 {
 	spin_lock(&ub->lock);
+	req_disown(ub, req);
+	spin_unlock(&ub->lock);
+	req_end(req, status);
+}
+
+/*
+ * req_finish_busy - COMPLETE finishes the request it owns (req_own()), keeping the
+ * owner's reference for readx. Does not sleep.
+ */
+static void req_finish_busy(struct userblk_dev *ub, struct userblk_req *req, int status)
+{
+	spin_lock(&ub->lock);
+	req_disown(ub, req);
+	spin_unlock(&ub->lock);
+	req_finish(req, status);
+}
+
+/*
+ * req_note_timeout - log a disk's first timeout, count them all. The caller still holds
+ * a reference to @req (it reads the xid). Does not sleep.
+ */
+static void req_note_timeout(struct userblk_dev *ub, struct userblk_req *req, int status)
+{
+	if (atomic_inc_return(&ub->timeouts) == 1)
+		pr_warn("userblk%d: segment %08llx waited %s for the daemon: failing it (%d); further timeouts are only counted\n",
+			ub->index, req->xid,
+			req->mode == USERBLK_MAP_ATOMIC ? "spin_timeout_ms" : "io_timeout", status);
+}
+
+/*
+ * req_give_back - an ioctl is done with the request it owns (req_own()): BUSY -> @to
+ * (QUEUED at the head, or SENT). If the disk died meanwhile, it ends it with -EIO
+ * instead and returns -ESHUTDOWN; if the submitter's timeout found it BUSY, it ends it
+ * with the submitter's status and returns -ETIMEDOUT. Returns 0 when given back. Does
+ * not sleep.
+ */
+static int req_give_back(struct userblk_dev *ub, struct userblk_req *req, enum req_state to)
+{
+	int expired;
+
+	spin_lock(&ub->lock);
+	req_disown(ub, req);
 	if (ub->dead) {
 		spin_unlock(&ub->lock);
+		userblk_count(USERBLK_EV_DEAD_BUSY);
 		req_end(req, -EIO);
-		return false;
+		return -ESHUTDOWN;
+	}
+	expired = req->expired;
+	if (expired) {
+		spin_unlock(&ub->lock);
+		/* The owner's reference keeps req alive until req_end() drops it. */
+		req_note_timeout(ub, req, expired);
+		req_end(req, expired);
+		return -ETIMEDOUT;
 	}
 	req->state = to;
 	if (to == REQ_QUEUED)
@@ -421,40 +567,45 @@ static bool req_give_back(struct userblk_dev *ub, struct userblk_req *req, enum 
 	spin_unlock(&ub->lock);
 	if (to == REQ_QUEUED)
 		wake_up(&ub->wq);
-	return true;
+	return 0;
 }
 
 /*
- * req_timeout - the submitter gave up waiting: take the request if nobody owns it and
- * end it with @status. Returns false if it is BUSY or DONE (its owner ends it soon).
- * Does not sleep.
+ * req_timeout - the submitter's time is up: take the request if nobody owns it and end
+ * it with @status, returning true. A BUSY request is marked expired instead, so that its
+ * owner ends it with @status rather than hand it back; false is returned for it and for
+ * a DONE one. Does not sleep.
  */
 static bool req_timeout(struct userblk_dev *ub, struct userblk_req *req, int status)
 {
+	enum req_state state;
+
 	spin_lock(&ub->lock);
-	if (req->state != REQ_QUEUED && req->state != REQ_SENT) {
+	/* BUSY -> DONE happens without the lock: DONE may show up at any time. */
+	state = READ_ONCE(req->state);
+	if (state == REQ_QUEUED || state == REQ_SENT) {
+		req_take(ub, req);
 		spin_unlock(&ub->lock);
-		return false;
+		userblk_count(state == REQ_SENT ? USERBLK_EV_TIMEOUT_SENT : USERBLK_EV_TIMEOUT_QUEUED);
+		req_note_timeout(ub, req, status);
+		req_end(req, status);
+		return true;
 	}
-	req_take(ub, req);
+	if (state == REQ_BUSY && !req->expired) {
+		req->expired = status;
+		userblk_count(USERBLK_EV_TIMEOUT_BUSY);
+	}
 	spin_unlock(&ub->lock);
-	req_end(req, status);
-	if (atomic_inc_return(&ub->timeouts) == 1)
-		pr_warn("userblk%d: segment %08llx waited %s for the daemon: failing it (%d); further timeouts are only counted\n",
-			ub->index, req->xid,
-			req->mode == USERBLK_MAP_ATOMIC ? "spin_timeout_ms" : "io_timeout", status);
-	return true;
+	return false;
 }
 
 /*
- * userblk_wait_slices - wait for @c at most @timeout jiffies, in slices short enough
+ * userblk_wait_slices - wait for @c until jiffies reaches @end, in slices short enough
  * that the hung-task detector sees the task wake. Returns true once @c completed.
  * Sleeps (uninterruptibly: the bio may be shared, a signal must not fail it).
  */
-static bool userblk_wait_slices(struct completion *c, unsigned long timeout)
+static bool userblk_wait_slices(struct completion *c, unsigned long end)
 {
-	unsigned long end = jiffies + timeout;
-
 	for (;;) {
 		long left = (long)(end - jiffies);
 
@@ -465,11 +616,9 @@ static bool userblk_wait_slices(struct completion *c, unsigned long timeout)
 	}
 }
 
-/* userblk_down - down(@sem) within @timeout jiffies, in slices. Sleeps. */
-static int userblk_down(struct semaphore *sem, unsigned long timeout)
+/* userblk_down - down(@sem) before jiffies reaches @end, in slices. Sleeps. */
+static int userblk_down(struct semaphore *sem, unsigned long end)
 {
-	unsigned long end = jiffies + timeout;
-
 	for (;;) {
 		long left = (long)(end - jiffies);
 
@@ -481,24 +630,28 @@ static int userblk_down(struct semaphore *sem, unsigned long timeout)
 }
 
 /*
- * req_wait_done - the submitter's wait for its segment, bounded by io_timeout. Sleeps,
- * except in atomic mode, where a kmap_atomic mapping is held and the submitter
- * busy-waits (the original driver slept here; on 6.x that would tear the mapping down
- * under the daemon), for at most spin_timeout_ms.
+ * req_wait_done - the submitter's wait for its segment, until jiffies reaches @end (the
+ * segment's io_timeout) and then at most one BUSY section longer. Sleeps, except in
+ * atomic mode, where a kmap_atomic mapping is held and the submitter busy-waits (the
+ * original driver slept here; on 6.x that would tear the mapping down under the daemon),
+ * for at most spin_timeout_ms.
  */
-static int req_wait_done(struct userblk_dev *ub, struct userblk_req *req)
+static int req_wait_done(struct userblk_dev *ub, struct userblk_req *req, unsigned long end)
 {
+	unsigned int spin_ms;
+	long left;
 	u64 deadline;
 
 	if (req->mode != USERBLK_MAP_ATOMIC) {
-		if (userblk_wait_slices(&req->done, ub->timeout))
+		if (userblk_wait_slices(&req->done, end))
 			return req->status;
 		/*
 		 * Timed out. A QUEUED or SENT request is ours to end. A BUSY one's owner
 		 * copies without sleeping on user memory, then either ends it or gives it
-		 * back (a copy that hit the daemon's buffer, a COMPLETE to retry): given
-		 * back, it is QUEUED or SENT again and ours at the next look. So look
-		 * again every USERBLK_BUSY_POLL until one of the two happens.
+		 * back (a copy that hit the daemon's buffer, a COMPLETE to retry). It is now
+		 * marked expired, so giving it back ends it instead; and were it given back
+		 * all the same, it would be QUEUED or SENT again and ours at the next look.
+		 * So look again every USERBLK_BUSY_POLL until one of these happens.
 		 */
 		while (!req_timeout(ub, req, -EIO)) {
 			if (wait_for_completion_timeout(&req->done, USERBLK_BUSY_POLL))
@@ -510,22 +663,28 @@ static int req_wait_done(struct userblk_dev *ub, struct userblk_req *req)
 	 * local_clock(), not jiffies: while we spin, another CPU may sit in stop_machine()
 	 * with interrupts off waiting for us, and jiffies would never reach the deadline.
 	 */
-	deadline = local_clock() +
-		   (u64)clamp_t(unsigned int, READ_ONCE(spin_timeout_ms), 1, USERBLK_MAX_SPIN_MS) * NSEC_PER_MSEC;
+	spin_ms = clamp_t(unsigned int, READ_ONCE(spin_timeout_ms), 1, USERBLK_MAX_SPIN_MS);
+	left = (long)(end - jiffies);
+	spin_ms = min_t(unsigned int, spin_ms, left > 0 ? jiffies_to_msecs(left) : 1);
+	deadline = local_clock() + (u64)spin_ms * NSEC_PER_MSEC;
 	while (!smp_load_acquire(&req->done_flag)) {
 		if (local_clock() > deadline && req_timeout(ub, req, -ETIMEDOUT))
 			return -ETIMEDOUT;
-		/* else BUSY: its owner ends it within a bounded copy. */
+		/*
+		 * else BUSY (now expired) or DONE: its owner runs with preemption disabled,
+		 * so on another CPU, and ends it within one BUSY section.
+		 */
 		cpu_relax();
 	}
 	return req->status;
 }
 
 /*
- * userblk_map - make the mapping the request's mode hands over (none in copier mode).
- * May sleep (all modes but atomic, which returns with preemption disabled).
+ * userblk_map - make the mapping the request's mode hands over (none in copier mode),
+ * waiting at most until jiffies reaches @end. May sleep (all modes but atomic, which
+ * returns with preemption disabled).
  */
-static int userblk_map(struct userblk_dev *ub, struct userblk_req *req)
+static int userblk_map(struct userblk_dev *ub, struct userblk_req *req, unsigned long end)
 {
 	void *base = NULL;
 	int err;
@@ -538,7 +697,7 @@ static int userblk_map(struct userblk_dev *ub, struct userblk_req *req)
 	    (READ_ONCE(ub->daemon_cpu) < 0 || raw_smp_processor_id() == READ_ONCE(ub->daemon_cpu)))
 		req->mode = USERBLK_MAP_KMAP;	/* also while we do not know where it runs */
 	if (req->mode == USERBLK_MAP_ATOMIC) {
-		err = userblk_down(&ub->spinners, ub->timeout);
+		err = userblk_down(&ub->spinners, end);
 		if (err)
 			return err;
 		base = kmap_atomic(req->page);	/* CPU-local; preemption off */
@@ -554,9 +713,21 @@ static int userblk_map(struct userblk_dev *ub, struct userblk_req *req)
 		base = kmap_local_page(req->page);	/* CPU- and task-local */
 		break;
 	case USERBLK_MAP_KMAP:
-		err = userblk_down(&kmap_slots, ub->timeout);
-		if (err)
-			return err;
+		/*
+		 * Never wait for a slot: a slot is held for a whole service time, up to
+		 * io_timeout when the daemon stalls. With this disk's share or the module's
+		 * pool used up, the daemon's ioctl maps the page itself (copier), which is as
+		 * correct.
+		 */
+		if (down_trylock(&ub->kmap_slots)) {
+			req->mode = USERBLK_MAP_COPIER;
+			break;
+		}
+		if (down_trylock(&kmap_slots)) {
+			up(&ub->kmap_slots);
+			req->mode = USERBLK_MAP_COPIER;
+			break;
+		}
 		base = kmap(req->page);		/* global: valid on every CPU */
 		break;
 	}
@@ -582,18 +753,46 @@ static void userblk_unmap(struct userblk_dev *ub, struct userblk_req *req)
 	case USERBLK_MAP_KMAP:
 		kunmap(req->page);
 		up(&kmap_slots);
+		up(&ub->kmap_slots);
 		break;
 	}
 }
 
 /*
+ * userblk_wait_readx - a traced read: wait until the daemon's COMPLETE has taken its
+ * second look through our mapping (readx) or will not take it. Sleeps, except in
+ * atomic mode, which busy-waits at most spin_timeout_ms and then stops COMPLETE from
+ * looking (XCLAIM_GONE) unless it already claimed the look, which it then finishes with
+ * preemption disabled, on another CPU.
+ */
+static void userblk_wait_readx(struct userblk_req *req)
+{
+	u64 deadline;
+
+	if (req->mode != USERBLK_MAP_ATOMIC) {
+		/* COMPLETE releases it after waiting at most a second for "seen". */
+		wait_for_completion(&req->xdone);
+		return;
+	}
+	deadline = local_clock() +
+		   (u64)clamp_t(unsigned int, READ_ONCE(spin_timeout_ms), 1, USERBLK_MAX_SPIN_MS) * NSEC_PER_MSEC;
+	while (!smp_load_acquire(&req->xdone_flag)) {
+		if (local_clock() > deadline &&
+		    atomic_cmpxchg(&req->xclaim, XCLAIM_OPEN, XCLAIM_GONE) == XCLAIM_OPEN)
+			return;
+		cpu_relax();
+	}
+}
+
+/*
  * userblk_segment - hand one segment to the daemon and wait for it, at most the disk's
- * io_timeout. May sleep (all modes but atomic, which busy-waits while holding
- * kmap_atomic).
+ * io_timeout from now (and one BUSY section). May sleep (all modes but atomic, which
+ * busy-waits while holding kmap_atomic).
  */
 static int userblk_segment(struct userblk_dev *ub, int op, u64 pos, struct bio_vec *bv)
 {
 	unsigned int every = READ_ONCE(trace);
+	unsigned long end = jiffies + ub->timeout;
 	struct userblk_req *req;
 	bool write = op == USERBLK_OP_WRITE;
 	int ret;
@@ -603,6 +802,8 @@ static int userblk_segment(struct userblk_dev *ub, int op, u64 pos, struct bio_v
 		return -ENOMEM;
 	refcount_set(&req->ref, 2);	/* the submitter + the owner (lists, then BUSY owner) */
 	INIT_LIST_HEAD(&req->node);
+	INIT_LIST_HEAD(&req->busy_node);
+	atomic_set(&req->xclaim, XCLAIM_OPEN);
 	init_completion(&req->done);
 	init_completion(&req->seen);
 	init_completion(&req->xdone);
@@ -615,7 +816,7 @@ static int userblk_segment(struct userblk_dev *ub, int op, u64 pos, struct bio_v
 	req->mode = ub->mode;
 	req->traced = every && ((u32)req->xid % every) == 0;
 
-	ret = userblk_map(ub, req);
+	ret = userblk_map(ub, req, end);
 	if (ret) {
 		req_put(req);
 		req_put(req);
@@ -628,7 +829,7 @@ static int userblk_segment(struct userblk_dev *ub, int op, u64 pos, struct bio_v
 		ret = -EIO;
 		goto out_unmap;
 	}
-	ret = req_wait_done(ub, req);
+	ret = req_wait_done(ub, req, end);
 
 	if (req->traced && write && ret == 0)
 		userblk_trace(ub, req, "write2");
@@ -639,17 +840,13 @@ static int userblk_segment(struct userblk_dev *ub, int op, u64 pos, struct bio_v
 		complete(&req->seen);
 		/*
 		 * Wait for the daemon's second look, which reads through our mapping: we must
-		 * not unmap before it is done. COMPLETE always releases it, after waiting at
-		 * most a second for "seen".
+		 * not unmap before it is done (or will not happen).
 		 */
-		if (req->mode == USERBLK_MAP_ATOMIC) {
-			while (!smp_load_acquire(&req->xdone_flag))
-				cpu_relax();
+		userblk_wait_readx(req);
+		if (req->mode == USERBLK_MAP_ATOMIC)
 			mdelay(pause);
-		} else {
-			wait_for_completion(&req->xdone);
+		else
 			msleep(pause);
-		}
 		userblk_trace(ub, req, "read3");
 	}
 
@@ -669,6 +866,7 @@ static void userblk_submit_bio(struct bio *bio)
 	u64 pos = (u64)bio->bi_iter.bi_sector << SECTOR_SHIFT;
 	struct bvec_iter iter;
 	struct bio_vec bv;
+	unsigned int done = 0;
 	int op, err = 0;
 
 	switch (bio_op(bio)) {
@@ -691,6 +889,12 @@ static void userblk_submit_bio(struct bio *bio)
 		if (err)
 			break;
 		pos += bv.bv_len;
+		done++;
+	}
+	if (bio_segments(bio) > 1) {
+		userblk_count(USERBLK_EV_MULTISEG_BIO);
+		if (err && done)
+			userblk_count(USERBLK_EV_MIDBIO_ERROR);
 	}
 	if (err)
 		bio->bi_status = err == -ETIMEDOUT ? BLK_STS_TIMEOUT : BLK_STS_IOERR;
@@ -766,6 +970,7 @@ static long userblk_create(struct userblk_ctl *ctl, struct userblk_create __user
 	spin_lock_init(&ub->lock);
 	INIT_LIST_HEAD(&ub->queued);
 	INIT_LIST_HEAD(&ub->sent);
+	INIT_LIST_HEAD(&ub->busy);
 	init_waitqueue_head(&ub->wq);
 	atomic64_set(&ub->next_xid, 0);
 	atomic_set(&ub->timeouts, 0);
@@ -773,6 +978,7 @@ static long userblk_create(struct userblk_ctl *ctl, struct userblk_create __user
 	ub->timeout = (unsigned long)tmo * HZ;
 	ub->dev_id = get_random_u32();
 	sema_init(&ub->spinners, clamp_t(int, max_spinners, 1, max(1, (int)num_online_cpus() - 1)));
+	sema_init(&ub->kmap_slots, USERBLK_KMAP_DISK_SLOTS);
 	ub->daemon_cpu = -1;
 
 	ub->index = ida_alloc(&userblk_ida, GFP_KERNEL);
@@ -943,8 +1149,10 @@ again:
 		spin_unlock(&ub->lock);
 		return -EINVAL;	/* left queued: a bigger buffer can take it */
 	}
-	req_take(ub, req);
+	req_own(ub, req);
 	spin_unlock(&ub->lock);
+	/* BUSY until req_give_back() or req_end_busy(): nothing below may sleep. */
+	userblk_busy_delay();
 
 	WRITE_ONCE(ub->daemon_cpu, raw_smp_processor_id());
 	r.xid = req->xid;
@@ -959,10 +1167,10 @@ again:
 			/* The handed-over mapping faulted: it cannot heal, fail it in the end. */
 			userblk_trace_fault(ub, req, "wfault", req->addr, left, "kernel");
 			if (++req->faults >= USERBLK_MAX_FAULTS) {
-				req_end(req, -EIO);
+				req_end_busy(ub, req, -EIO);
 				return -EFAULT;
 			}
-			req_give_back(ub, req, REQ_QUEUED);
+			req_give_back(ub, req, REQ_QUEUED);	/* or ended: -EFAULT all the same */
 			return -EFAULT;
 		}
 		if (!left && req->traced)
@@ -974,8 +1182,11 @@ again:
 		pagefault_enable();
 	}
 	if (left) {
-		/* The daemon's memory is not (yet) there: give the request back, fault it in. */
-		if (!req_give_back(ub, req, REQ_QUEUED))
+		/*
+		 * The daemon's memory is not (yet) there: give the request back, fault it in.
+		 * An expired request is ended instead; the next try takes another one.
+		 */
+		if (req_give_back(ub, req, REQ_QUEUED) == -ESHUTDOWN)
 			return -ESHUTDOWN;
 		if (++tries >= USERBLK_COPY_TRIES ||
 		    fault_in_writeable((char __user *)uarg, sizeof(r)) ||
@@ -986,7 +1197,11 @@ again:
 		}
 		goto again;
 	}
-	if (!req_give_back(ub, req, REQ_SENT))
+	/*
+	 * Described. An expired request is ended instead of sent: the daemon's COMPLETE of
+	 * it gets -ENOENT, as for any request that timed out.
+	 */
+	if (req_give_back(ub, req, REQ_SENT) == -ESHUTDOWN)
 		return -ESHUTDOWN;
 	return 0;
 }
@@ -998,7 +1213,9 @@ static long userblk_complete(struct userblk_dev *ub, struct userblk_complete __u
 	struct userblk_req *req, *it;
 	const void __user *ubuf;
 	unsigned long left;
+	bool look;
 	int tries = 0;
+	int err;
 
 	if (copy_from_user(&c, uarg, sizeof(c)))
 		return -EFAULT;
@@ -1019,30 +1236,42 @@ again:
 		}
 	}
 	if (!req) {
+		/* Being copied? Only counted: a BUSY request is its owner's alone. */
+		list_for_each_entry(it, &ub->busy, busy_node) {
+			if (it->xid == c.xid) {
+				userblk_count(USERBLK_EV_COMPLETE_BUSY);
+				break;
+			}
+		}
 		spin_unlock(&ub->lock);
-		return -ENOENT;	/* unknown, not sent yet, already completed, or timed out */
+		return -ENOENT;	/* unknown, not sent yet, being copied, already completed, or timed out */
 	}
 	if ((!c.status && req->op == USERBLK_OP_READ && c.len != req->len) ||
 	    (!c.status && req->op == USERBLK_OP_WRITE && c.len)) {
 		spin_unlock(&ub->lock);
 		return -EINVAL;
 	}
-	req_take(ub, req);
+	req_own(ub, req);
 	spin_unlock(&ub->lock);
+	/* BUSY until req_give_back(), req_end_busy() or req_finish_busy(): no sleeping. */
+	userblk_busy_delay();
 
 	if (!c.status && req->op == USERBLK_OP_READ) {
 		left = userblk_copy_in(req, ubuf);
 		if (left && !user_side_faults((void __user *)ubuf, req->len, left, false)) {
 			userblk_trace_fault(ub, req, "rfault", req->addr, left, "kernel");
 			if (++req->faults >= USERBLK_MAX_FAULTS)
-				req_end(req, -EIO);
-			else
-				req_give_back(ub, req, REQ_SENT);	/* the daemon may complete again */
+				req_end_busy(ub, req, -EIO);
+			else	/* the daemon may complete again (unless it was ended instead) */
+				req_give_back(ub, req, REQ_SENT);
 			return -EFAULT;
 		}
 		if (left) {
-			if (!req_give_back(ub, req, REQ_SENT))
+			err = req_give_back(ub, req, REQ_SENT);
+			if (err == -ESHUTDOWN)
 				return -ESHUTDOWN;
+			if (err)
+				return -ENOENT;	/* expired: timed out while we copied */
 			/* req is not ours any more: c.len is its length (checked above) */
 			if (++tries >= USERBLK_COPY_TRIES || fault_in_readable(ubuf, c.len)) {
 				pr_warn_ratelimited("userblk%d: COMPLETE %08llx: the daemon's buffer faults (user side)\n",
@@ -1054,13 +1283,21 @@ again:
 		if (req->traced)
 			userblk_trace(ub, req, "read1");
 	}
-	req_finish(req, c.status);
-	if (req->traced && req->op == USERBLK_OP_READ && !c.status) {
-		/* The daemon's second look, after the submitter's (the report's readx). */
-		if (wait_for_completion_timeout(&req->seen, HZ))
-			userblk_trace(ub, req, "readx");
-	}
+	/* Also when it expired meanwhile: the data arrived, the wait was bounded. */
+	req_finish_busy(ub, req, c.status);
+	/*
+	 * The daemon's second look, after the submitter's (the report's readx). It reads
+	 * through the submitter's mapping: only if the submitter still waits for it (an
+	 * atomic one stops after spin_timeout_ms), and up to the release without being
+	 * preempted, as BUSY is, because an atomic submitter busy-waits for the release.
+	 */
+	look = req->traced && req->op == USERBLK_OP_READ && !c.status &&
+	       wait_for_completion_timeout(&req->seen, HZ);
+	preempt_disable();
+	if (look && atomic_cmpxchg(&req->xclaim, XCLAIM_OPEN, XCLAIM_DAEMON) == XCLAIM_OPEN)
+		userblk_trace(ub, req, "readx");
 	req_release(req);
+	preempt_enable();
 	return 0;
 }
 
@@ -1115,6 +1352,26 @@ static int userblk_release(struct inode *inode, struct file *file)
 	return 0;
 }
 
+/*
+ * userblk_flush - a close() of the control fd, perhaps while another thread of the
+ * daemon is still inside an ioctl of it (the fd's release waits for that ioctl): count
+ * it when a copy is in progress. Does not sleep.
+ */
+static int userblk_flush(struct file *file, fl_owner_t id)
+{
+	struct userblk_ctl *ctl = file->private_data;
+	struct userblk_dev *ub = smp_load_acquire(&ctl->ub);
+
+	/* Our caller holds a reference to the file: the release, which frees ub, is later. */
+	if (!ub)
+		return 0;
+	spin_lock(&ub->lock);
+	if (!list_empty(&ub->busy))
+		userblk_count(USERBLK_EV_CLOSE_BUSY);
+	spin_unlock(&ub->lock);
+	return 0;
+}
+
 /* userblk_open - a new control fd, no disk yet; needs CAP_SYS_ADMIN. May sleep. */
 static int userblk_open(struct inode *inode, struct file *file)
 {
@@ -1135,26 +1392,63 @@ static const struct file_operations userblk_ctl_fops = {
 	.open		= userblk_open,
 	.unlocked_ioctl	= userblk_ioctl,
 	.compat_ioctl	= compat_ptr_ioctl,
+	.flush		= userblk_flush,
 	.release	= userblk_release,
 	.llseek		= noop_llseek,
 };
+
+/*
+ * The event counters: USERBLK_EVENTS_DIR, one read-only file per USERBLK_EVENT_NAMES
+ * entry, on the control device. Filled in by userblk_init() from the uapi names, so the
+ * header stays the only list.
+ */
+struct userblk_event_attr {
+	struct device_attribute attr;
+	int event;
+};
+
+/* event_show - one counter. Does not sleep. */
+static ssize_t event_show(struct device *dev, struct device_attribute *attr, char *buf)
+{
+	struct userblk_event_attr *ea = container_of(attr, struct userblk_event_attr, attr);
+
+	return sysfs_emit(buf, "%ld\n", atomic_long_read(&userblk_events[ea->event]));
+}
+
+static struct userblk_event_attr event_attrs[USERBLK_EV_COUNT];
+static struct attribute *event_attr_list[USERBLK_EV_COUNT + 1];
+static const struct attribute_group event_group = {
+	.name	= "events",
+	.attrs	= event_attr_list,
+};
+static const struct attribute_group *userblk_ctl_groups[] = { &event_group, NULL };
 
 static struct miscdevice userblk_misc = {
 	.minor	= MISC_DYNAMIC_MINOR,
 	.name	= USERBLK_CTL_NAME,
 	.fops	= &userblk_ctl_fops,
 	.mode	= 0600,
+	.groups	= userblk_ctl_groups,
 };
 
 /* userblk_init - check the parameters and register the control device. May sleep. */
 static int __init userblk_init(void)
 {
-	int err;
+	int err, i;
 
 	if (mode_is_unsafe(map_mode) && !unsafe_modes) {
 		pr_err("userblk: map_mode=%s refused: it hands a CPU-local mapping to another thread; load with unsafe_modes=1 to allow it\n",
 		       mode_name(map_mode));
 		return -EPERM;
+	}
+	BUILD_BUG_ON(ARRAY_SIZE(event_names) != USERBLK_EV_COUNT);
+	for (i = 0; i < USERBLK_EV_COUNT; i++) {
+		sysfs_attr_init(&event_attrs[i].attr.attr);
+		event_attrs[i].attr.attr.name = event_names[i];
+		event_attrs[i].attr.attr.mode = 0444;
+		event_attrs[i].attr.show = event_show;
+		event_attrs[i].event = i;
+		event_attr_list[i] = &event_attrs[i].attr.attr;
 	}
 	sema_init(&kmap_slots, USERBLK_KMAP_SLOTS);
 	err = misc_register(&userblk_misc);

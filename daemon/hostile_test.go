@@ -5,11 +5,14 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 
 	"github.com/kmodlab/kmodlab/daemon/uapi"
+	"golang.org/x/sys/unix"
 )
 
 func TestShortReadAtEOFZeroFills(t *testing.T) {
@@ -130,5 +133,55 @@ func TestSecondSignalExitsAtOnce(t *testing.T) {
 	}
 	if len(shut) != 0 {
 		t.Error("the second signal shut down again instead of exiting")
+	}
+}
+
+// flusherDev records, from the thread that issues each GET_REQUEST, whether that thread
+// is an I/O flusher (PR_GET_IO_FLUSHER): the flag is per thread, and the thread that
+// serves is the one reclaim must not block.
+type flusherDev struct {
+	mu    sync.Mutex
+	calls int
+	seen  []int
+}
+
+func (d *flusherDev) GetRequest(r *uapi.Request) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.calls++; d.calls > 8 {
+		return ErrShutdown
+	}
+	v, err := unix.PrctlRetInt(prGetIOFlusher, 0, 0, 0, 0)
+	if err != nil {
+		v = -1
+	}
+	d.seen = append(d.seen, v)
+	return unix.EAGAIN
+}
+
+func (d *flusherDev) Complete(c *uapi.Complete) error { return nil }
+
+func TestWorkersAreIOFlushers(t *testing.T) {
+	// Both prctls need CAP_SYS_RESOURCE: CI runs tests as root; a container may not
+	// grant it. Probe on a thread of its own (locked, so it dies with the flag).
+	probe := make(chan error)
+	go func() {
+		runtime.LockOSThread()
+		probe <- ioFlusher()
+	}()
+	if err := <-probe; err != nil {
+		t.Skipf("%v (needs CAP_SYS_RESOURCE)", err)
+	}
+	d := &flusherDev{}
+	if err := serveWorkers(&Server{Dev: d, Store: newMemStore(1 << 20)}, 3, -2, func() {}); err != nil {
+		t.Fatal(err)
+	}
+	if len(d.seen) == 0 {
+		t.Fatal("no GET_REQUEST was issued")
+	}
+	for i, v := range d.seen {
+		if v != 1 {
+			t.Errorf("GET_REQUEST %d came from a thread with PR_GET_IO_FLUSHER = %d, want 1", i, v)
+		}
 	}
 }

@@ -104,6 +104,18 @@ func run(ctl, sizeArg, mode, backing string, workers int, logFile string, poll b
 	sigs := make(chan os.Signal, 2)
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
 	go handleSignals(sigs, func() { dev.shutdown() }, os.Exit)
+	err = serveWorkers(srv, workers, cpu, func() { dev.shutdown() })
+	if serr := store.Sync(); serr != nil && err == nil {
+		err = serr
+	}
+	syscall.Close(fd) // removes the disk
+	fmt.Printf("userblkd: done: %d reads, %d writes, %d errors\n", srv.Stats.Reads.Load(), srv.Stats.Writes.Load(), srv.Stats.Errors.Load())
+	return err
+}
+
+// serveWorkers runs workers serving threads (see workerThread) until the device shuts
+// down; the first error shuts it down for the others and is returned.
+func serveWorkers(srv *Server, workers, cpu int, shutdown func()) error {
 	var wg sync.WaitGroup
 	errs := make(chan error, workers)
 	for i := 0; i < workers; i++ {
@@ -113,19 +125,13 @@ func run(ctl, sizeArg, mode, backing string, workers int, logFile string, poll b
 			workerThread(cpu)
 			if err := srv.Serve(); err != nil {
 				errs <- err
-				dev.shutdown()
+				shutdown()
 			}
 		}()
 	}
 	wg.Wait()
 	close(errs)
-	err = <-errs
-	if serr := store.Sync(); serr != nil && err == nil {
-		err = serr
-	}
-	syscall.Close(fd) // removes the disk
-	fmt.Printf("userblkd: done: %d reads, %d writes, %d errors\n", srv.Stats.Reads.Load(), srv.Stats.Writes.Load(), srv.Stats.Errors.Load())
-	return err
+	return <-errs
 }
 
 func parseSize(s string) (int64, error) {
@@ -202,8 +208,6 @@ func reexecPinned(cpu int) error {
 	return syscall.Exec(exe, os.Args, append(os.Environ(), "USERBLKD_PINNED=1"))
 }
 
-// pinTo keeps the calling thread on one CPU: by default the daemon's (see
-// internal/daemoncpu), which blkstress leaves free.
 // workerThread readies the calling goroutine to serve: its own OS thread, pinned, and
 // marked an I/O flusher (per thread: main's harden() marked only the thread it ran on).
 func workerThread(cpu int) {
@@ -214,6 +218,8 @@ func workerThread(cpu int) {
 	}
 }
 
+// pinTo keeps the calling thread on one CPU: by default the daemon's (see
+// internal/daemoncpu), which blkstress leaves free.
 func pinTo(cpu int) {
 	if cpu == -2 {
 		return

@@ -45,6 +45,40 @@ type Report struct {
 	Details json.RawMessage `json:"details,omitempty"`
 	// Errors are the tool's own problems (could not open the device, …).
 	Errors []string `json:"errors,omitempty"`
+	// Interleavings counts, by name, how often the tool reached the concurrency
+	// interleavings it exists to reach. They are coverage, not evidence: a fuzzer that
+	// never reached an interleaving checked nothing about it, however clean it came out.
+	// userblkfuzz writes the driver's event counters (FuzzInterleavings and the others
+	// the module counts); Unreached tells which ones a run missed.
+	Interleavings map[string]int64 `json:"interleavings,omitempty"`
+}
+
+// The interleavings userblkfuzz must reach (keys of Report.Interleavings; the module's
+// event names, kmod/uapi/userblk.h).
+const (
+	TimeoutBusy   = "timeout_busy"  // a submitter's io_timeout found its request being copied (BUSY)
+	TimeoutSent   = "timeout_sent"  // ... found it with the daemon (SENT) and failed it
+	CompleteBusy  = "complete_busy" // COMPLETE named a request while it was being copied
+	CloseBusy     = "close_busy"    // the control fd was closed while a request was being copied
+	MidbioError   = "midbio_error"  // a multi-segment bio failed after its first segment
+	MultisegBio   = "multiseg_bio"  // a bio of more than one segment (not required: midbio_error implies it)
+	TimeoutQueued = "timeout_queued"
+	DeadBusy      = "dead_busy" // the disk died (SHUTDOWN, close) while a request was being copied
+)
+
+// FuzzInterleavings are the interleavings a userblkfuzz run is judged on.
+var FuzzInterleavings = []string{TimeoutBusy, TimeoutSent, CompleteBusy, CloseBusy, MidbioError}
+
+// Unreached returns the names among want that the report counts fewer than min times,
+// in want's order.
+func (r *Report) Unreached(want []string, min int64) []string {
+	var out []string
+	for _, n := range want {
+		if r.Interleavings[n] < min {
+			out = append(out, n)
+		}
+	}
+	return out
 }
 
 // Mismatch is one block that read back wrong (blkstress's details).

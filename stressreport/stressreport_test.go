@@ -48,3 +48,24 @@ func TestProgress(t *testing.T) {
 		}
 	}
 }
+
+func TestInterleavings(t *testing.T) {
+	f := filepath.Join(t.TempDir(), "r.json")
+	in := &Report{Tool: "userblkfuzz", FirstMS: -1, Interleavings: map[string]int64{TimeoutBusy: 12, TimeoutSent: 40, CompleteBusy: 9, CloseBusy: 10}}
+	if err := in.Write(f); err != nil {
+		t.Fatal(err)
+	}
+	data, _ := os.ReadFile(f)
+	r, err := Parse(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := r.Unreached(FuzzInterleavings, 10)
+	if len(got) != 2 || got[0] != CompleteBusy || got[1] != MidbioError {
+		t.Errorf("Unreached = %v, want [complete_busy midbio_error]", got)
+	}
+	// A tool that writes none reaches none; a report without them stays valid.
+	if r, _ := Parse([]byte(`{"mismatches":0}`)); len(r.Unreached(FuzzInterleavings, 1)) != len(FuzzInterleavings) {
+		t.Error("a report without interleavings reached some")
+	}
+}

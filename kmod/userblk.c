@@ -1173,14 +1173,18 @@ again:
 			req_give_back(ub, req, REQ_QUEUED);	/* or ended: -EFAULT all the same */
 			return -EFAULT;
 		}
-		if (!left && req->traced)
-			userblk_trace(ub, req, "write1");
 	}
 	if (!left) {
 		pagefault_disable();
 		left = copy_to_user(uarg, &r, sizeof(r));
 		pagefault_enable();
 	}
+	/*
+	 * write1 only once the daemon has the request: a copy that is retried (the
+	 * description could not be written) would log it twice, from other threads.
+	 */
+	if (!left && req->op == USERBLK_OP_WRITE && req->traced)
+		userblk_trace(ub, req, "write1");
 	if (left) {
 		/*
 		 * The daemon's memory is not (yet) there: give the request back, fault it in.

@@ -12,10 +12,22 @@
 // lengths and pointers, calls out of order, CREATE races on one fd, unknown flags), and
 // serving rounds where a child process serves a disk adversarially (stale, duplicate,
 // future xids, bad buffers, a userfaultfd-stalled buffer while another thread races
-// COMPLETE and SHUTDOWN against the copy) while this process does verified O_DIRECT I/O
-// and kills, shuts down or stops the child at a random point. Crashes, oopses and hung
-// tasks are the lab's to catch on the console; the invariants are counted in the
-// stress-report JSON (-json) as mismatches.
+// COMPLETE and SHUTDOWN against the copy) while this process does verified O_DIRECT I/O,
+// multi-block (so multi-segment bios, failing in the middle), and kills, shuts down,
+// stops or closes the child's fd under it at a random point. Serving rounds come in
+// kinds (see child): some outlast io_timeout with requests handed back for ever
+// (protnone) or held unanswered (stall), so the timeout meets BUSY and SENT requests,
+// and most rounds set the module's busy_delay_us so COMPLETE, close and the timeout
+// race copies in progress. The module counts those interleavings
+// (/sys/class/misc/userblk-ctl/events); the report carries them (interleavings).
+//
+// -scenario stall-after-get|protnone-loop runs one hostile daemon instead, for -hold:
+// stopped (SIGSTOP) right after a GET_REQUEST, or looping GET_REQUEST with a PROT_NONE
+// buffer; every I/O must fail within io_timeout + 2 s, and the disk must go with the
+// daemon.
+//
+// Crashes, oopses and hung tasks are the lab's to catch on the console; the invariants
+// are counted in the stress-report JSON (-json) as mismatches.
 package main
 
 import (
@@ -56,6 +68,10 @@ type fuzzer struct {
 	reads    atomic.Int64
 	writes   atomic.Int64
 	ioErrs   atomic.Int64
+	longest  atomic.Int64 // the longest I/O, ns
+
+	busyDelay int // -busy-delay: the most busy_delay_us a round sets; 0: never
+	events0   map[string]int64
 
 	mu         sync.Mutex
 	violations []stressreport.Violation
@@ -91,8 +107,13 @@ func main() {
 	var (
 		duration = flag.Duration("duration", 15*time.Second, "how long to fuzz")
 		serve    = flag.Bool("serve-child", false, "internal: be the serving child")
+		kind     = flag.String("kind", kindAdversarial, "internal: the serving child's kind")
 		size     = flag.Uint64("size", 8<<20, "disk size")
+		scenario = flag.String("scenario", "", "run one hostile daemon instead of fuzzing: stall-after-get or protnone-loop")
+		hold     = flag.Duration("hold", 0, "-scenario: how long the daemon stays hostile (default 2 x io_timeout + 1 s)")
+		minInter = flag.Int64("min-interleavings", 0, "report (errors, stderr) each interleaving reached fewer times than this")
 	)
+	flag.IntVar(&f.busyDelay, "busy-delay", 6000, "the most busy_delay_us a round sets (the module holds copies open that long); 0: leave it alone")
 	flag.StringVar(&f.ctl, "ctl", "/dev/"+uapi.CtlName, "control device")
 	flag.StringVar(&f.module, "module", "userblk", "module name, for rmmod attempts (empty: none)")
 	flag.Int64Var(&f.seed, "seed", 1, "random seed: the same seed draws the same rounds")
@@ -130,24 +151,30 @@ func main() {
 	}
 	f.mode, f.timeout = m, uint32(*timeout)
 	if *serve {
-		os.Exit(runChild(f, f.mode, *size, f.timeout))
-	}
-	rng := rand.New(rand.NewSource(f.seed))
-	deadline := time.Now().Add(*duration)
-	rounds := map[string]int{}
-	for time.Now().Before(deadline) && !f.isStopped() {
-		seed := rng.Int63()
-		if rng.Intn(3) == 0 {
-			rounds["api"]++
-			f.apiRound(rand.New(rand.NewSource(seed)))
-		} else {
-			rounds["serve"]++
-			f.serveRound(rand.New(rand.NewSource(seed)), *size, time.Until(deadline))
+		if !childKinds[*kind] {
+			fmt.Fprintf(os.Stderr, "userblkfuzz: -kind %q unknown\n", *kind)
+			os.Exit(2)
 		}
+		os.Exit(runChild(f, f.mode, *size, f.timeout, *kind))
 	}
-	fmt.Fprintf(os.Stderr, "userblkfuzz: %d api rounds, %d serving rounds, %d ioctls, %d verified reads, %d writes, %d I/O errors (injected), %d violations\n",
-		rounds["api"], rounds["serve"], f.ops.Load(), f.reads.Load(), f.writes.Load(), f.ioErrs.Load(), len(f.violations))
-	if err := f.report(); err != nil {
+	f.events0 = readEvents()
+	if f.events0 == nil {
+		f.note("the module counts no events (" + uapi.EventsDir + " missing): interleavings unknown")
+	}
+	defer setBusyDelay(0)
+	if *scenario != "" {
+		if *scenario != kindStallGet && *scenario != kindProtLoop {
+			fmt.Fprintf(os.Stderr, "userblkfuzz: -scenario %q: want %s or %s\n", *scenario, kindStallGet, kindProtLoop)
+			os.Exit(2)
+		}
+		if *hold == 0 {
+			*hold = time.Duration(f.timeout)*2*time.Second + time.Second
+		}
+		f.scenario(*scenario, *size, *hold)
+	} else {
+		f.fuzz(*size, *duration)
+	}
+	if err := f.report(*minInter); err != nil {
 		fmt.Fprintln(os.Stderr, "userblkfuzz:", err)
 		os.Exit(2)
 	}
@@ -157,13 +184,102 @@ func main() {
 	}
 }
 
+// Serving round kinds, drawn by fuzz in these proportions (out of 10), after api rounds
+// (2 of 10).
+var roundKinds = []struct {
+	kind   string
+	weight int
+}{{kindAdversarial, 2}, {kindRace, 2}, {kindProtnone, 2}, {kindStall, 2}}
+
+// fuzz draws rounds from the seed until duration is up.
+func (f *fuzzer) fuzz(size uint64, duration time.Duration) {
+	rng := rand.New(rand.NewSource(f.seed))
+	deadline := time.Now().Add(duration)
+	rounds := map[string]int{}
+	for time.Now().Before(deadline) && !f.isStopped() {
+		seed := rng.Int63()
+		n := rng.Intn(10)
+		if n < 2 {
+			rounds["api"]++
+			f.apiRound(rand.New(rand.NewSource(seed)))
+			continue
+		}
+		n -= 2
+		kind := kindAdversarial
+		for _, k := range roundKinds {
+			if n < k.weight {
+				kind = k.kind
+				break
+			}
+			n -= k.weight
+		}
+		rounds[kind]++
+		f.serveRound(rand.New(rand.NewSource(seed)), kind, size, time.Until(deadline))
+	}
+	fmt.Fprintf(os.Stderr, "userblkfuzz: rounds %v, %d ioctls, %d verified reads, %d writes, %d I/O errors (injected), %d violations\n",
+		rounds, f.ops.Load(), f.reads.Load(), f.writes.Load(), f.ioErrs.Load(), len(f.violations))
+}
+
+// readEvents reads the module's event counters; nil if it has none.
+func readEvents() map[string]int64 {
+	out := map[string]int64{}
+	for _, n := range uapi.EventNames {
+		b, err := os.ReadFile(filepath.Join(uapi.EventsDir, n))
+		if err != nil {
+			return nil
+		}
+		v, err := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64)
+		if err != nil {
+			return nil
+		}
+		out[n] = v
+	}
+	return out
+}
+
+// interleavings is what the module counted since the fuzzer started.
+func (f *fuzzer) interleavings() map[string]int64 {
+	now := readEvents()
+	if now == nil || f.events0 == nil {
+		return nil
+	}
+	out := map[string]int64{}
+	for n, v := range now {
+		out[n] = v - f.events0[n]
+	}
+	return out
+}
+
+const busyDelayParam = "/sys/module/userblk/parameters/busy_delay_us"
+
+// setBusyDelay sets the module's busy_delay_us (testing only), if it has one.
+func setBusyDelay(us int) {
+	os.WriteFile(busyDelayParam, []byte(strconv.Itoa(us)), 0o644)
+}
+
 func (f *fuzzer) isStopped() bool {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return f.stopped
 }
 
-func (f *fuzzer) report() error {
+// report prints the interleavings reached (noting those reached fewer than min times)
+// and writes the stress report.
+func (f *fuzzer) report(min int64) error {
+	inter := f.interleavings()
+	if inter != nil {
+		var parts []string
+		for _, n := range uapi.EventNames {
+			parts = append(parts, fmt.Sprintf("%s=%d", n, inter[n]))
+		}
+		fmt.Fprintf(os.Stderr, "userblkfuzz: interleavings: %s\n", strings.Join(parts, " "))
+		if min > 0 {
+			r := stressreport.Report{Interleavings: inter}
+			if miss := r.Unreached(stressreport.FuzzInterleavings, min); len(miss) > 0 {
+				f.note(fmt.Sprintf("interleavings reached fewer than %d times: %s", min, strings.Join(miss, ", ")))
+			}
+		}
+	}
 	if f.jsonPath == "" {
 		return nil
 	}
@@ -171,7 +287,7 @@ func (f *fuzzer) report() error {
 	defer f.mu.Unlock()
 	r := stressreport.Report{Tool: "userblkfuzz", Mode: f.modeName, Device: f.ctl, Seed: f.seed,
 		Seconds: time.Since(f.start).Seconds(), Reads: f.reads.Load(), Writes: f.writes.Load(),
-		Ops: f.ops.Load(), Mismatches: len(f.violations), FirstMS: -1, Errors: f.notes}
+		Ops: f.ops.Load(), Mismatches: len(f.violations), FirstMS: -1, Errors: f.notes, Interleavings: inter}
 	// io_errors stays 0: every I/O error here is one the fuzzer caused on purpose (a
 	// failed COMPLETE, a request left to time out, the server killed or shut down), and
 	// the lab reads io_errors as data that should have been verified and was not. The
@@ -401,29 +517,35 @@ func fill(b []byte, blk, gen uint64, seed int64) {
 	}
 }
 
-// serveRound starts a serving child, does verified I/O on its disk from several
-// threads, and ends the child at a random point (SIGKILL, SHUTDOWN, SIGSTOP then
-// SIGKILL, or a clean stop).
-func (f *fuzzer) serveRound(rng *rand.Rand, size uint64, left time.Duration) {
+// servingChild is a running serving child and what it says.
+type servingChild struct {
+	cmd      *exec.Cmd
+	ops      atomic.Int64
+	got      chan string // GOT lines
+	readDone chan struct{}
+	idx      int
+}
+
+// startChild starts a serving child of the given kind and waits for its disk; nil if
+// it could not make one (noted; the module may be gone).
+func (f *fuzzer) startChild(kind string, seed int64, size uint64) *servingChild {
 	exe, _ := os.Executable()
-	childSeed := rng.Int63()
-	cmd := exec.Command(exe, "-serve-child", "-seed", strconv.FormatInt(childSeed, 10), "-mode", f.modeName,
+	cmd := exec.Command(exe, "-serve-child", "-kind", kind, "-seed", strconv.FormatInt(seed, 10), "-mode", f.modeName,
 		"-io-timeout", strconv.Itoa(int(f.timeout)), "-size", strconv.FormatUint(size, 10), "-ctl", f.ctl)
 	cmd.Stderr = os.Stderr
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		f.note(err.Error())
-		return
+		return nil
 	}
 	if err := cmd.Start(); err != nil {
 		f.note(err.Error())
-		return
+		return nil
 	}
-	var childOps atomic.Int64
+	ch := &servingChild{cmd: cmd, got: make(chan string, 1), readDone: make(chan struct{})}
 	index := make(chan int, 1)
-	readDone := make(chan struct{})
 	go func() {
-		defer close(readDone)
+		defer close(ch.readDone)
 		sc := bufio.NewScanner(out)
 		for sc.Scan() {
 			line := sc.Text()
@@ -434,7 +556,12 @@ func (f *fuzzer) serveRound(rng *rand.Rand, size uint64, left time.Duration) {
 				index <- n
 			case "OPS":
 				n, _ := strconv.ParseInt(rest, 10, 64)
-				childOps.Store(n)
+				ch.ops.Store(n)
+			case "GOT":
+				select {
+				case ch.got <- rest:
+				default:
+				}
 			case "V":
 				inv, detail, _ := strings.Cut(rest, "\t")
 				f.violate(inv, detail)
@@ -443,89 +570,202 @@ func (f *fuzzer) serveRound(rng *rand.Rand, size uint64, left time.Duration) {
 			}
 		}
 	}()
-	var idx int
 	select {
-	case idx = <-index:
-	case <-readDone:
+	case ch.idx = <-index:
+		return ch
+	case <-ch.readDone:
 		cmd.Wait()
 		f.note("the serving child exited before creating a disk")
 		f.mu.Lock()
 		f.stopped = true
 		f.mu.Unlock()
-		return
+		return nil
 	}
-	dev := fmt.Sprintf("/dev/userblk%d", idx)
-	name := fmt.Sprintf("userblk%d", idx)
-	bdev, err := unix.Open(dev, unix.O_RDWR|unix.O_DIRECT|unix.O_CLOEXEC, 0)
-	if err != nil {
-		f.note(fmt.Sprintf("open %s: %v", dev, err))
-		cmd.Process.Kill()
-		cmd.Wait()
-		<-readDone
-		return
-	}
-	runFor := time.Duration(500+rng.Intn(2500)) * time.Millisecond
-	if runFor > left {
-		runFor = max(left, 200*time.Millisecond)
-	}
-	endHow := rng.Intn(4) // 0 SIGKILL, 1 SHUTDOWN, 2 SIGSTOP then SIGKILL, 3 clean
-	var stop atomic.Bool
-	bound := time.Duration(f.timeout)*2*time.Second + 20*time.Second
-	var wg sync.WaitGroup
-	const workers = 3
-	blocks := size / 4096
-	for w := 0; w < workers; w++ {
-		wg.Add(1)
-		wseed := rng.Int63()
-		go func() {
-			defer wg.Done()
-			f.ioWorker(rand.New(rand.NewSource(wseed)), bdev, w, workers, blocks, &stop, bound, name)
-		}()
-	}
-	endAt := time.Duration(float64(runFor) * (0.3 + 0.7*rng.Float64()))
-	time.Sleep(endAt / 2)
-	f.tryRmmod("a disk was served")
-	time.Sleep(endAt - endAt/2)
-	switch endHow {
-	case 0:
-		cmd.Process.Signal(syscall.SIGKILL)
-	case 1:
-		cmd.Process.Signal(syscall.SIGUSR1)
-	case 2:
-		cmd.Process.Signal(syscall.SIGSTOP)
-		time.Sleep(time.Duration(rng.Intn(300)) * time.Millisecond)
-		cmd.Process.Signal(syscall.SIGKILL)
-	}
-	time.Sleep(runFor - endAt)
-	stop.Store(true)
-	if endHow == 3 {
-		cmd.Process.Signal(syscall.SIGTERM)
-	}
-	wg.Wait()
-	f.tryRmmod("a disk was open")
-	unix.Close(bdev)
+}
+
+// finish waits for the child to exit (it was told to) and checks its disk went too.
+func (f *fuzzer) finish(ch *servingChild, name string, bound time.Duration) {
 	waited := make(chan struct{})
 	go func() {
-		<-readDone
-		cmd.Wait()
+		<-ch.readDone
+		ch.cmd.Wait()
 		close(waited)
 	}()
 	select {
 	case <-waited:
 	case <-time.After(bound):
 		f.violate("serving child did not exit", fmt.Sprintf("%s: still running %v after SHUTDOWN/kill", name, bound))
-		cmd.Process.Kill()
+		ch.cmd.Process.Kill()
 		<-waited
 	}
-	f.ops.Add(childOps.Load())
+	f.ops.Add(ch.ops.Load())
 	if disks()[name] {
 		f.violate("a disk left after close", name+" still exists after its serving process exited")
 	}
 }
 
-// ioWorker writes and reads back its own blocks (w, w+workers, …) with O_DIRECT until
-// stop, checking the data and that no I/O takes longer than bound.
-func (f *fuzzer) ioWorker(rng *rand.Rand, fd, w, workers int, blocks uint64, stop *atomic.Bool, bound time.Duration, name string) {
+// Ways a serving round ends.
+const (
+	endKill  = iota // SIGKILL
+	endShut         // SHUTDOWN (SIGUSR1)
+	endStop         // SIGSTOP, then SIGKILL
+	endClean        // SIGTERM after the I/O stopped
+	endClose        // the control fd closed under the serving threads (SIGUSR2)
+	numEndings
+)
+
+// serveRound starts a serving child of the kind, does verified I/O on its disk from
+// several threads, and ends the child at a random point (see the end* ways). Rounds of
+// the protnone and stall kinds outlast the io_timeout of their hostile phase.
+func (f *fuzzer) serveRound(rng *rand.Rand, kind string, size uint64, left time.Duration) {
+	delay := 0
+	if f.busyDelay > 0 {
+		switch {
+		case kind == kindRace || kind == kindProtnone:
+			delay = f.busyDelay/3 + rng.Intn(f.busyDelay-f.busyDelay/3+1)
+		case rng.Intn(2) == 0:
+			delay = rng.Intn(f.busyDelay + 1)
+		}
+		setBusyDelay(delay)
+	}
+	ch := f.startChild(kind, rng.Int63(), size)
+	if ch == nil {
+		return
+	}
+	dev := fmt.Sprintf("/dev/userblk%d", ch.idx)
+	name := fmt.Sprintf("userblk%d", ch.idx)
+	bdev, err := unix.Open(dev, unix.O_RDWR|unix.O_DIRECT|unix.O_CLOEXEC, 0)
+	if err != nil {
+		f.note(fmt.Sprintf("open %s: %v", dev, err))
+		ch.cmd.Process.Kill()
+		ch.cmd.Wait()
+		<-ch.readDone
+		return
+	}
+	tmo := time.Duration(f.timeout) * time.Second
+	runFor := time.Duration(500+rng.Intn(2500)) * time.Millisecond
+	workers := 3
+	var endAt time.Duration
+	endHow := rng.Intn(numEndings)
+	switch kind {
+	case kindProtnone, kindStall:
+		// The hostile phase (io_timeout + 1 s at most), a timeout, then some serving.
+		runFor = tmo + time.Duration(2000+rng.Intn(1500))*time.Millisecond
+		endAt = runFor - time.Duration(rng.Intn(500))*time.Millisecond
+		workers = 6
+	case kindRace:
+		if rng.Intn(2) == 0 {
+			endHow = endClose
+		}
+	}
+	if runFor > left {
+		runFor = max(left, 200*time.Millisecond)
+	}
+	if endAt == 0 || endAt > runFor {
+		endAt = time.Duration(float64(runFor) * (0.3 + 0.7*rng.Float64()))
+	}
+	var stop atomic.Bool
+	bound := tmo*2 + 20*time.Second
+	var wg sync.WaitGroup
+	blocks := size / 4096
+	for w := 0; w < workers; w++ {
+		wg.Add(1)
+		wseed := rng.Int63()
+		go func() {
+			defer wg.Done()
+			f.ioWorker(rand.New(rand.NewSource(wseed)), bdev, w, workers, blocks, &stop, bound, name, nil)
+		}()
+	}
+	time.Sleep(endAt / 2)
+	f.tryRmmod("a disk was served")
+	time.Sleep(endAt - endAt/2)
+	p := ch.cmd.Process
+	switch endHow {
+	case endKill:
+		p.Signal(syscall.SIGKILL)
+	case endShut:
+		p.Signal(syscall.SIGUSR1)
+	case endStop:
+		p.Signal(syscall.SIGSTOP)
+		time.Sleep(time.Duration(rng.Intn(300)) * time.Millisecond)
+		p.Signal(syscall.SIGKILL)
+	case endClose:
+		p.Signal(syscall.SIGUSR2)
+	}
+	time.Sleep(runFor - endAt)
+	stop.Store(true)
+	if endHow == endClean {
+		p.Signal(syscall.SIGTERM)
+	}
+	wg.Wait()
+	f.tryRmmod("a disk was open")
+	unix.Close(bdev)
+	if endHow == endClose {
+		// The threads exit once their ioctls fail; one asleep in GET_REQUEST on an idle
+		// disk is woken by nothing but a signal.
+		time.AfterFunc(2*time.Second, func() { p.Signal(syscall.SIGKILL) })
+	}
+	f.finish(ch, name, bound)
+}
+
+// scenario runs one hostile daemon of the kind for hold while workers do I/O on its
+// disk: every I/O must end within io_timeout + 2 s (failed, once the daemon is
+// hostile), no violation otherwise, and the disk must go with the daemon.
+func (f *fuzzer) scenario(kind string, size uint64, hold time.Duration) {
+	if f.busyDelay > 0 {
+		setBusyDelay(f.busyDelay) // GET_REQUEST's copies held open: the timeout meets BUSY
+	}
+	ch := f.startChild(kind, f.seed, size)
+	if ch == nil {
+		return
+	}
+	name := fmt.Sprintf("userblk%d", ch.idx)
+	bdev, err := unix.Open("/dev/"+name, unix.O_RDWR|unix.O_DIRECT|unix.O_CLOEXEC, 0)
+	if err != nil {
+		f.note(fmt.Sprintf("open /dev/%s: %v", name, err))
+		ch.cmd.Process.Kill()
+		ch.cmd.Wait()
+		return
+	}
+	tmo := time.Duration(f.timeout) * time.Second
+	limit := tmo + 2*time.Second
+	var stop atomic.Bool
+	var wg sync.WaitGroup
+	const workers = 4
+	rng := rand.New(rand.NewSource(f.seed))
+	for w := 0; w < workers; w++ {
+		wg.Add(1)
+		wseed := rng.Int63()
+		go func() {
+			defer wg.Done()
+			f.ioWorker(rand.New(rand.NewSource(wseed)), bdev, w, workers, size/4096, &stop, tmo*2+20*time.Second, name, &limit)
+		}()
+	}
+	start := time.Now()
+	if kind == kindStallGet {
+		select {
+		case x := <-ch.got:
+			ch.cmd.Process.Signal(syscall.SIGSTOP)
+			fmt.Fprintf(os.Stderr, "userblkfuzz: %s: the daemon holds xid %s and is stopped\n", name, x)
+		case <-time.After(hold):
+			f.violate("scenario did not start", "no GET_REQUEST returned within "+hold.String())
+		}
+	}
+	time.Sleep(time.Until(start.Add(hold)))
+	stop.Store(true)
+	wg.Wait()
+	fmt.Fprintf(os.Stderr, "userblkfuzz: %s: %s for %v: %d reads, %d writes, %d I/O errors, longest I/O %v (limit %v)\n",
+		name, kind, hold, f.reads.Load(), f.writes.Load(), f.ioErrs.Load(), time.Duration(f.longest.Load()), limit)
+	unix.Close(bdev)
+	ch.cmd.Process.Signal(syscall.SIGKILL) // stopped or not, the fd still open until now
+	f.finish(ch, name, tmo*2+20*time.Second)
+}
+
+// ioWorker writes and reads back its own blocks (the w-th of workers equal ranges)
+// with O_DIRECT until stop, 1 to 4 blocks at a time (a bio of as many segments),
+// checking the data and that no I/O takes longer than bound (or, given, limit: a
+// violation of its own, the fuzzer goes on).
+func (f *fuzzer) ioWorker(rng *rand.Rand, fd, w, workers int, blocks uint64, stop *atomic.Bool, bound time.Duration, name string, limit *time.Duration) {
 	runtime.LockOSThread()
 	buf := alignedBuf(4 * 4096)
 	defer unix.Munmap(buf)
@@ -533,24 +773,21 @@ func (f *fuzzer) ioWorker(rng *rand.Rand, fd, w, workers int, blocks uint64, sto
 	unknown := map[uint64]bool{} // a failed write: contents undefined
 	var seq uint64
 	errs := 0
-	for !stop.Load() && errs < 50 {
+	per := blocks / uint64(workers)
+	for !stop.Load() && (errs < 50 || limit != nil) {
 		n := uint64(1 + rng.Intn(4))
-		blk := uint64(w) + uint64(rng.Intn(int(blocks)/workers-4))*uint64(workers)
-		// n consecutive blocks of ours: blk, blk+workers, … are not consecutive, so
-		// multi-block I/O only covers blocks that are all ours when workers == 1.
-		if workers > 1 {
-			n = 1
-		}
+		blk := uint64(w)*per + uint64(rng.Intn(int(per)-4))
 		p := buf[:n*4096]
 		off := int64(blk * 4096)
 		write := rng.Intn(2) == 0
 		watch := time.AfterFunc(bound, func() {
 			f.violate("bio never completed", fmt.Sprintf("%s: %s of block %d has not returned after %v", name, map[bool]string{true: "write", false: "read"}[write], blk, bound))
-			f.report()
+			f.report(0)
 			os.Exit(1)
 		})
 		var err error
 		var k int
+		began := time.Now()
 		if write {
 			seq++
 			for i := uint64(0); i < n; i++ {
@@ -561,6 +798,17 @@ func (f *fuzzer) ioWorker(rng *rand.Rand, fd, w, workers int, blocks uint64, sto
 			k, err = unix.Pread(fd, p, off)
 		}
 		watch.Stop()
+		took := time.Since(began)
+		for {
+			old := f.longest.Load()
+			if int64(took) <= old || f.longest.CompareAndSwap(old, int64(took)) {
+				break
+			}
+		}
+		if limit != nil && took > *limit {
+			f.violate("submitter waited longer than io_timeout + 2 s", fmt.Sprintf("%s: %s of %d blocks at %d took %v (%v)",
+				name, map[bool]string{true: "write", false: "read"}[write], n, blk, took.Round(time.Millisecond), errno(err)))
+		}
 		if err != nil || k != len(p) {
 			f.ioErrs.Add(1)
 			errs++

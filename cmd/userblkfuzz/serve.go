@@ -8,6 +8,7 @@ import (
 	"os/signal"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -20,10 +21,28 @@ import (
 //
 //	INDEX <n>               the disk it serves
 //	OPS <total>             ioctl calls so far (every 100 ms, and at exit)
+//	GOT <xid>               (kind stall-after-get) it holds a request and will not serve on
 //	V <invariant>\t<detail> a violated invariant
 //	NOTE <text>             something the parent should report (no userfaultfd, …)
 //
-// SIGUSR1 makes it SHUTDOWN the disk (it then drains and exits); SIGTERM too.
+// SIGUSR1 makes it SHUTDOWN the disk (it then drains and exits); SIGTERM too. SIGUSR2
+// closes the control fd under the serving threads (dup2 of /dev/null over it): the
+// kernel removes the disk once the ioctls in flight return, and the threads exit.
+//
+// Its kind (-kind) says how it serves:
+//
+//	adversarial      the random misbehaviour below, with a userfaultfd staller
+//	protnone         first io_timeout+1 s: every thread loops GET_REQUEST with a
+//	                 PROT_NONE buffer (a write's copy always faults on the daemon's side,
+//	                 so the request goes QUEUED -> BUSY -> QUEUED for ever) and answers
+//	                 nothing; then adversarial
+//	stall            each thread holds the first requests it gets for io_timeout+0.5 s
+//	                 without answering (SENT until the timeout), then adversarial
+//	race             adversarial, and a racer thread fires COMPLETEs that can never be
+//	                 accepted at the xids GET_REQUEST is about to hand out: with
+//	                 busy_delay_us they name requests being copied
+//	stall-after-get  serve until a GET_REQUEST returns, say GOT and serve no more
+//	protnone-loop    loop GET_REQUEST with a PROT_NONE buffer for ever, answer nothing
 type child struct {
 	f      *fuzzer
 	fd     int
@@ -42,7 +61,29 @@ type child struct {
 	// has recorded the xid; the racer holds it while guessing xids, so an xid it
 	// completes was either recorded as handed out or never handed out at all.
 	serveMu sync.RWMutex
+	kind    string
+	until   time.Time // protnone, stall: end of the hostile phase
+	closed  atomic.Bool
+	gotOnce sync.Once
 }
+
+// Serving kinds (-kind).
+const (
+	kindAdversarial = "adversarial"
+	kindProtnone    = "protnone"
+	kindStall       = "stall"
+	kindRace        = "race"
+	kindStallGet    = "stall-after-get"
+	kindProtLoop    = "protnone-loop"
+)
+
+var childKinds = map[string]bool{kindAdversarial: true, kindProtnone: true, kindStall: true, kindRace: true,
+	kindStallGet: true, kindProtLoop: true}
+
+// setIOFlusher makes the calling (locked) thread an I/O flusher, as userblkd's workers
+// are: the flag is per thread, and a serving thread must not wait in reclaim on
+// write-back to the disk it serves.
+func setIOFlusher() error { return unix.Prctl(57 /* PR_SET_IO_FLUSHER */, 1, 0, 0, 0) }
 
 func (c *child) say(format string, args ...any) {
 	c.outMu.Lock()
@@ -53,9 +94,9 @@ func (c *child) say(format string, args ...any) {
 
 func (c *child) violation(inv, detail string) { c.say("V %s\t%s", inv, detail) }
 
-func runChild(f *fuzzer, mode uint32, size uint64, ioTimeout uint32) int {
+func runChild(f *fuzzer, mode uint32, size uint64, ioTimeout uint32, kind string) int {
 	c := &child{f: f, rng: rand.New(rand.NewSource(f.seed)), out: bufio.NewWriter(os.Stdout),
-		handed: map[uint64]bool{}, done: map[uint64]bool{}, store: map[uint64][]byte{}, size: size}
+		handed: map[uint64]bool{}, done: map[uint64]bool{}, store: map[uint64][]byte{}, size: size, kind: kind}
 	var err error
 	if c.bad, err = newBadPointers(); err != nil {
 		c.say("NOTE bad pointers: %v", err)
@@ -72,11 +113,23 @@ func runChild(f *fuzzer, mode uint32, size uint64, ioTimeout uint32) int {
 		return 2
 	}
 	c.say("INDEX %d", cr.Index)
+	switch kind {
+	case kindProtnone:
+		c.until = time.Now().Add(time.Duration(ioTimeout)*time.Second + time.Second)
+	case kindStall:
+		c.until = time.Now().Add(time.Duration(ioTimeout)*time.Second + 500*time.Millisecond)
+	}
 	sigs := make(chan os.Signal, 2)
 	signal.Notify(sigs, syscall.SIGUSR1, syscall.SIGTERM)
 	go func() {
 		<-sigs
 		f.ioctl(c.fd, uapi.IocShutdown, 0)
+	}()
+	closeSig := make(chan os.Signal, 1)
+	signal.Notify(closeSig, syscall.SIGUSR2)
+	go func() {
+		<-closeSig
+		c.closeUnder()
 	}()
 	go func() {
 		for {
@@ -84,25 +137,136 @@ func runChild(f *fuzzer, mode uint32, size uint64, ioTimeout uint32) int {
 			time.Sleep(100 * time.Millisecond)
 		}
 	}()
+	threads := 2
+	if kind == kindProtnone || kind == kindProtLoop {
+		threads = 3
+	}
+	var flusherOnce sync.Once
 	var wg sync.WaitGroup
-	for i := 0; i < 2; i++ {
+	stopRace := make(chan struct{})
+	if kind == kindRace {
+		go c.raceBusy(rand.New(rand.NewSource(c.rng.Int63())), stopRace)
+	}
+	for i := 0; i < threads; i++ {
 		wg.Add(1)
 		seed := c.rng.Int63()
 		go func() {
 			defer wg.Done()
 			runtime.LockOSThread()
-			c.serve(rand.New(rand.NewSource(seed)), i == 0)
+			if err := setIOFlusher(); err != nil {
+				flusherOnce.Do(func() { c.say("NOTE PR_SET_IO_FLUSHER on a serving thread: %v", err) })
+			}
+			switch kind {
+			case kindProtLoop:
+				c.protnoneLoop(time.Time{})
+			case kindStallGet:
+				c.stallAfterGet()
+			default:
+				c.serve(rand.New(rand.NewSource(seed)), i == 0)
+			}
 		}()
 	}
 	wg.Wait()
+	close(stopRace)
 	c.say("OPS %d", f.ops.Load())
 	unix.Close(c.fd)
 	return 0
 }
 
+// closeUnder closes the control fd while the serving threads may be inside ioctls of
+// it: dup2 of /dev/null over the number, so no later open can reuse it and every later
+// ioctl on it fails with ENOTTY.
+func (c *child) closeUnder() {
+	null, err := unix.Open("/dev/null", unix.O_RDWR|unix.O_CLOEXEC, 0)
+	if err != nil {
+		c.say("NOTE open /dev/null: %v", err)
+		return
+	}
+	c.closed.Store(true)
+	unix.Dup3(null, c.fd, unix.O_CLOEXEC)
+	unix.Close(null)
+}
+
+// gone says whether an ioctl error means the control fd is no longer ours.
+func (c *child) gone(err error) bool {
+	return c.closed.Load() && (err == unix.ENOTTY || err == unix.EBADF || err == unix.EINVAL)
+}
+
+// protnoneLoop loops GET_REQUEST with a PROT_NONE buffer and answers nothing, until
+// until (zero: until the disk goes): a write's copy out always faults on the daemon's
+// side, so the kernel keeps handing the request back; a read's description works and
+// the read is left SENT.
+func (c *child) protnoneLoop(until time.Time) bool {
+	for until.IsZero() || time.Now().Before(until) {
+		r := uapi.Request{Buf: uint64(c.bad.unmapped), BufLen: uapi.MaxSegment}
+		err := call(c.f, c.fd, uapi.IocGetRequest, &r)
+		if err == unix.ESHUTDOWN || c.gone(err) {
+			return false
+		}
+		if err == nil {
+			c.record(&r)
+		}
+	}
+	return true
+}
+
+// stallAfterGet serves nothing: once a GET_REQUEST returns, it says GOT (the parent
+// then stops this process) and holds the request for ever.
+func (c *child) stallAfterGet() {
+	buf := alignedBuf(uapi.MaxSegment)
+	for {
+		r := uapi.Request{Buf: uint64(ptr(&buf[0])), BufLen: uapi.MaxSegment}
+		err := call(c.f, c.fd, uapi.IocGetRequest, &r)
+		if err == unix.ESHUTDOWN || c.gone(err) {
+			return
+		}
+		if err == nil {
+			c.record(&r)
+			c.gotOnce.Do(func() { c.say("GOT %08x", r.Xid) })
+			for !c.closed.Load() {
+				time.Sleep(100 * time.Millisecond)
+			}
+			return
+		}
+	}
+}
+
+// raceBusy fires COMPLETEs that the kernel can never accept (len 1: a read's must be
+// its length, a write's 0) at the xids GET_REQUEST hands out next, so that with
+// busy_delay_us some name a request while it is being copied (BUSY). Such a COMPLETE
+// changes nothing; one that succeeds is a violation.
+func (c *child) raceBusy(rng *rand.Rand, stop <-chan struct{}) {
+	runtime.LockOSThread()
+	for {
+		select {
+		case <-stop:
+			return
+		default:
+		}
+		c.mu.Lock()
+		next := c.maxXid
+		c.mu.Unlock()
+		for x := next + 1; x <= next+3; x++ {
+			try := uapi.Complete{Xid: x, Len: 1}
+			err := call(c.f, c.fd, uapi.IocComplete, &try)
+			if err == nil {
+				c.violation("COMPLETE accepted a bad completion", fmt.Sprintf("len 1 for xid %08x", x))
+			}
+			if err == unix.ESHUTDOWN || c.gone(err) {
+				return
+			}
+		}
+		time.Sleep(time.Duration(200+rng.Intn(800)) * time.Microsecond)
+	}
+}
+
 // serve loops on GET_REQUEST/COMPLETE until the disk shuts down, misbehaving at
 // random. The first thread also stalls its buffer with userfaultfd now and then.
+// protnone and stall kinds first go through their hostile phase.
 func (c *child) serve(rng *rand.Rand, staller bool) {
+	if c.kind == kindProtnone && !c.protnoneLoop(c.until) {
+		return
+	}
 	buf := alignedBuf(uapi.MaxSegment)
 	rbuf := alignedBuf(uapi.MaxSegment)
 	for {
@@ -162,7 +326,7 @@ func (c *child) serve(rng *rand.Rand, staller bool) {
 		} else if err == nil && badArg == 0 {
 			c.record(&r)
 		}
-		if err == unix.ESHUTDOWN {
+		if err == unix.ESHUTDOWN || c.gone(err) {
 			return
 		}
 		if err != nil {
@@ -185,6 +349,11 @@ func (c *child) serve(rng *rand.Rand, staller bool) {
 		data := buf[:r.Len]
 		if stall != nil {
 			data = stall.mem[:r.Len] // already resolved: the write's data is there
+		}
+		if c.kind == kindStall && time.Now().Before(c.until) {
+			// Hold it, unanswered, until the submitter's timeout has failed it: the
+			// COMPLETE afterwards must be refused.
+			time.Sleep(time.Until(c.until))
 		}
 		c.answer(rng, &r, data, rbuf)
 	}

@@ -776,6 +776,7 @@ static void userblk_wait_readx(struct userblk_req *req)
 	}
 	deadline = local_clock() +
 		   (u64)clamp_t(unsigned int, READ_ONCE(spin_timeout_ms), 1, USERBLK_MAX_SPIN_MS) * NSEC_PER_MSEC;
+	/* Pairs with req_release(): once set, COMPLETE's readx is over. */
 	while (!smp_load_acquire(&req->xdone_flag)) {
 		if (local_clock() > deadline &&
 		    atomic_cmpxchg(&req->xclaim, XCLAIM_OPEN, XCLAIM_GONE) == XCLAIM_OPEN)

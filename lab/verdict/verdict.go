@@ -18,7 +18,8 @@
 //     unreadable trace lines, kernel-log records lost, I/O errors, or less evidence
 //     than the job asks for: INCONCLUSIVE, with the reason. It meets nothing.
 //  8. On a HIGHMEM machine whose canary did not show the bug class (negative, failed,
-//     skipped or disabled): CANNOT-DETECT.
+//     skipped or disabled): CANNOT-DETECT. A negative canary (measured: the machine
+//     hides the bug) gives CANNOT-DETECT even where rule 7 found gaps, which are listed.
 //  9. Otherwise clean.
 package verdict
 
@@ -323,6 +324,12 @@ func decide(ev Evidence, ex Expect) Decision {
 	if len(gaps) > 0 {
 		d.Verdict = Inconclusive
 		d.Reasons = gaps
+		// A machine whose canary measured that it hides the bug class cannot give
+		// clean with any amount of evidence: say that, with the gaps beside it.
+		if ev.Highmem && ev.Canary.State == CanaryNegative {
+			d.Verdict = CannotDetect
+			d.Reasons = append(gaps, fmt.Sprintf("canary negative on this HIGHMEM machine: %s", ev.Canary.Detail))
+		}
 		return d
 	}
 	why("nothing diverged: %d trace transactions, %d verified reads and writes, %d checked operations", checked, tot.Reads+tot.Writes, tot.Ops)

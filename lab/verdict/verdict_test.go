@@ -222,3 +222,24 @@ func TestSum(t *testing.T) {
 		t.Errorf("%+v", tot)
 	}
 }
+
+// A negative canary outranks too little evidence: more would not make the cell clean.
+// A failed canary does not: then the evidence gap is the news.
+func TestNegativeCanaryOutranksGaps(t *testing.T) {
+	ev := good()
+	ev.Highmem = true
+	ev.Canary = Canary{State: CanaryNegative, Detail: "kernel threads only"}
+	d := Decide(ev, Expect{Want: ExpectCannotDetect, MinIO: 1 << 30})
+	if d.Verdict != CannotDetect || len(d.Reasons) != 2 || !strings.HasPrefix(d.Reasons[0], "only ") || !strings.Contains(d.Reasons[1], "kernel threads only") {
+		t.Errorf("negative canary with too little evidence: %s %q", d.Verdict, d.Reasons)
+	}
+	ev.Canary = Canary{State: CanaryFailed, Detail: "x"}
+	if d := Decide(ev, Expect{Want: ExpectClean, MinIO: 1 << 30}); d.Verdict != Inconclusive {
+		t.Errorf("failed canary with too little evidence: %s", d.Verdict)
+	}
+	ev.Highmem = false
+	ev.Canary = Canary{State: CanaryNegative}
+	if d := Decide(ev, Expect{Want: ExpectClean, MinIO: 1 << 30}); d.Verdict != Inconclusive {
+		t.Errorf("no HIGHMEM: %s", d.Verdict)
+	}
+}

@@ -11,8 +11,6 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
-	"github.com/kmodlab/kmodlab/internal/fsutil"
-	"github.com/kmodlab/kmodlab/lab/canary"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -21,6 +19,9 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/kmodlab/kmodlab/internal/fsutil"
+	"github.com/kmodlab/kmodlab/lab/canary"
 
 	"github.com/kmodlab/kmodlab/images"
 	"github.com/kmodlab/kmodlab/lab/board"
@@ -216,8 +217,9 @@ func (w testWriter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// deploy builds userblk, userblkd and blkstress for the guest's target and copies them.
-func deploy(t *testing.T, ctx context.Context, g *qemu.Guest) string {
+// deployModule builds userblk.ko for the guest's exact kernel (W=1, strict) and copies
+// it to /root; it returns the built .ko.
+func deployModule(t *testing.T, ctx context.Context, g *qemu.Guest) string {
 	t.Helper()
 	tg := g.Image.Target
 	b := builder(t)
@@ -231,6 +233,19 @@ func deploy(t *testing.T, ctx context.Context, g *qemu.Guest) string {
 		t.Fatal(err)
 	}
 	if err := g.Copy(ctx, kos[0], "/root/userblk.ko", 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return kos[0]
+}
+
+// deploy builds userblk, userblkd and blkstress for the guest's target and copies them.
+func deploy(t *testing.T, ctx context.Context, g *qemu.Guest) string {
+	t.Helper()
+	tg := g.Image.Target
+	b := builder(t)
+	kos := []string{deployModule(t, ctx, g)}
+	hdr, err := b.Headers(ctx, tg) // cached by deployModule
+	if err != nil {
 		t.Fatal(err)
 	}
 	// A board's prebuilt directory: the module and the canary, built for its kernel.

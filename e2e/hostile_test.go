@@ -81,19 +81,7 @@ echo hung=$(dmesg | grep -c "blocked for more than" || true)`, tmo, hold)
 func deployFuzz(t *testing.T, ctx context.Context, g *qemu.Guest) {
 	t.Helper()
 	tg := g.Image.Target
-	b := builder(t)
-	hdr, err := b.Headers(ctx, tg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kos, _, err := build.Module(ctx, build.Kbuild{Headers: hdr, Arch: tg.ModuleBuild.Arch, CrossCompile: tg.ModuleBuild.CrossCompile,
-		Release: tg.Kernel.Release}, filepath.Join(repoRoot(t), "kmod"), b.CacheDir, true)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := g.Copy(ctx, kos[0], "/root/userblk.ko", 0o644); err != nil {
-		t.Fatal(err)
-	}
+	deployModule(t, ctx, g)
 	dst := filepath.Join(t.TempDir(), "userblkfuzz")
 	if err := build.Go(ctx, repoRoot(t), "./cmd/userblkfuzz", tg.GOARCH, tg.GOARM, dst); err != nil {
 		t.Fatal(err)

@@ -17,7 +17,7 @@ func TestBuiltLineNames(t *testing.T) {
 		{ref: "armv7-lpae@trixie", name: "armv7-lpae@trixie"},
 		{ref: "armv7-lpae+detect+debug", err: `name fragments once each, in sorted order (debug+detect)`},
 		{ref: "armv7-lpae+detect+detect", err: `in sorted order (detect)`},
-		{ref: "armv7-lpae+fast", err: `no kernel config fragment "fast" (known: debug, detect)`},
+		{ref: "armv7-lpae+fast", err: `no kernel config fragment "fast" (known: debug, detect, kunit)`},
 		{ref: "armv7-lpae+lab", err: `no kernel config fragment "lab"`},
 		{ref: "armv7-lpae+", err: `no kernel config fragment ""`},
 		{ref: "nosuch+detect", err: `unknown target "nosuch"`},

@@ -56,7 +56,9 @@ var (
 	// [<addr>] (sym [mod]): ARM's older backtrace form, placed with TextAddr.
 	addrRe = regexp.MustCompile(`\[<([0-9a-f]+)>\] \(([A-Za-z_][\w.]*) \[(\w+)\]\)`)
 	// a program-counter line: the faulting instruction itself, not a return address.
-	pcRe = regexp.MustCompile(`PC is at |RIP: [0-9a-f]{4}:|EIP: `)
+	// KFENCE's title names the faulting access's PC too (it comes from a page fault);
+	// KASAN's names the return address of its check, so it is not one.
+	pcRe = regexp.MustCompile(`PC is at |RIP: [0-9a-f]{4}:|EIP: |BUG: KFENCE: `)
 )
 
 // Report finds the frames of report that lie in mods and symbolizes them, each distinct
@@ -148,6 +150,7 @@ func Annotate(report string, frames []Frame) string {
 }
 
 type object struct {
+	path string
 	f    *elf.File
 	d    *dwarf.Data
 	syms []elf.Symbol
@@ -159,7 +162,7 @@ func openObject(ko string) (*object, error) {
 	if err != nil {
 		return nil, err
 	}
-	o := &object{f: f, text: -1}
+	o := &object{path: ko, f: f, text: -1}
 	for i, s := range f.Sections {
 		if s.Name == ".text" {
 			o.text = i
@@ -212,7 +215,16 @@ func (o *object) frame(m *Module, fn string, off uint64, ret bool) (Frame, error
 	if ret && off > 0 {
 		pc--
 	}
-	chain, err := o.locate(fn, pc)
+	var chain []loc
+	var err error
+	if int(sym.Section) == o.text {
+		chain, err = o.locate(fn, pc)
+	} else {
+		// A part GCC moved out of line (fn.cold in .text.unlikely, .init.text...): in a
+		// relocatable object its addresses collide with .text's, which only a
+		// section-aware reader tells apart.
+		chain, err = o.addr2line(sym, pc)
+	}
 	if err != nil || len(chain) == 0 {
 		return fr, err
 	}

@@ -1,7 +1,9 @@
 package symbolize
 
 import (
+	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -87,5 +89,40 @@ func TestX86Objects(t *testing.T) {
 		if err != nil || len(frames) != 1 || frames[0].String() != c.want {
 			t.Errorf("%s: frames = %v, %v; want %s", c.ko, frames, err, c.want)
 		}
+	}
+}
+
+// A frame in a part GCC moved out of line (kbugs_uaf.cold, in .text.unlikely) is
+// located in its own section: at offset 0x45 of .text.unlikely, .text holds another
+// function's code. KFENCE's title is the faulting PC itself (line 50, the read of the
+// freed object); the call trace's next frame is a return address.
+func TestColdPartFrames(t *testing.T) {
+	if _, err := exec.LookPath("addr2line"); err != nil {
+		t.Skip("no binutils addr2line on this host")
+	}
+	root, _ := filepath.Abs("../..")
+	mods := []Module{{Name: "kbugs", KO: "testdata/kbugs-amd64.ko", SrcDir: "examples/kbugs/kbugs", Root: root}}
+	report := "BUG: KFENCE: use-after-free read in kbugs_uaf.cold+0x45/0x56 [kbugs]\n" +
+		" kbugs_uaf.cold+0x45/0x56 [kbugs]\n kbugs_uaf.cold+0x17/0x56 [kbugs]\n"
+	frames, err := Report(report, mods)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, f := range frames {
+		got = append(got, fmt.Sprintf("%s:%d", f.File, f.Line))
+	}
+	want := []string{"examples/kbugs/kbugs/kbugs.c:50", "examples/kbugs/kbugs/kbugs.c:48"}
+	if strings.Join(got, " ") != strings.Join(want, " ") {
+		t.Errorf("frames = %v, want %v", got, want)
+	}
+}
+
+func TestParseAddr2line(t *testing.T) {
+	out := "kfence_free\n/usr/src/include/linux/kfence.h:58\nkbugs_uaf\n/tmp/b/kbugs.c:49 (discriminator 2)\n??\n??:0\n"
+	got := parseAddr2line(out)
+	want := []loc{{fn: "kfence_free", file: "/usr/src/include/linux/kfence.h", line: 58}, {fn: "kbugs_uaf", file: "/tmp/b/kbugs.c", line: 49}}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("parse = %v, want %v", got, want)
 	}
 }

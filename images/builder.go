@@ -60,10 +60,12 @@ type Builder struct {
 	Refresh  bool // force an apt update
 	// OwnKernels are users' kernel build directories by target (TARGET+own).
 	OwnKernels map[string]string
-	apt        map[string]*debian.Root
-	resolved   map[string]Kernel // sid-style lines, resolved once per process
-	kernels    map[string]*built // built lines, looked up once per process
-	mu         sync.Mutex        // one build at a time: targets booting in parallel share the apt roots
+	// JobFragments are merged into every built line (TARGET+FRAGMENT) after its own.
+	JobFragments []JobFragment
+	apt          map[string]*debian.Root
+	resolved     map[string]Kernel // sid-style lines, resolved once per process
+	kernels      map[string]*built // built lines, looked up once per process
+	mu           sync.Mutex        // one build at a time: targets booting in parallel share the apt roots
 }
 
 // DefaultCacheDir is $XDG_CACHE_HOME/kmodlab or ~/.cache/kmodlab (KMODLAB_CACHE overrides).

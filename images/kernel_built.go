@@ -29,6 +29,13 @@ const labFragment = "lab"
 // modprobe them work on a built line too.
 var keepModules = []string{"loop"}
 
+// JobFragment is a config fragment a job brings (kernel_fragments:), merged after the
+// target's own into every built line the job runs, and part of the kernel's cache key.
+type JobFragment struct {
+	Name string // the file's base name, for logs and the build's file names
+	Data []byte
+}
+
 // FragmentNames lists the config fragments a built line can name (+NAME).
 func FragmentNames() []string {
 	entries, _ := fs.Glob(kconfigFS, "kconfig/*.config")
@@ -255,7 +262,7 @@ func (b *Builder) kernelPlan(ctx context.Context, t *Target) (*built, *kernelInp
 	if err != nil {
 		return nil, nil, nil, fmt.Errorf("kernel source for %s: %w", t.Name, err)
 	}
-	in, err := buildInputs(t, baseConfig, pkg, version)
+	in, err := buildInputs(t, baseConfig, pkg, version, b.JobFragments)
 	if err != nil {
 		return nil, nil, nil, err
 	}
@@ -272,13 +279,14 @@ type kernelInputs struct {
 	pkg, version string
 	base         []byte
 	lsmod        []byte
-	fragments    map[string][]byte // name -> text, the lab's first
+	fragments    map[string][]byte // name -> text
+	order        []string          // merge order: the lab's, the target's, the job's
 	script       []byte
 	compiler     string
 	key          string
 }
 
-func buildInputs(t *Target, base []byte, pkg, version string) (*kernelInputs, error) {
+func buildInputs(t *Target, base []byte, pkg, version string, job []JobFragment) (*kernelInputs, error) {
 	in := &kernelInputs{pkg: pkg, version: version, base: base, fragments: map[string][]byte{}}
 	var err error
 	if in.script, err = kconfigFS.ReadFile("kconfig/build-kernel.sh"); err != nil {
@@ -292,6 +300,15 @@ func buildInputs(t *Target, base []byte, pkg, version string) (*kernelInputs, er
 		}
 		in.fragments[n] = data
 	}
+	for _, f := range job {
+		n := "job-" + f.Name
+		if _, dup := in.fragments[n]; dup {
+			return nil, fmt.Errorf("job fragment %s given twice", f.Name)
+		}
+		names = append(names, n)
+		in.fragments[n] = f.Data
+	}
+	in.order = names
 	var lsmod strings.Builder
 	lsmod.WriteString("Module Size Used by\n")
 	for _, m := range append(append([]string(nil), t.Modules...), keepModules...) {

@@ -90,8 +90,8 @@ func TestBuiltKernelKey(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	key := func(tg *Target, base, pkg, ver string) string {
-		in, err := buildInputs(tg, []byte(base), pkg, ver)
+	key := func(tg *Target, base, pkg, ver string, job ...JobFragment) string {
+		in, err := buildInputs(tg, []byte(base), pkg, ver, job)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -109,12 +109,17 @@ func TestBuiltKernelKey(t *testing.T) {
 		"version":     key(tg, "CONFIG_A=y\n", "linux-source-6.12", "6.12.119-1"),
 		"fragments":   key(debug, "CONFIG_A=y\n", "linux-source-6.12", "6.12.118-1"),
 		"modules":     key(&mods, "CONFIG_A=y\n", "linux-source-6.12", "6.12.118-1"),
+		"job fragment": key(tg, "CONFIG_A=y\n", "linux-source-6.12", "6.12.118-1",
+			JobFragment{Name: "mine.config", Data: []byte("CONFIG_KCSAN=y\n")}),
 	} {
 		if k == k0 {
 			t.Errorf("a change of %s kept the key", what)
 		}
 	}
-	in, _ := buildInputs(tg, nil, "p", "v")
+	in, _ := buildInputs(tg, nil, "p", "v", []JobFragment{{Name: "mine.config", Data: []byte("CONFIG_X=y\n")}})
+	if got := strings.Join(in.order, " "); got != "lab detect job-mine.config" {
+		t.Errorf("merge order %q, want the lab's, the target's, then the job's", got)
+	}
 	if !strings.Contains(string(in.lsmod), "\nvirtio_blk 1 0\n") || !strings.Contains(string(in.lsmod), "\nloop 1 0\n") {
 		t.Errorf("lsmod keeps the recipe's modules and loop:\n%s", in.lsmod)
 	}

@@ -49,8 +49,8 @@ func (b *Builder) buildKernel(ctx context.Context, t *Target, root *debian.Root,
 		return err
 	}
 	var frags []string
-	for _, n := range append([]string{labFragment}, t.Fragments...) {
-		p, err := write(n+".config", in.fragments[n])
+	for i, n := range in.order {
+		p, err := write(fmt.Sprintf("%02d-%s.config", i, n), in.fragments[n])
 		if err != nil {
 			return err
 		}

@@ -43,8 +43,17 @@ func (f *Fleet) CheckGuest(ctx context.Context, j *job.Job) error {
 }
 
 // CheckOwnKernels hands the job's own_kernels to the image builder, each checked
-// to be a kernel build its target can boot; the error points at the job's line.
+// to be a kernel build its target can boot (the error points at the job's line), and
+// its kernel_fragments, which the builder merges into every built line.
 func (f *Fleet) CheckOwnKernels(j *job.Job) error {
+	frags, err := j.Fragments()
+	if err != nil {
+		return err
+	}
+	f.Builder.JobFragments = nil
+	for _, fr := range frags {
+		f.Builder.JobFragments = append(f.Builder.JobFragments, images.JobFragment{Name: fr.Name, Data: fr.Data})
+	}
 	for target, dir := range j.OwnKernels {
 		t, err := images.Lookup(target)
 		if err != nil {

@@ -42,19 +42,12 @@ type Job struct {
 	// OwnKernels are the user's kernel build directories, by target: a cell on
 	// TARGET+own boots that kernel and builds its modules against it (docs/kernels.md).
 	OwnKernels map[string]string `yaml:"own_kernels"`
+	// KernelFragments are config fragment files merged into every built line
+	// (TARGET+FRAGMENT) the job runs, after the line's own (kernel.go).
+	KernelFragments []string `yaml:"kernel_fragments"`
 
 	File     string         `yaml:"-"`
 	ownLines map[string]int // own_kernels.TARGET -> line
-}
-
-// OwnKernelError places a problem with own_kernels.TARGET found later (the directory
-// is no kernel build) at its line.
-func (j *Job) OwnKernelError(target, msg string) error {
-	line := j.ownLines[target]
-	if line == 0 {
-		line = 1
-	}
-	return &Error{File: j.File, Line: line, Field: "own_kernels." + target, Msg: msg}
 }
 
 // Build lists what is built for each target and copied to the machine.
@@ -319,19 +312,8 @@ func (j *Job) check(root *yaml.Node, known func(string) bool) error {
 	if err := j.checkGuest(root); err != nil {
 		return err
 	}
-	j.ownLines = map[string]int{}
-	for target, dir := range j.OwnKernels {
-		j.ownLines[target] = lineOf(root, "own_kernels", target)
-		used := false
-		for _, t := range j.Targets {
-			used = used || t == target+"+own"
-		}
-		switch {
-		case dir == "":
-			return bad("own_kernels."+target, "no directory", "own_kernels", target)
-		case !used:
-			return bad("own_kernels."+target, fmt.Sprintf("no target %s+own in targets uses it", target), "own_kernels", target)
-		}
+	if err := j.checkKernels(root); err != nil {
+		return err
 	}
 	for _, ph := range []struct {
 		phase string

@@ -5,9 +5,10 @@
 set -euo pipefail
 
 # dwarves: pahole, which the kbuild of newer amd64 kernels (trixie 6.12, sid) runs for BTF.
+# libssl-dev, ccache: the kernel lines the lab builds from source (certs/ tools; reuse).
 pkgs=(qemu-system-arm qemu-system-x86 gcc gcc-arm-linux-gnueabihf binutils-arm-linux-gnueabihf
       make libc6-dev libelf-dev bc flex bison kmod cpio xz-utils dpkg apt debian-archive-keyring
-      ca-certificates openssh-client dwarves)
+      ca-certificates openssh-client dwarves libssl-dev ccache)
 
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then

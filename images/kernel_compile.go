@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -76,6 +77,7 @@ func (b *Builder) buildKernel(ctx context.Context, t *Target, root *debian.Root,
 	cmd.Stdout, cmd.Stderr = pw, pw
 	done := make(chan struct{})
 	var tail []string
+	var compiled atomic.Int64 // kbuild's "  CC" lines: files compiled so far
 	go func() {
 		defer close(done)
 		sc := bufio.NewScanner(pr)
@@ -85,6 +87,9 @@ func (b *Builder) buildKernel(ctx context.Context, t *Target, root *debian.Root,
 			fmt.Fprintln(logFile, line)
 			if step, ok := strings.CutPrefix(line, "step "); ok {
 				log.Info("kernel build", "step", step, "seconds", time.Since(start).Seconds())
+			}
+			if strings.HasPrefix(line, "  CC ") {
+				compiled.Add(1)
 			}
 			tail = append(tail, line)
 			if len(tail) > 20 {
@@ -105,7 +110,7 @@ func (b *Builder) buildKernel(ctx context.Context, t *Target, root *debian.Root,
 	for {
 		select {
 		case <-ticker.C:
-			log.Info("kernel build: still building", "seconds", time.Since(start).Seconds())
+			log.Info("kernel build: still building", "seconds", time.Since(start).Seconds(), "compiled", compiled.Load())
 			continue
 		case err = <-waitErr:
 		}

@@ -5,12 +5,12 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strings"
-	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -77,7 +77,6 @@ func (b *Builder) buildKernel(ctx context.Context, t *Target, root *debian.Root,
 	cmd.Stdout, cmd.Stderr = pw, pw
 	done := make(chan struct{})
 	var tail []string
-	var compiled atomic.Int64 // kbuild's "  CC" lines: files compiled so far
 	go func() {
 		defer close(done)
 		sc := bufio.NewScanner(pr)
@@ -87,9 +86,6 @@ func (b *Builder) buildKernel(ctx context.Context, t *Target, root *debian.Root,
 			fmt.Fprintln(logFile, line)
 			if step, ok := strings.CutPrefix(line, "step "); ok {
 				log.Info("kernel build", "step", step, "seconds", time.Since(start).Seconds())
-			}
-			if strings.HasPrefix(line, "  CC ") {
-				compiled.Add(1)
 			}
 			tail = append(tail, line)
 			if len(tail) > 20 {
@@ -110,7 +106,7 @@ func (b *Builder) buildKernel(ctx context.Context, t *Target, root *debian.Root,
 	for {
 		select {
 		case <-ticker.C:
-			log.Info("kernel build: still building", "seconds", time.Since(start).Seconds(), "compiled", compiled.Load())
+			log.Info("kernel build: still building", "seconds", time.Since(start).Seconds(), "objects", countObjects(k.out))
 			continue
 		case err = <-waitErr:
 		}
@@ -187,4 +183,17 @@ func lockFile(ctx context.Context, file string) (func(), error) {
 		case <-time.After(time.Second):
 		}
 	}
+}
+
+// countObjects counts the object files a build tree holds so far: the build is silent
+// (make -s), and this is what shows it moving.
+func countObjects(dir string) int {
+	n := 0
+	filepath.WalkDir(dir, func(_ string, d fs.DirEntry, err error) error {
+		if err == nil && !d.IsDir() && strings.HasSuffix(d.Name(), ".o") {
+			n++
+		}
+		return nil
+	})
+	return n
 }

@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"github.com/kmodlab/kmodlab/internal/yamlline"
+	"github.com/kmodlab/kmodlab/lab/build"
 	"github.com/kmodlab/kmodlab/lab/logbuf"
 	"github.com/kmodlab/kmodlab/lab/remote"
 	"github.com/kmodlab/kmodlab/lab/runner"
@@ -49,6 +50,12 @@ type Board struct {
 
 	cfg *Config
 }
+
+// The values of a board's build: field.
+const (
+	buildNative   = "native"
+	buildPrebuilt = "prebuilt"
+)
 
 // Config is a runners.yaml.
 type Config struct {
@@ -166,12 +173,12 @@ func Parse(file string, data []byte, stateDir string) (*Config, error) {
 			return nil, bad("host_key", "%v", err)
 		}
 		if b.Build == "" {
-			b.Build = "native"
+			b.Build = buildNative
 		}
-		if b.Build != "native" && b.Build != "prebuilt" {
+		if b.Build != buildNative && b.Build != buildPrebuilt {
 			return nil, bad("build", "%q, want native or prebuilt", b.Build)
 		}
-		if b.Build == "prebuilt" && b.Prebuilt == "" {
+		if b.Build == buildPrebuilt && b.Prebuilt == "" {
 			return nil, bad("prebuilt", "missing (directory with the .ko files)")
 		}
 		if b.Port == 0 {
@@ -431,8 +438,17 @@ func (b *Board) acquireSlot(ctx context.Context) (*slot, error) {
 
 // Info describes the board without connecting.
 func (b *Board) Info() runner.Info {
-	return runner.Info{Name: b.Name, Kind: "board", Target: b.Name, GOARCH: b.Arch, GOARM: b.GOARM,
+	return runner.Info{Name: b.Name, Kind: runner.KindBoard, Target: b.Name, GOARCH: b.Arch, GOARM: b.GOARM,
 		Build: b.Build, Prebuilt: b.Prebuilt}
+}
+
+// Strategy is how the board gets kernel modules, as its build: field says (checked
+// by Parse): built on the board, or taken from the prebuilt: directory.
+func (b *Board) Strategy() build.Strategy {
+	if b.Build == buildPrebuilt {
+		return &build.Prebuilt{Dir: b.Prebuilt}
+	}
+	return build.Native{}
 }
 
 // Addr is the board's SSH address, host:port ([v6]:port for an IPv6 address).
@@ -745,7 +761,7 @@ func (b *Board) Check(ctx context.Context) *Health {
 	if want := machineFor(b.Arch); want != "" && !strings.HasPrefix(h.Machine, want) {
 		return fail(fmt.Sprintf("arch: runners.yaml says %s, the board is %s", b.Arch, h.Machine))
 	}
-	if b.Build == "native" && !h.Headers {
+	if b.Build == buildNative && !h.Headers {
 		return fail("no kernel headers at /lib/modules/$(uname -r)/build (install raspberrypi-kernel-headers or linux-headers-$(uname -r))")
 	}
 	if h.MemFreeKB > 0 && h.MemFreeKB < 64*1024 {

@@ -10,6 +10,7 @@ import (
 
 	"github.com/kmodlab/kmodlab/lab/fleet"
 	"github.com/kmodlab/kmodlab/lab/job"
+	"github.com/kmodlab/kmodlab/lab/report"
 	"github.com/kmodlab/kmodlab/lab/runner"
 	"github.com/spf13/cobra"
 )
@@ -103,7 +104,7 @@ the result directories with 'kmodlab merge --plan PLAN --out DIR DIR...'.`,
 			// No target check: planning needs no runners.yaml, only the cell expansion.
 			j, err := job.Load(args[0], nil)
 			if err != nil {
-				return &exitError{exitInfra, err}
+				return &exitError{report.ExitInfra, err}
 			}
 			var sp *int64
 			if cmd.Flags().Changed("seed") {
@@ -112,7 +113,7 @@ the result directories with 'kmodlab merge --plan PLAN --out DIR DIR...'.`,
 			// The fleet without runners.yaml: QEMU targets are known; the rest are boards.
 			shards, err := planShards(j, &fleet.Fleet{}, by, cells, runner.Kind(kind), sp)
 			if err != nil {
-				return &exitError{exitInfra, err}
+				return &exitError{report.ExitInfra, err}
 			}
 			data, err := json.Marshal(shards)
 			if err != nil {

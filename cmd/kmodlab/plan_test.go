@@ -11,6 +11,7 @@ import (
 	"github.com/kmodlab/kmodlab/lab/fleet"
 	"github.com/kmodlab/kmodlab/lab/job"
 	"github.com/kmodlab/kmodlab/lab/report"
+	"github.com/kmodlab/kmodlab/lab/verdict"
 )
 
 const planJob = `name: p
@@ -84,18 +85,18 @@ func TestPlanShards(t *testing.T) {
 }
 
 // shardResults writes a shard's results directory with the given cells of the job.
-func shardResults(t *testing.T, verdicts map[string]string, ids ...string) string {
+func shardResults(t *testing.T, verdicts map[string]verdict.Verdict, ids ...string) string {
 	t.Helper()
 	r := &report.Run{Job: "p", JobFile: "p.yaml", Keys: []string{"mode"}}
 	for _, id := range ids {
 		target, _, _ := strings.Cut(id, "/")
-		expect := "clean"
+		expect := verdict.ExpectClean
 		if id == "armv7-lpae/a" {
-			expect = "reproduces"
+			expect = verdict.ExpectReproduces
 		}
 		v := verdicts[id]
 		if v == "" {
-			v = map[string]string{"clean": report.Clean, "reproduces": report.Reproduced}[expect]
+			v = map[verdict.Expectation]verdict.Verdict{"clean": verdict.Clean, "reproduces": verdict.Reproduced}[expect]
 		}
 		r.Cells = append(r.Cells, &report.Cell{ID: id, Target: target, Verdict: v, Expect: expect, Met: report.Meets(v, expect),
 			Evidence: []string{"evidence of " + id}, Replay: "kmodlab run p.yaml --cell " + id + " --seed 3"})
@@ -114,7 +115,7 @@ func TestMergeCommand(t *testing.T) {
 	data, _ := json.Marshal(shards)
 	os.WriteFile(plan, data, 0o644)
 	arm := shardResults(t, nil, "armv7-lpae/a", "armv7-lpae/b")
-	x86 := shardResults(t, map[string]string{"x86_64/b": report.Reproduced}, "x86_64/a", "x86_64/b")
+	x86 := shardResults(t, map[string]verdict.Verdict{"x86_64/b": verdict.Reproduced}, "x86_64/a", "x86_64/b")
 	t.Setenv("GITHUB_STEP_SUMMARY", filepath.Join(t.TempDir(), "step-summary.md"))
 	out := filepath.Join(t.TempDir(), "merged")
 	var ann bytes.Buffer
@@ -154,7 +155,7 @@ func TestMergeCommand(t *testing.T) {
 	if r, err := merge(mergeOptions{out: t.TempDir(), jobFile: jobFile, cells: []string{"armv7-lpae"}}, []string{arm}, &ann); err != nil || r.Code() != 0 {
 		t.Errorf("--job with --cell: code %v, err %v", r, err)
 	}
-	infra := shardResults(t, map[string]string{"x86_64/a": report.Infra}, "x86_64/a", "x86_64/b")
+	infra := shardResults(t, map[string]verdict.Verdict{"x86_64/a": verdict.Infra}, "x86_64/a", "x86_64/b")
 	if r, err := merge(mergeOptions{out: t.TempDir(), plans: []string{plan}}, []string{arm, infra}, &ann); err != nil || r.Code() != 2 {
 		t.Errorf("infra: %v, %v", r, err)
 	}

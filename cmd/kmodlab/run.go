@@ -10,6 +10,7 @@ import (
 	"github.com/kmodlab/kmodlab/lab/board"
 	"github.com/kmodlab/kmodlab/lab/fleet"
 	"github.com/kmodlab/kmodlab/lab/job"
+	"github.com/kmodlab/kmodlab/lab/report"
 	"github.com/kmodlab/kmodlab/lab/run"
 	"github.com/spf13/cobra"
 )
@@ -96,18 +97,18 @@ Exit codes: 0 every cell as expected, 1 a cell's verdict differs from its expect
 		RunE: func(cmd *cobra.Command, args []string) error {
 			f, err := newFleet(accel, bootTimeout)
 			if err != nil {
-				return &exitError{exitInfra, err}
+				return &exitError{report.ExitInfra, err}
 			}
 			f.NoSnapshot = noSnapshot
 			j, err := job.Load(args[0], f.Known)
 			if err != nil {
-				return &exitError{exitInfra, err}
+				return &exitError{report.ExitInfra, err}
 			}
 			if err := f.CheckGuest(cmd.Context(), j); err != nil {
-				return &exitError{exitInfra, err}
+				return &exitError{report.ExitInfra, err}
 			}
 			if err := f.CheckOwnKernels(j); err != nil {
-				return &exitError{exitInfra, err}
+				return &exitError{report.ExitInfra, err}
 			}
 			vars, err := parseKV(sets, "--set", false)
 			if err != nil {
@@ -141,7 +142,7 @@ Exit codes: 0 every cell as expected, 1 a cell's verdict differs from its expect
 				Vars: vars, Pins: pinned, Machines: f, CacheDir: f.Builder.CacheDir, Canary: !noCanary,
 				Version: version, Progress: stderr, StrictW1: strict, Repeat: repeat, Full: full})
 			if err != nil {
-				return &exitError{exitInfra, err}
+				return &exitError{report.ExitInfra, err}
 			}
 			fmt.Fprintln(stdout)
 			fmt.Fprint(stdout, rep.Matrix())

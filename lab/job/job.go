@@ -20,6 +20,7 @@ import (
 
 	"github.com/kmodlab/kmodlab/internal/yamlline"
 	"github.com/kmodlab/kmodlab/lab/runner"
+	"github.com/kmodlab/kmodlab/lab/verdict"
 	"gopkg.in/yaml.v3"
 )
 
@@ -99,18 +100,18 @@ type Step struct {
 	// OnFailure says what a failed stress step means: "evidence" (judged with its
 	// report; the default for steps with a report) or "infra" (the lab could not
 	// judge; the default otherwise).
-	OnFailure string `yaml:"on_failure"`
+	OnFailure verdict.Policy `yaml:"on_failure"`
 }
 
 // FailurePolicy is the step's on_failure, with its default.
-func (s Step) FailurePolicy() string {
+func (s Step) FailurePolicy() verdict.Policy {
 	if s.OnFailure != "" {
 		return s.OnFailure
 	}
 	if s.Report != "" {
-		return "evidence"
+		return verdict.PolicyEvidence
 	}
-	return "infra"
+	return verdict.PolicyInfra
 }
 
 // Timeouts per phase.
@@ -124,11 +125,11 @@ type Timeouts struct {
 // Expect says what each cell should show: "reproduces", "crashes", "clean" or
 // "cannot-detect".
 type Expect struct {
-	Default string            `yaml:"default"`
-	Cells   map[string]string `yaml:"cells"` // cell pattern (path.Match) -> expectation
+	Default verdict.Expectation            `yaml:"default"`
+	Cells   map[string]verdict.Expectation `yaml:"cells"` // cell pattern (path.Match) -> expectation
 	// MinEvidence is what a cell must have checked before "nothing diverged" counts
 	// as clean; a cell with less is INCONCLUSIVE. Default: {io: 100}.
-	MinEvidence *MinEvidence `yaml:"min_evidence"`
+	MinEvidence *verdict.MinEvidence `yaml:"min_evidence"`
 	// MinRate is the share of repeats (--repeat) that must meet the expectation, for
 	// flaky bugs; default 1: every repeat.
 	MinRate float64 `yaml:"min_rate"`
@@ -150,32 +151,13 @@ func (e Expect) Factor() float64 {
 	return *e.EvidenceFactor
 }
 
-// MinEvidence is the least evidence a clean cell needs.
-type MinEvidence struct {
-	Transactions int `yaml:"transactions"` // trace transactions checked (reads and writes with both views)
-	IO           int `yaml:"io"`           // verified reads and writes in the stress reports
-	Ops          int `yaml:"ops"`          // other checked operations (a fuzzer's calls)
-}
-
 // Evidence is the job's min_evidence, with its default.
-func (e Expect) Evidence() MinEvidence {
+func (e Expect) Evidence() verdict.MinEvidence {
 	if e.MinEvidence == nil {
-		return MinEvidence{IO: 100}
+		return verdict.DefaultMinEvidence
 	}
 	return *e.MinEvidence
 }
-
-// Expectations.
-const (
-	Reproduces = "reproduces"
-	Crashes    = "crashes"
-	Clean      = "clean"
-	// CannotDetect is for cells on a machine known to hide the bug class (a stock
-	// kernel line under emulation whose canary is negative): saying so keeps the
-	// matrix honest without calling the cell clean.
-	CannotDetect = "cannot-detect"
-	BuildFails   = "build-fails" // the module does not build for the cell's kernel (BUILD-FAILED)
-)
 
 // Duration is a time.Duration written as "30s".
 type Duration time.Duration
@@ -365,7 +347,7 @@ func (j *Job) check(root *yaml.Node, known func(string) bool) error {
 			if s.Ready != "" && !s.Background {
 				return bad(where+".ready", "only a background step has a ready check", phase, fmt.Sprint(i), "ready")
 			}
-			if s.OnFailure != "" && s.OnFailure != "infra" && s.OnFailure != "evidence" {
+			if s.OnFailure != "" && s.OnFailure != verdict.PolicyInfra && s.OnFailure != verdict.PolicyEvidence {
 				return bad(where+".on_failure", fmt.Sprintf("%q: want infra or evidence", s.OnFailure), phase, fmt.Sprint(i), "on_failure")
 			}
 			for _, text := range []string{s.Run, s.Ready, s.Report} {
@@ -417,9 +399,9 @@ func (j *Job) check(root *yaml.Node, known func(string) bool) error {
 			return bad(fmt.Sprintf("build.files[%d].src", i), fmt.Sprintf("%s: no such file", j.Path(f.Src)), "build", "files", fmt.Sprint(i), "src")
 		}
 	}
-	check := func(field, v string, keys ...string) error {
-		if v != Reproduces && v != Clean && v != Crashes && v != CannotDetect && v != BuildFails {
-			return bad(field, fmt.Sprintf("%q: want %q, %q, %q, %q or %q", v, Reproduces, Crashes, Clean, CannotDetect, BuildFails), keys...)
+	check := func(field string, v verdict.Expectation, keys ...string) error {
+		if v != verdict.ExpectReproduces && v != verdict.ExpectClean && v != verdict.ExpectCrashes && v != verdict.ExpectCannotDetect && v != verdict.ExpectBuildFails {
+			return bad(field, fmt.Sprintf("%q: want %q, %q, %q, %q or %q", v, verdict.ExpectReproduces, verdict.ExpectCrashes, verdict.ExpectClean, verdict.ExpectCannotDetect, verdict.ExpectBuildFails), keys...)
 		}
 		return nil
 	}
@@ -450,7 +432,7 @@ func (j *Job) check(root *yaml.Node, known func(string) bool) error {
 		return bad("expect.min_evidence", "counts cannot be negative", "expect", "min_evidence")
 	}
 	if j.Expect.Default == "" {
-		j.Expect.Default = Clean
+		j.Expect.Default = verdict.ExpectClean
 	}
 	if err := check("expect.default", j.Expect.Default, "expect", "default"); err != nil {
 		return err
@@ -558,10 +540,10 @@ func StepName(phase string, i int, s Step) string {
 
 // Cell is one target with one choice of matrix values.
 type Cell struct {
-	ID     string            `json:"id"` // target/value/value… in sorted parameter order
-	Target string            `json:"target"`
-	Params map[string]string `json:"params"`
-	Expect string            `json:"expect"`
+	ID     string              `json:"id"` // target/value/value… in sorted parameter order
+	Target string              `json:"target"`
+	Params map[string]string   `json:"params"`
+	Expect verdict.Expectation `json:"expect"`
 }
 
 // Keys are the matrix parameter names, sorted.
@@ -606,7 +588,7 @@ func (j *Job) Cells() []Cell {
 
 // expectFor is the most specific matching pattern's expectation: fewest wildcards
 // wins, then the longest pattern, then the first in sorted order.
-func (j *Job) expectFor(id string) string {
+func (j *Job) expectFor(id string) verdict.Expectation {
 	best, bestScore := j.Expect.Default, -1<<30
 	pats := make([]string, 0, len(j.Expect.Cells))
 	for pat := range j.Expect.Cells {

@@ -96,7 +96,7 @@ func (p *targetRun) release(ctx context.Context, reason string) {
 
 func (p *targetRun) infraCell(c job.Cell, err error) *report.Cell {
 	rc := p.newCell(c)
-	rc.Verdict = report.Infra
+	rc.Verdict = verdict.Infra
 	rc.Error = err.Error()
 	rc.Evidence = append(rc.Evidence, "infrastructure error: "+firstLine(err.Error()))
 	rc.Reasons = []string{firstLine(err.Error())}

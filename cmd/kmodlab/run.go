@@ -104,6 +104,9 @@ Exit codes: 0 every cell as expected, 1 a cell's verdict differs from its expect
 			if err != nil {
 				return &exitError{report.ExitInfra, err}
 			}
+			if b := time.Duration(j.Timeouts.Boot); b > 0 && !cmd.Flags().Changed("boot-timeout") {
+				f.BootTimeout = b // the job's timeouts.boot; --boot-timeout overrides it
+			}
 			if err := f.CheckGuest(cmd.Context(), j); err != nil {
 				return &exitError{report.ExitInfra, err}
 			}
@@ -161,7 +164,7 @@ Exit codes: 0 every cell as expected, 1 a cell's verdict differs from its expect
 	c.Flags().StringArrayVar(&sets, "set", nil, "override one of the job's vars (repeatable; the value may hold commas; it reaches commands shell-quoted), e.g. --set stress=5s")
 	c.Flags().StringArrayVar(&pins, "pin", nil, "hashes a replay must match, e.g. image=…,module=…")
 	c.Flags().StringVar(&accel, "accel", "auto", "kvm, tcg or auto")
-	c.Flags().DurationVar(&bootTimeout, "boot-timeout", 4*time.Minute, "boot timeout per guest")
+	c.Flags().DurationVar(&bootTimeout, "boot-timeout", 4*time.Minute, "boot timeout per guest (overrides the job's timeouts.boot)")
 	c.Flags().BoolVar(&noCanary, "no-canary", false, "skip the per-target canary")
 	c.Flags().BoolVar(&strict, "strict", false, "fail module builds that warn under W=1")
 	c.Flags().IntVar(&repeat, "repeat", 1, "run each cell N times (a fresh module load each time) and report rates")

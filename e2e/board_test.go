@@ -22,9 +22,9 @@ import (
 	"github.com/kmodlab/kmodlab/lab/fleet"
 	"github.com/kmodlab/kmodlab/lab/job"
 	"github.com/kmodlab/kmodlab/lab/qemu"
-	"github.com/kmodlab/kmodlab/lab/report"
 	"github.com/kmodlab/kmodlab/lab/run"
 	"github.com/kmodlab/kmodlab/lab/runner"
+	"github.com/kmodlab/kmodlab/lab/verdict"
 	"golang.org/x/crypto/ssh"
 )
 
@@ -218,10 +218,10 @@ expect: {default: clean, min_evidence: {io: 0}}
 	if len(rep.Cells) != 2 {
 		t.Fatalf("%d cells", len(rep.Cells))
 	}
-	if c := rep.Cells[0]; c.Verdict != report.Hung {
+	if c := rep.Cells[0]; c.Verdict != verdict.Hung {
 		t.Errorf("%s: %s, want HUNG", c.ID, c.Verdict)
 	}
-	if c := rep.Cells[1]; c.Verdict != report.Clean || c.Runner != "fake-pi" {
+	if c := rep.Cells[1]; c.Verdict != verdict.Clean || c.Runner != "fake-pi" {
 		t.Errorf("the cell after the reset: %s on %s, want clean on fake-pi: %s", c.Verdict, c.Runner, c.Error)
 	}
 	rmu.Lock()

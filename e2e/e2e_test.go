@@ -22,6 +22,7 @@ import (
 
 	"github.com/kmodlab/kmodlab/internal/fsutil"
 	"github.com/kmodlab/kmodlab/lab/canary"
+	"github.com/kmodlab/kmodlab/lab/verdict"
 
 	"github.com/kmodlab/kmodlab/images"
 	"github.com/kmodlab/kmodlab/lab/board"
@@ -30,7 +31,6 @@ import (
 	"github.com/kmodlab/kmodlab/lab/job"
 	"github.com/kmodlab/kmodlab/lab/qemu"
 	"github.com/kmodlab/kmodlab/lab/remote"
-	"github.com/kmodlab/kmodlab/lab/report"
 	"github.com/kmodlab/kmodlab/lab/run"
 	"github.com/kmodlab/kmodlab/lab/runner"
 	"golang.org/x/crypto/ssh"
@@ -354,7 +354,7 @@ dmesg | grep -c "blocked for more than" || true`
 		}
 		c := rep.Cells[0]
 		t.Logf("%s: %s %v", c.ID, c.Verdict, c.Evidence)
-		if c.Verdict != report.Clean || c.Runner != "fake-pi" {
+		if c.Verdict != verdict.Clean || c.Runner != "fake-pi" {
 			t.Errorf("board cell: %s on %s, want clean on fake-pi: %s", c.Verdict, c.Runner, c.Error)
 		}
 		// The canary reaches boards the way the module does (here: prebuilt); on

@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/kmodlab/kmodlab/lab/report"
+	"github.com/kmodlab/kmodlab/lab/verdict"
 )
 
 // TestFuzzJob runs jobs/userblk-fuzz.yaml as a user would (`kmodlab run`): userblkfuzz
@@ -38,7 +39,7 @@ func TestFuzzJob(t *testing.T) {
 	}
 	for _, c := range rep.Cells {
 		t.Logf("%s: %s: %s", c.ID, c.Verdict, strings.Join(c.Evidence, "; "))
-		if c.Verdict != report.Clean || !c.Met {
+		if c.Verdict != verdict.Clean || !c.Met {
 			t.Errorf("%s: %s (expected clean): %s %s", c.ID, c.Verdict, strings.Join(c.Reasons, "; "), c.Error)
 		}
 		if c.Stress == nil || c.Stress.Ops < 200 {

@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/kmodlab/kmodlab/lab/report"
+	"github.com/kmodlab/kmodlab/lab/verdict"
 )
 
 // TestNothingRunsIsInconclusive: a job whose stress step does nothing has no evidence,
@@ -40,7 +41,7 @@ expect: {default: clean}
 		t.Fatal(err)
 	}
 	c := rep.Cells[0]
-	if c.Verdict != report.Inconclusive || c.Met || !strings.Contains(strings.Join(c.Reasons, "\n"), "only 0 verified reads and writes") {
+	if c.Verdict != verdict.Inconclusive || c.Met || !strings.Contains(strings.Join(c.Reasons, "\n"), "only 0 verified reads and writes") {
 		t.Errorf("%s met=%v %v\n%s", c.Verdict, c.Met, c.Reasons, log)
 	}
 	// The window was cut (its start read from the machine) even though nothing in the

@@ -142,13 +142,34 @@ func (r *Report) Write(file string) error {
 // and exit 0.
 const ProgressPrefix = "kmodlab-progress "
 
-// Progress is a running tool's counts so far (the fields of Report with the same names).
-type Progress struct {
+// Totals are the counts of checked operations: a running tool's progress so far, or
+// what a cell's reports add up to (the fields of Report with the same names).
+type Totals struct {
 	Reads      int64 `json:"reads"`
 	Writes     int64 `json:"writes"`
 	Ops        int64 `json:"ops,omitempty"`
 	IOErrors   int64 `json:"io_errors"`
 	Mismatches int   `json:"mismatches"`
+}
+
+// Progress is a running tool's counts so far.
+type Progress = Totals
+
+// Add adds o's counts to t: the one place counts of several reports are summed.
+func (t *Totals) Add(o Totals) {
+	t.Reads += o.Reads
+	t.Writes += o.Writes
+	t.Ops += o.Ops
+	t.IOErrors += o.IOErrors
+	t.Mismatches += o.Mismatches
+}
+
+// IO is the verified reads and writes.
+func (t Totals) IO() int64 { return t.Reads + t.Writes }
+
+// Totals are the report's counts.
+func (r *Report) Totals() Totals {
+	return Totals{Reads: r.Reads, Writes: r.Writes, Ops: r.Ops, IOErrors: r.IOErrors, Mismatches: r.Mismatches}
 }
 
 // Line is the progress line for p, without a newline.

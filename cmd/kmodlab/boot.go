@@ -10,6 +10,7 @@ import (
 	"github.com/kmodlab/kmodlab/images"
 	"github.com/kmodlab/kmodlab/lab/qemu"
 	"github.com/kmodlab/kmodlab/lab/remote"
+	"github.com/kmodlab/kmodlab/lab/report"
 	"github.com/spf13/cobra"
 	"golang.org/x/crypto/ssh"
 )
@@ -62,7 +63,7 @@ func bootCmd() *cobra.Command {
 			}
 			g, err := qemu.Boot(ctx, qemu.Config{Image: img, Accel: accel, ConsoleLog: conLog, NoSnapshot: noSnap}, b.KeyDir(), timeout)
 			if err != nil {
-				return &exitError{exitInfra, err}
+				return &exitError{report.ExitInfra, err}
 			}
 			defer g.Close()
 			fmt.Fprintf(stderr, "kmodlab: %s up in %.1fs (%s, kernel %s)\n", t.Name, g.BootTime.Seconds(), g.Accel, g.Info().KernelRelease)

@@ -14,18 +14,12 @@ import (
 	"syscall"
 
 	"github.com/kmodlab/kmodlab/internal/cleanup"
+	"github.com/kmodlab/kmodlab/lab/report"
 	"github.com/spf13/cobra"
 )
 
 // version is set by the Makefile (-ldflags -X main.version=...).
 var version = "dev"
-
-// Exit codes (the same for every command that runs cells).
-const (
-	exitOK       = 0
-	exitMismatch = 1 // a cell's verdict differs from its expectation
-	exitInfra    = 2 // boot, SSH, build or timeout: the lab could not judge
-)
 
 type exitError struct {
 	code int
@@ -70,7 +64,7 @@ func main() {
 	if errors.As(err, &ee) {
 		os.Exit(ee.code)
 	}
-	os.Exit(exitInfra)
+	os.Exit(report.ExitInfra)
 }
 
 // handleSignals: the first Ctrl-C (or SIGTERM) cancels the context, so the running
@@ -84,7 +78,7 @@ func handleSignals(sigs <-chan os.Signal, cancel context.CancelFunc, exit func(i
 	<-sigs
 	n := cleanup.Now()
 	fmt.Fprintf(stderr, "kmodlab: exiting at once (killed %d machine(s) and removed their temp directories; reports not written)\n", n)
-	exit(exitInfra)
+	exit(report.ExitInfra)
 }
 
 func versionCmd() *cobra.Command {

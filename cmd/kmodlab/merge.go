@@ -100,14 +100,14 @@ from its expectation, 2 an infrastructure error (including a failed merge).`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if o.out == "" {
-				return &exitError{exitInfra, errors.New("--out DIR is needed")}
+				return &exitError{report.ExitInfra, errors.New("--out DIR is needed")}
 			}
 			if os.Getenv("GITHUB_ACTIONS") == "true" {
 				o.annotate = true
 			}
 			r, err := merge(o, args, commands)
 			if err != nil {
-				return &exitError{exitInfra, err}
+				return &exitError{report.ExitInfra, err}
 			}
 			fmt.Fprint(stdout, r.Matrix())
 			fmt.Fprint(stdout, r.Details())

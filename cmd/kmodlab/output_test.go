@@ -10,8 +10,10 @@ import (
 	"testing"
 	"unicode"
 
+	"github.com/kmodlab/kmodlab/lab/fleet"
 	"github.com/kmodlab/kmodlab/lab/report"
 	"github.com/kmodlab/kmodlab/lab/trace"
+	"github.com/kmodlab/kmodlab/lab/verdict"
 )
 
 // capture runs f with os.Stdout and os.Stderr going to files and returns what each got.
@@ -47,17 +49,17 @@ func commandLines(s string) []string {
 // table cells or code fences early.
 func TestMergeNeutralisesShardText(t *testing.T) {
 	j, _ := loadPlanJob(t)
-	shards, _ := planShards(j, "target", []string{"x86_64"}, "qemu", nil)
+	shards, _ := planShards(j, &fleet.Fleet{}, "target", []string{"x86_64"}, "qemu", nil)
 	plan := filepath.Join(t.TempDir(), "plan.json")
 	data, _ := json.Marshal(shards)
 	os.WriteFile(plan, data, 0o644)
 	table := "oper trans\n```\n# INJECTED-HEADING\n````\n[click](https://example.invalid)"
 	r := &report.Run{Job: "p", JobFile: "p.yaml", Keys: []string{"mode"}, Cells: []*report.Cell{
-		{ID: "x86_64/a", Target: "x86_64", Verdict: report.Reproduced, Expect: "clean",
+		{ID: "x86_64/a", Target: "x86_64", Verdict: verdict.Reproduced, Expect: "clean",
 			Evidence: []string{"::warning title=injected::from a shard", "trace:\n  \t::add-mask::x", "\u00a0::error::nbsp"},
 			Reasons:  []string{"a | b | c"}, Error: "first\r::notice::cr", Replay: "kmodlab run p.yaml ##[warning]x",
 			Trace: &report.TraceSummary{First: &trace.Divergence{Kind: "write data differs", Detail: "::debug::d"}, FirstTable: table}},
-		{ID: "x86_64/b", Target: "x86_64", Verdict: report.Clean, Expect: "clean", Met: true, Evidence: []string{}},
+		{ID: "x86_64/b", Target: "x86_64", Verdict: verdict.Clean, Expect: "clean", Met: true, Evidence: []string{}},
 	}}
 	shard := t.TempDir()
 	if err := r.Write(shard); err != nil {

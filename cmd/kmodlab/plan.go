@@ -5,34 +5,39 @@ import (
 	"fmt"
 	"os"
 	"regexp"
+	"slices"
 	"strings"
 
-	"github.com/kmodlab/kmodlab/images"
+	"github.com/kmodlab/kmodlab/lab/fleet"
 	"github.com/kmodlab/kmodlab/lab/job"
+	"github.com/kmodlab/kmodlab/lab/report"
+	"github.com/kmodlab/kmodlab/lab/runner"
 	"github.com/spf13/cobra"
 )
 
 // shard is one entry of `kmodlab plan`'s output: a GitHub Actions matrix entry. Args
 // are the `kmodlab run` arguments that select exactly Cells.
 type shard struct {
-	Name  string   `json:"name"`           // safe for artifact names: [A-Za-z0-9._-]
-	Kind  string   `json:"kind"`           // "qemu" (a built-in target) or "board"
-	Args  []string `json:"args"`           // e.g. ["--cell", "x86_64/atomic", "--cell", "x86_64/kmap"]
-	Cells []string `json:"cells"`          // the cell IDs the shard reports
-	Seed  *int64   `json:"seed,omitempty"` // set when the plan fixes one seed for every shard
+	Name  string      `json:"name"`           // safe for artifact names: [A-Za-z0-9._-]
+	Kind  runner.Kind `json:"kind"`           // the runner kind of the shard's target: "qemu", "board", …
+	Args  []string    `json:"args"`           // e.g. ["--cell", "x86_64/atomic", "--cell", "x86_64/kmap"]
+	Cells []string    `json:"cells"`          // the cell IDs the shard reports
+	Seed  *int64      `json:"seed,omitempty"` // set when the plan fixes one seed for every shard
 }
 
 var unsafeName = regexp.MustCompile(`[^A-Za-z0-9._-]+`)
 
 // planShards splits a job's selected cells into shards: one per target (by "target")
-// or one per cell (by "cell"). kind keeps only QEMU targets ("qemu"), only boards
-// ("board"), or both ("").
-func planShards(j *job.Job, by string, patterns []string, kind string, seed *int64) ([]shard, error) {
+// or one per cell (by "cell"). kind keeps only the cells of that runner kind ("qemu",
+// "board", …), or all (""). The fleet says which kind owns a target; a name no kind
+// owns is a board of a runners.yaml the planning host need not have.
+func planShards(j *job.Job, f *fleet.Fleet, by string, patterns []string, kind runner.Kind, seed *int64) ([]shard, error) {
 	if by != "target" && by != "cell" {
 		return nil, fmt.Errorf("--by %q: want target or cell", by)
 	}
-	if kind != "" && kind != "qemu" && kind != "board" {
-		return nil, fmt.Errorf("--kind %q: want qemu, board or empty", kind)
+	kinds := append(f.KindNames(), runner.KindBoard)
+	if kind != "" && !slices.Contains(kinds, kind) {
+		return nil, fmt.Errorf("--kind %q: want one of %v or empty", kind, kinds)
 	}
 	sel, err := job.Select(j.Cells(), patterns)
 	if err != nil {
@@ -41,9 +46,9 @@ func planShards(j *job.Job, by string, patterns []string, kind string, seed *int
 	shards := []shard{}
 	idx := map[string]int{}
 	for _, c := range sel {
-		k := "board"
-		if _, err := images.Lookup(c.Target); err == nil {
-			k = "qemu"
+		k := f.KindOf(c.Target)
+		if k == "" {
+			k = runner.KindBoard
 		}
 		if kind != "" && k != kind {
 			continue
@@ -99,15 +104,16 @@ the result directories with 'kmodlab merge --plan PLAN --out DIR DIR...'.`,
 			// No target check: planning needs no runners.yaml, only the cell expansion.
 			j, err := job.Load(args[0], nil)
 			if err != nil {
-				return &exitError{exitInfra, err}
+				return &exitError{report.ExitInfra, err}
 			}
 			var sp *int64
 			if cmd.Flags().Changed("seed") {
 				sp = &seed
 			}
-			shards, err := planShards(j, by, cells, kind, sp)
+			// The fleet without runners.yaml: QEMU targets are known; the rest are boards.
+			shards, err := planShards(j, &fleet.Fleet{}, by, cells, runner.Kind(kind), sp)
 			if err != nil {
-				return &exitError{exitInfra, err}
+				return &exitError{report.ExitInfra, err}
 			}
 			data, err := json.Marshal(shards)
 			if err != nil {

@@ -8,8 +8,10 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/kmodlab/kmodlab/lab/fleet"
 	"github.com/kmodlab/kmodlab/lab/job"
 	"github.com/kmodlab/kmodlab/lab/report"
+	"github.com/kmodlab/kmodlab/lab/verdict"
 )
 
 const planJob = `name: p
@@ -34,7 +36,7 @@ func loadPlanJob(t *testing.T) (*job.Job, string) {
 
 func TestPlanShards(t *testing.T) {
 	j, _ := loadPlanJob(t)
-	s, err := planShards(j, "target", nil, "", nil)
+	s, err := planShards(j, &fleet.Fleet{}, "target", nil, "", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -46,19 +48,19 @@ func TestPlanShards(t *testing.T) {
 		t.Errorf("plan:\n got %s\nwant %s", data, want)
 	}
 	seed := int64(7)
-	s, err = planShards(j, "cell", []string{"armv7-lpae", "pi4/b"}, "qemu", &seed)
+	s, err = planShards(j, &fleet.Fleet{}, "cell", []string{"armv7-lpae", "pi4/b"}, "qemu", &seed)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if len(s) != 2 || s[0].Name != "armv7-lpae-a" || strings.Join(s[1].Args, " ") != "--cell armv7-lpae/b --seed 7" {
 		t.Errorf("by cell, qemu only, seed: %+v", s)
 	}
-	s, _ = planShards(j, "target", nil, "board", nil)
+	s, _ = planShards(j, &fleet.Fleet{}, "target", nil, "board", nil)
 	if len(s) != 1 || s[0].Name != "pi4" {
 		t.Errorf("boards only: %+v", s)
 	}
 	// Every cell of the job is in exactly one shard, and the args select exactly it.
-	s, _ = planShards(j, "cell", nil, "", nil)
+	s, _ = planShards(j, &fleet.Fleet{}, "cell", nil, "", nil)
 	seen := map[string]int{}
 	for _, sh := range s {
 		var pats []string
@@ -74,27 +76,27 @@ func TestPlanShards(t *testing.T) {
 	if len(seen) != len(j.Cells()) {
 		t.Errorf("%d cells planned, job has %d", len(seen), len(j.Cells()))
 	}
-	if _, err := planShards(j, "machine", nil, "", nil); err == nil {
+	if _, err := planShards(j, &fleet.Fleet{}, "machine", nil, "", nil); err == nil {
 		t.Error("--by machine accepted")
 	}
-	if _, err := planShards(j, "target", []string{"nope"}, "", nil); err == nil || !strings.Contains(err.Error(), "matches no cell") {
+	if _, err := planShards(j, &fleet.Fleet{}, "target", []string{"nope"}, "", nil); err == nil || !strings.Contains(err.Error(), "matches no cell") {
 		t.Errorf("unknown cell: %v", err)
 	}
 }
 
 // shardResults writes a shard's results directory with the given cells of the job.
-func shardResults(t *testing.T, verdicts map[string]string, ids ...string) string {
+func shardResults(t *testing.T, verdicts map[string]verdict.Verdict, ids ...string) string {
 	t.Helper()
 	r := &report.Run{Job: "p", JobFile: "p.yaml", Keys: []string{"mode"}}
 	for _, id := range ids {
 		target, _, _ := strings.Cut(id, "/")
-		expect := "clean"
+		expect := verdict.ExpectClean
 		if id == "armv7-lpae/a" {
-			expect = "reproduces"
+			expect = verdict.ExpectReproduces
 		}
 		v := verdicts[id]
 		if v == "" {
-			v = map[string]string{"clean": report.Clean, "reproduces": report.Reproduced}[expect]
+			v = map[verdict.Expectation]verdict.Verdict{"clean": verdict.Clean, "reproduces": verdict.Reproduced}[expect]
 		}
 		r.Cells = append(r.Cells, &report.Cell{ID: id, Target: target, Verdict: v, Expect: expect, Met: report.Meets(v, expect),
 			Evidence: []string{"evidence of " + id}, Replay: "kmodlab run p.yaml --cell " + id + " --seed 3"})
@@ -108,12 +110,12 @@ func shardResults(t *testing.T, verdicts map[string]string, ids ...string) strin
 
 func TestMergeCommand(t *testing.T) {
 	j, jobFile := loadPlanJob(t)
-	shards, _ := planShards(j, "target", nil, "qemu", nil)
+	shards, _ := planShards(j, &fleet.Fleet{}, "target", nil, "qemu", nil)
 	plan := filepath.Join(t.TempDir(), "plan.json")
 	data, _ := json.Marshal(shards)
 	os.WriteFile(plan, data, 0o644)
 	arm := shardResults(t, nil, "armv7-lpae/a", "armv7-lpae/b")
-	x86 := shardResults(t, map[string]string{"x86_64/b": report.Reproduced}, "x86_64/a", "x86_64/b")
+	x86 := shardResults(t, map[string]verdict.Verdict{"x86_64/b": verdict.Reproduced}, "x86_64/a", "x86_64/b")
 	t.Setenv("GITHUB_STEP_SUMMARY", filepath.Join(t.TempDir(), "step-summary.md"))
 	out := filepath.Join(t.TempDir(), "merged")
 	var ann bytes.Buffer
@@ -153,7 +155,7 @@ func TestMergeCommand(t *testing.T) {
 	if r, err := merge(mergeOptions{out: t.TempDir(), jobFile: jobFile, cells: []string{"armv7-lpae"}}, []string{arm}, &ann); err != nil || r.Code() != 0 {
 		t.Errorf("--job with --cell: code %v, err %v", r, err)
 	}
-	infra := shardResults(t, map[string]string{"x86_64/a": report.Infra}, "x86_64/a", "x86_64/b")
+	infra := shardResults(t, map[string]verdict.Verdict{"x86_64/a": verdict.Infra}, "x86_64/a", "x86_64/b")
 	if r, err := merge(mergeOptions{out: t.TempDir(), plans: []string{plan}}, []string{arm, infra}, &ann); err != nil || r.Code() != 2 {
 		t.Errorf("infra: %v, %v", r, err)
 	}

@@ -10,6 +10,7 @@ import (
 	"github.com/kmodlab/kmodlab/lab/board"
 	"github.com/kmodlab/kmodlab/lab/fleet"
 	"github.com/kmodlab/kmodlab/lab/job"
+	"github.com/kmodlab/kmodlab/lab/report"
 	"github.com/kmodlab/kmodlab/lab/run"
 	"github.com/spf13/cobra"
 )
@@ -96,18 +97,21 @@ Exit codes: 0 every cell as expected, 1 a cell's verdict differs from its expect
 		RunE: func(cmd *cobra.Command, args []string) error {
 			f, err := newFleet(accel, bootTimeout)
 			if err != nil {
-				return &exitError{exitInfra, err}
+				return &exitError{report.ExitInfra, err}
 			}
 			f.NoSnapshot = noSnapshot
 			j, err := job.Load(args[0], f.Known)
 			if err != nil {
-				return &exitError{exitInfra, err}
+				return &exitError{report.ExitInfra, err}
+			}
+			if b := time.Duration(j.Timeouts.Boot); b > 0 && !cmd.Flags().Changed("boot-timeout") {
+				f.BootTimeout = b // the job's timeouts.boot; --boot-timeout overrides it
 			}
 			if err := f.CheckGuest(cmd.Context(), j); err != nil {
-				return &exitError{exitInfra, err}
+				return &exitError{report.ExitInfra, err}
 			}
 			if err := f.CheckOwnKernels(j); err != nil {
-				return &exitError{exitInfra, err}
+				return &exitError{report.ExitInfra, err}
 			}
 			vars, err := parseKV(sets, "--set", false)
 			if err != nil {
@@ -141,7 +145,7 @@ Exit codes: 0 every cell as expected, 1 a cell's verdict differs from its expect
 				Vars: vars, Pins: pinned, Machines: f, CacheDir: f.Builder.CacheDir, Canary: !noCanary,
 				Version: version, Progress: stderr, StrictW1: strict, Repeat: repeat, Full: full})
 			if err != nil {
-				return &exitError{exitInfra, err}
+				return &exitError{report.ExitInfra, err}
 			}
 			fmt.Fprintln(stdout)
 			fmt.Fprint(stdout, rep.Matrix())
@@ -160,7 +164,7 @@ Exit codes: 0 every cell as expected, 1 a cell's verdict differs from its expect
 	c.Flags().StringArrayVar(&sets, "set", nil, "override one of the job's vars (repeatable; the value may hold commas; it reaches commands shell-quoted), e.g. --set stress=5s")
 	c.Flags().StringArrayVar(&pins, "pin", nil, "hashes a replay must match, e.g. image=…,module=…")
 	c.Flags().StringVar(&accel, "accel", "auto", "kvm, tcg or auto")
-	c.Flags().DurationVar(&bootTimeout, "boot-timeout", 4*time.Minute, "boot timeout per guest")
+	c.Flags().DurationVar(&bootTimeout, "boot-timeout", 4*time.Minute, "boot timeout per guest (overrides the job's timeouts.boot)")
 	c.Flags().BoolVar(&noCanary, "no-canary", false, "skip the per-target canary")
 	c.Flags().BoolVar(&strict, "strict", false, "fail module builds that warn under W=1")
 	c.Flags().IntVar(&repeat, "repeat", 1, "run each cell N times (a fresh module load each time) and report rates")

@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 
+	"github.com/kmodlab/kmodlab/lab/report"
 	"github.com/spf13/cobra"
 )
 
@@ -38,7 +39,7 @@ func runnersCmd() *cobra.Command {
 				}
 			}
 			if bad > 0 {
-				return &exitError{exitMismatch, fmt.Errorf("%d board(s) failed the health check", bad)}
+				return &exitError{report.ExitMismatch, fmt.Errorf("%d board(s) failed the health check", bad)}
 			}
 			return nil
 		},

@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/kmodlab/kmodlab/internal/cleanup"
+	"github.com/kmodlab/kmodlab/lab/report"
 )
 
 func TestSecondSignalExitsAtOnce(t *testing.T) {
@@ -30,8 +31,8 @@ func TestSecondSignalExitsAtOnce(t *testing.T) {
 	default:
 	}
 	sigs <- syscall.SIGTERM
-	if code := <-exited; code != exitInfra {
-		t.Errorf("second signal: exit %d, want %d", code, exitInfra)
+	if code := <-exited; code != report.ExitInfra {
+		t.Errorf("second signal: exit %d, want %d", code, report.ExitInfra)
 	}
 	select {
 	case <-cleaned:

@@ -50,11 +50,11 @@ expects it not to), 2 the lab could not fetch headers or run the compiler.`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			j, err := job.Load(args[0], nil)
 			if err != nil {
-				return &exitError{exitInfra, err}
+				return &exitError{report.ExitInfra, err}
 			}
 			lines, err := sweepTargets(targets)
 			if err != nil {
-				return &exitError{exitInfra, err}
+				return &exitError{report.ExitInfra, err}
 			}
 			if out == "" {
 				out = filepath.Join("results", "sweep-"+time.Now().Format("20060102-150405"))
@@ -70,10 +70,10 @@ expects it not to), 2 the lab could not fetch headers or run the compiler.`,
 				fmt.Fprintln(stderr, "kmodlab: note:", n)
 			}
 			if err != nil {
-				return &exitError{exitInfra, err}
+				return &exitError{report.ExitInfra, err}
 			}
 			if len(items) == 0 {
-				return &exitError{exitInfra, fmt.Errorf("no kernel matches (targets %s)", strings.Join(targets, ","))}
+				return &exitError{report.ExitInfra, fmt.Errorf("no kernel matches (targets %s)", strings.Join(targets, ","))}
 			}
 			listed := time.Since(t0)
 			if list {
@@ -85,7 +85,7 @@ expects it not to), 2 the lab could not fetch headers or run the compiler.`,
 			fmt.Fprintf(stderr, "kmodlab: sweep %s: %d kernel × target builds, %d at once, results in %s\n", j.Name, len(items), parallel, out)
 			res, err := sweep.Run(cmd.Context(), o, items)
 			if err != nil {
-				return &exitError{exitInfra, err}
+				return &exitError{report.ExitInfra, err}
 			}
 			fmt.Fprintln(stdout)
 			fmt.Fprint(stdout, sweep.Table(res.Run))
@@ -139,7 +139,7 @@ func sweepTargets(names []string) ([]*images.Target, error) {
 func sweepSummary(res *sweep.Result, listed time.Duration) string {
 	r := res.Run
 	abis := map[string]bool{}
-	count := map[string]int{}
+	count := map[verdict.Verdict]int{}
 	var builds, cpus []float64
 	headers := 0.0
 	for _, c := range r.Cells {
@@ -160,7 +160,7 @@ func sweepSummary(res *sweep.Result, listed time.Duration) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "\n%d kernels (%d kernel × target builds): %d built, %d built with warnings (%d W=1 warnings), %d %s, %d %s\n",
 		len(abis), len(r.Cells), count[verdict.Built], count["built with warnings"], r.Warnings(),
-		count[report.BuildFailed], report.BuildFailed, count[report.Infra], report.Infra)
+		count[verdict.BuildFailed], verdict.BuildFailed, count[verdict.Infra], verdict.Infra)
 	per := res.Wall.Seconds() / float64(max(len(r.Cells), 1))
 	fmt.Fprintf(&b, "wall %.1f s (%.2f s per kernel × target; listing the kernels %.1f s); headers fetched %d (%.1f s in all, cached ones included)\n",
 		res.Wall.Seconds(), per, listed.Seconds(), res.Fetched, headers)

@@ -7,6 +7,7 @@ import (
 	"os"
 
 	"github.com/kmodlab/kmodlab/lab/console"
+	"github.com/kmodlab/kmodlab/lab/report"
 	"github.com/kmodlab/kmodlab/lab/trace"
 	"github.com/spf13/cobra"
 )
@@ -37,7 +38,7 @@ func traceCmd() *cobra.Command {
 			res := an.Finish()
 			crashes := sc.Reports()
 			if err != nil {
-				return &exitError{exitInfra, fmt.Errorf("%s: %w (after %d lines)", name, err, res.Lines)}
+				return &exitError{report.ExitInfra, fmt.Errorf("%s: %w (after %d lines)", name, err, res.Lines)}
 			}
 			if asJSON {
 				enc := json.NewEncoder(stdout)
@@ -65,7 +66,7 @@ func traceCmd() *cobra.Command {
 				}
 			}
 			if res.Events == 0 {
-				return &exitError{exitInfra, fmt.Errorf("%s: no trace events in %d lines", name, res.Lines)}
+				return &exitError{report.ExitInfra, fmt.Errorf("%s: no trace events in %d lines", name, res.Lines)}
 			}
 			if res.Diverged() > 0 {
 				return &exitError{1, fmt.Errorf("%d transactions diverged", res.Diverged())}

@@ -1,5 +1,6 @@
-// Package fleet resolves a job's target names to machines: built-in QEMU targets
-// (images/) and configured boards (lab/board). It implements run.Machines.
+// Package fleet resolves a job's target names to machines through the runner kinds
+// (providers) it holds: built-in QEMU targets (qemu.go), configured boards (boards.go)
+// and any kind registered in Fleet.Kinds. It implements run.Machines.
 package fleet
 
 import (
@@ -12,7 +13,6 @@ import (
 	"github.com/kmodlab/kmodlab/images"
 	"github.com/kmodlab/kmodlab/lab/board"
 	"github.com/kmodlab/kmodlab/lab/build"
-	"github.com/kmodlab/kmodlab/lab/qemu"
 	"github.com/kmodlab/kmodlab/lab/runner"
 )
 
@@ -26,98 +26,100 @@ type Fleet struct {
 	Boards      *board.Config // nil: none configured
 	Log         *slog.Logger
 	NoSnapshot  bool // boot every QEMU machine cold (no saved machine state)
+
+	// Kinds are runner kinds configured outside the fleet (a lab of boards from
+	// runners.yaml), asked after the built-in ones. Registering a new kind is one
+	// append to this list where the fleet is made (cmd/kmodlab/run.go: newFleet).
+	Kinds []Provider
+}
+
+// providers is the one list of runner kinds, in the order they are asked: the first
+// that owns a name has it.
+func (f *Fleet) providers() []Provider {
+	ps := []Provider{qemuKind{f}}
+	if f.Boards != nil {
+		ps = append(ps, boardKind{f})
+	}
+	return append(ps, f.Kinds...)
+}
+
+// owner is the provider that owns name, nil when none does.
+func (f *Fleet) owner(name string) Provider {
+	for _, p := range f.providers() {
+		if p.Owns(name) {
+			return p
+		}
+	}
+	return nil
+}
+
+func (f *Fleet) ownerOrErr(name string) (Provider, error) {
+	if p := f.owner(name); p != nil {
+		return p, nil
+	}
+	return nil, fmt.Errorf("unknown target %q (known: %s)", name, f.Names())
 }
 
 // Known reports whether a target or board name (or board label) exists.
-func (f *Fleet) Known(name string) bool {
-	if _, err := images.Lookup(name); err == nil {
-		return true
+func (f *Fleet) Known(name string) bool { return f.owner(name) != nil }
+
+// KindOf is the kind of the provider that owns name ("" when none does).
+func (f *Fleet) KindOf(name string) runner.Kind {
+	if p := f.owner(name); p != nil {
+		return p.Kind()
 	}
-	return f.Boards != nil && len(f.Boards.Match(name)) > 0
+	return ""
+}
+
+// KindNames lists the kinds the fleet has, for flag checks.
+func (f *Fleet) KindNames() []runner.Kind {
+	var ks []runner.Kind
+	for _, p := range f.providers() {
+		ks = append(ks, p.Kind())
+	}
+	return ks
 }
 
 // Names lists everything a job can name.
 func (f *Fleet) Names() string {
-	n := images.Names()
-	if f.Boards != nil {
-		for _, b := range f.Boards.Boards {
-			n = append(n, b.Name)
-		}
+	var n []string
+	for _, p := range f.providers() {
+		n = append(n, p.Names()...)
 	}
 	return strings.Join(n, ", ")
 }
 
 // Describe implements run.Machines.
 func (f *Fleet) Describe(target string) (runner.Info, error) {
-	if t, err := images.Lookup(target); err == nil {
-		return runner.Info{Name: t.Name, Kind: "qemu", Target: t.Name, GOARCH: t.GOARCH, GOARM: t.GOARM,
-			KernelRelease: t.Kernel.Release, Build: "cross"}, nil
-	}
-	if b, err := f.board(target); err == nil {
-		return b.Info(), nil
-	} else if f.Boards != nil && len(f.Boards.Match(target)) > 0 {
+	p, err := f.ownerOrErr(target)
+	if err != nil {
 		return runner.Info{}, err
 	}
-	return runner.Info{}, fmt.Errorf("unknown target %q (known: %s)", target, f.Names())
+	return p.Describe(target)
 }
 
-func (f *Fleet) board(name string) (*board.Board, error) {
-	if f.Boards == nil {
-		return nil, fmt.Errorf("no boards configured")
-	}
-	return f.Boards.Pick(name)
-}
-
-// Strategy implements run.Machines: QEMU targets cross-build against the image's
-// cached headers; a board builds natively or takes prebuilt modules, as runners.yaml
-// says.
+// Strategy implements run.Machines: the owning kind says how its machines get modules.
 func (f *Fleet) Strategy(ctx context.Context, target, cacheDir string, strict bool) (build.Strategy, error) {
-	if t, err := images.Lookup(target); err == nil {
-		hdr, err := f.Builder.Headers(ctx, t)
-		if err != nil {
-			return nil, err
-		}
-		return &build.Cross{CacheDir: cacheDir, Strict: strict, Kbuild: build.Kbuild{Headers: hdr, Arch: t.ModuleBuild.Arch,
-			CrossCompile: t.ModuleBuild.CrossCompile, CrossPackage: t.ModuleBuild.CrossPackage, Release: t.Kernel.Release}}, nil
-	}
-	b, err := f.board(target)
+	p, err := f.ownerOrErr(target)
 	if err != nil {
 		return nil, err
 	}
-	if info := b.Info(); info.Build == "prebuilt" {
-		return &build.Prebuilt{Dir: info.Prebuilt}, nil
-	}
-	return build.Native{}, nil
+	return p.Strategy(ctx, target, cacheDir, strict)
 }
 
-// Acquire implements run.Machines: boot a QEMU guest or connect to a board.
+// Acquire implements run.Machines: boot a QEMU guest, connect to a board, or whatever
+// the owning kind does.
 func (f *Fleet) Acquire(ctx context.Context, target, consoleLog string) (runner.Runner, error) {
-	if t, err := images.Lookup(target); err == nil {
-		img, err := f.Builder.BuildWith(ctx, t, f.Guest)
-		if err != nil {
-			return nil, err
-		}
-		timeout := f.BootTimeout
-		if timeout == 0 {
-			timeout = 4 * time.Minute
-		}
-		g, err := qemu.Boot(ctx, qemu.Config{Image: img, Accel: f.Accel, ConsoleLog: consoleLog, Log: f.Log, NoSnapshot: f.NoSnapshot,
-			Append: strings.Join(f.Cmdline, " ")}, f.Builder.KeyDir(), timeout)
-		if err != nil {
-			return nil, err
-		}
-		return g, nil
-	}
-	if _, err := f.board(target); err != nil {
-		return nil, err
-	}
-	s, err := f.Boards.Attach(ctx, target) // an idle board of the label, not the first one
+	p, err := f.ownerOrErr(target)
 	if err != nil {
 		return nil, err
 	}
-	if err := f.checkBoard(ctx, s); err != nil {
-		s.Close()
-		return nil, err
-	}
-	return s, nil
+	return p.Acquire(ctx, target, consoleLog)
+}
+
+// Batch is the batch side of the kind that owns target (runner.Batch: cells run as
+// whole jobs), nil for a kind whose machines the pipeline drives command by command.
+func (f *Fleet) Batch(target string) runner.Batch {
+	b, _ := f.owner(target).(runner.Batch)
+	return b
 }

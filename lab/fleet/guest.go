@@ -20,24 +20,40 @@ func (f *Fleet) CheckGuest(ctx context.Context, j *job.Job) error {
 	f.Cmdline = j.Guest.Cmdline
 	seen := map[string]bool{}
 	for _, name := range j.Targets {
-		t, err := images.Lookup(name)
-		if err != nil || seen[t.Name] {
-			continue // a board: checked when attached
+		k, ok := f.owner(name).(interface {
+			checkGuest(ctx context.Context, j *job.Job, name string, seen map[string]bool) error
+		})
+		if !ok {
+			continue // a kind that checks the additions when it attaches (boards)
 		}
-		seen[t.Name] = true
-		if i, err := images.CheckCmdline(f.Cmdline, t.QEMU.Append); err != nil {
-			return j.GuestItemError("guest.cmdline", i, err.Error())
-		}
-		if f.Guest.Empty() {
-			continue
-		}
-		if err := f.Builder.CheckAdditions(ctx, t, f.Guest); err != nil {
-			var ae *images.AdditionError
-			if errors.As(err, &ae) {
-				return j.GuestError(ae.Field, ae.Msg)
-			}
+		if err := k.checkGuest(ctx, j, name, seen); err != nil {
 			return err
 		}
+	}
+	return nil
+}
+
+// checkGuest checks one QEMU target's suite and kernel against the job's additions
+// (each base target once: seen).
+func (k qemuKind) checkGuest(ctx context.Context, j *job.Job, name string, seen map[string]bool) error {
+	f := k.f
+	t, err := images.Lookup(name)
+	if err != nil || seen[t.Name] {
+		return err
+	}
+	seen[t.Name] = true
+	if i, err := images.CheckCmdline(f.Cmdline, t.QEMU.Append); err != nil {
+		return j.GuestItemError("guest.cmdline", i, err.Error())
+	}
+	if f.Guest.Empty() {
+		return nil
+	}
+	if err := f.Builder.CheckAdditions(ctx, t, f.Guest); err != nil {
+		var ae *images.AdditionError
+		if errors.As(err, &ae) {
+			return j.GuestError(ae.Field, ae.Msg)
+		}
+		return err
 	}
 	return nil
 }

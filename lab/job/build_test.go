@@ -1,6 +1,10 @@
 package job
 
-import "testing"
+import (
+	"testing"
+
+	"github.com/kmodlab/kmodlab/lab/verdict"
+)
 
 func TestBuildFailsExpectation(t *testing.T) {
 	text := `name: rd
@@ -17,16 +21,16 @@ expect: {cells: {"*@trixie": build-fails}}
 		t.Error("build.strict not read")
 	}
 	for _, c := range j.Cells() {
-		want := Clean
+		want := verdict.ExpectClean
 		if c.Target == "armv7-lpae@trixie" {
-			want = BuildFails
+			want = verdict.ExpectBuildFails
 		}
 		if c.Expect != want {
 			t.Errorf("%s expects %s, want %s", c.ID, c.Expect, want)
 		}
 	}
 	// Targets outside the job (a sweep's) get the same patterns.
-	for target, want := range map[string]string{"x86_64@trixie": BuildFails, "x86_64": "", "i386-pae": "", "armv7-lpae@trixie": BuildFails} {
+	for target, want := range map[string]verdict.Expectation{"x86_64@trixie": verdict.ExpectBuildFails, "x86_64": "", "i386-pae": "", "armv7-lpae@trixie": verdict.ExpectBuildFails} {
 		if got := j.BuildExpect(target); got != want {
 			t.Errorf("BuildExpect(%s) = %q, want %q", target, got, want)
 		}
@@ -41,7 +45,7 @@ expect: {cells: {"x86_64@trixie/a": build-fails}}
 	if err != nil {
 		t.Fatal(err)
 	}
-	if m.BuildExpect("x86_64@trixie") != BuildFails || m.BuildExpect("x86_64") != "" {
+	if m.BuildExpect("x86_64@trixie") != verdict.ExpectBuildFails || m.BuildExpect("x86_64") != "" {
 		t.Error("matrix cells")
 	}
 }

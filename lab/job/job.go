@@ -12,14 +12,11 @@ import (
 	"os"
 	"path"
 	"path/filepath"
-	"regexp"
-	"sort"
 	"strings"
-	"text/template"
 	"time"
 
 	"github.com/kmodlab/kmodlab/internal/yamlline"
-	"github.com/kmodlab/kmodlab/lab/runner"
+	"github.com/kmodlab/kmodlab/lab/verdict"
 	"gopkg.in/yaml.v3"
 )
 
@@ -92,18 +89,18 @@ type Step struct {
 	// OnFailure says what a failed stress step means: "evidence" (judged with its
 	// report; the default for steps with a report) or "infra" (the lab could not
 	// judge; the default otherwise).
-	OnFailure string `yaml:"on_failure"`
+	OnFailure verdict.Policy `yaml:"on_failure"`
 }
 
 // FailurePolicy is the step's on_failure, with its default.
-func (s Step) FailurePolicy() string {
+func (s Step) FailurePolicy() verdict.Policy {
 	if s.OnFailure != "" {
 		return s.OnFailure
 	}
 	if s.Report != "" {
-		return "evidence"
+		return verdict.PolicyEvidence
 	}
-	return "infra"
+	return verdict.PolicyInfra
 }
 
 // Timeouts per phase.
@@ -117,11 +114,11 @@ type Timeouts struct {
 // Expect says what each cell should show: "reproduces", "crashes", "clean" or
 // "cannot-detect".
 type Expect struct {
-	Default string            `yaml:"default"`
-	Cells   map[string]string `yaml:"cells"` // cell pattern (path.Match) -> expectation
+	Default verdict.Expectation            `yaml:"default"`
+	Cells   map[string]verdict.Expectation `yaml:"cells"` // cell pattern (path.Match) -> expectation
 	// MinEvidence is what a cell must have checked before "nothing diverged" counts
 	// as clean; a cell with less is INCONCLUSIVE. Default: {io: 100}.
-	MinEvidence *MinEvidence `yaml:"min_evidence"`
+	MinEvidence *verdict.MinEvidence `yaml:"min_evidence"`
 	// MinRate is the share of repeats (--repeat) that must meet the expectation, for
 	// flaky bugs; default 1: every repeat.
 	MinRate float64 `yaml:"min_rate"`
@@ -143,32 +140,13 @@ func (e Expect) Factor() float64 {
 	return *e.EvidenceFactor
 }
 
-// MinEvidence is the least evidence a clean cell needs.
-type MinEvidence struct {
-	Transactions int `yaml:"transactions"` // trace transactions checked (reads and writes with both views)
-	IO           int `yaml:"io"`           // verified reads and writes in the stress reports
-	Ops          int `yaml:"ops"`          // other checked operations (a fuzzer's calls)
-}
-
 // Evidence is the job's min_evidence, with its default.
-func (e Expect) Evidence() MinEvidence {
+func (e Expect) Evidence() verdict.MinEvidence {
 	if e.MinEvidence == nil {
-		return MinEvidence{IO: 100}
+		return verdict.DefaultMinEvidence
 	}
 	return *e.MinEvidence
 }
-
-// Expectations.
-const (
-	Reproduces = "reproduces"
-	Crashes    = "crashes"
-	Clean      = "clean"
-	// CannotDetect is for cells on a machine known to hide the bug class (a stock
-	// kernel line under emulation whose canary is negative): saying so keeps the
-	// matrix honest without calling the cell clean.
-	CannotDetect = "cannot-detect"
-	BuildFails   = "build-fails" // the module does not build for the cell's kernel (BUILD-FAILED)
-)
 
 // Duration is a time.Duration written as "30s".
 type Duration time.Duration
@@ -347,7 +325,7 @@ func (j *Job) check(root *yaml.Node, known func(string) bool) error {
 			if s.Ready != "" && !s.Background {
 				return bad(where+".ready", "only a background step has a ready check", phase, fmt.Sprint(i), "ready")
 			}
-			if s.OnFailure != "" && s.OnFailure != "infra" && s.OnFailure != "evidence" {
+			if s.OnFailure != "" && s.OnFailure != verdict.PolicyInfra && s.OnFailure != verdict.PolicyEvidence {
 				return bad(where+".on_failure", fmt.Sprintf("%q: want infra or evidence", s.OnFailure), phase, fmt.Sprint(i), "on_failure")
 			}
 			for _, text := range []string{s.Run, s.Ready, s.Report} {
@@ -399,9 +377,9 @@ func (j *Job) check(root *yaml.Node, known func(string) bool) error {
 			return bad(fmt.Sprintf("build.files[%d].src", i), fmt.Sprintf("%s: no such file", j.Path(f.Src)), "build", "files", fmt.Sprint(i), "src")
 		}
 	}
-	check := func(field, v string, keys ...string) error {
-		if v != Reproduces && v != Clean && v != Crashes && v != CannotDetect && v != BuildFails {
-			return bad(field, fmt.Sprintf("%q: want %q, %q, %q, %q or %q", v, Reproduces, Crashes, Clean, CannotDetect, BuildFails), keys...)
+	check := func(field string, v verdict.Expectation, keys ...string) error {
+		if v != verdict.ExpectReproduces && v != verdict.ExpectClean && v != verdict.ExpectCrashes && v != verdict.ExpectCannotDetect && v != verdict.ExpectBuildFails {
+			return bad(field, fmt.Sprintf("%q: want %q, %q, %q, %q or %q", v, verdict.ExpectReproduces, verdict.ExpectCrashes, verdict.ExpectClean, verdict.ExpectCannotDetect, verdict.ExpectBuildFails), keys...)
 		}
 		return nil
 	}
@@ -432,7 +410,7 @@ func (j *Job) check(root *yaml.Node, known func(string) bool) error {
 		return bad("expect.min_evidence", "counts cannot be negative", "expect", "min_evidence")
 	}
 	if j.Expect.Default == "" {
-		j.Expect.Default = Clean
+		j.Expect.Default = verdict.ExpectClean
 	}
 	if err := check("expect.default", j.Expect.Default, "expect", "default"); err != nil {
 		return err
@@ -457,45 +435,6 @@ func (j *Job) check(root *yaml.Node, known func(string) bool) error {
 	return nil
 }
 
-func (j *Job) tmpl(text string) (*template.Template, error) {
-	return template.New("step").Option("missingkey=error").Funcs(template.FuncMap{"raw": raw}).Parse(text)
-}
-
-// Template values are shell-quoted. A step's run and ready are shell commands on the
-// machine, often a root shell on real hardware, and their values come from the job's
-// vars and matrix and from --set on the command line: {{.fuzz}} with --set
-// fuzz='1s; touch /tmp/owned #' must be one argument, not a second command. So every
-// value is inserted as one shell word (ShellWord): as it is when it holds only
-// characters no shell treats specially (what every bundled job uses, so their
-// commands read as before), else single-quoted. {{raw .x}} inserts a value as it is,
-// for a var meant to hold several words; docs/jobs.md says when that is safe.
-
-// shellValue is a template value that prints as one shell word.
-type shellValue string
-
-func (v shellValue) String() string { return ShellWord(string(v)) }
-
-// raw is the opt-out: the value as written.
-func raw(v any) string {
-	if s, ok := v.(shellValue); ok {
-		return string(s)
-	}
-	return fmt.Sprint(v)
-}
-
-// safeWord is what a shell reads as one literal word, in any position.
-var safeWord = regexp.MustCompile(`^[A-Za-z0-9._/:=@%+,-]+$`)
-
-// ShellWord is s as one shell word: s itself when it needs no quoting, else
-// single-quoted (runner.Quote).
-func ShellWord(s string) string {
-	if safeWord.MatchString(s) {
-		return s
-	}
-	return runner.Quote(s)
-}
-
-// Path resolves a path from the job file relative to the job's root.
 func (j *Job) Path(p string) string {
 	if filepath.IsAbs(p) {
 		return p
@@ -536,170 +475,6 @@ func StepName(phase string, i int, s Step) string {
 		return s.Name
 	}
 	return fmt.Sprintf("%s%d", phase, i)
-}
-
-// Cell is one target with one choice of matrix values.
-type Cell struct {
-	ID     string            `json:"id"` // target/value/value… in sorted parameter order
-	Target string            `json:"target"`
-	Params map[string]string `json:"params"`
-	Expect string            `json:"expect"`
-}
-
-// Keys are the matrix parameter names, sorted.
-func (j *Job) Keys() []string {
-	var k []string
-	for key := range j.Matrix {
-		k = append(k, key)
-	}
-	sort.Strings(k)
-	return k
-}
-
-// Cells expands targets × matrix, in file order of targets and values.
-func (j *Job) Cells() []Cell {
-	keys := j.Keys()
-	combos := []map[string]string{{}}
-	for _, k := range keys {
-		var next []map[string]string
-		for _, c := range combos {
-			for _, v := range j.Matrix[k] {
-				m := map[string]string{k: v}
-				for kk, vv := range c {
-					m[kk] = vv
-				}
-				next = append(next, m)
-			}
-		}
-		combos = next
-	}
-	var cells []Cell
-	for _, t := range j.Targets {
-		for _, c := range combos {
-			id := t
-			for _, k := range keys {
-				id += "/" + c[k]
-			}
-			cells = append(cells, Cell{ID: id, Target: t, Params: c, Expect: j.expectFor(id)})
-		}
-	}
-	return cells
-}
-
-// expectFor is the most specific matching pattern's expectation: fewest wildcards
-// wins, then the longest pattern, then the first in sorted order.
-func (j *Job) expectFor(id string) string {
-	best, bestScore := j.Expect.Default, -1<<30
-	pats := make([]string, 0, len(j.Expect.Cells))
-	for pat := range j.Expect.Cells {
-		pats = append(pats, pat)
-	}
-	sort.Strings(pats)
-	for _, pat := range pats {
-		score := len(pat) - 1000*strings.Count(pat, "*") - 1000*strings.Count(pat, "?")
-		if ok, _ := path.Match(pat, id); ok && score > bestScore {
-			best, bestScore = j.Expect.Cells[pat], score
-		}
-	}
-	return best
-}
-
-// Select filters cells by patterns (path.Match on the ID, or a plain prefix).
-func Select(cells []Cell, patterns []string) ([]Cell, error) {
-	if len(patterns) == 0 {
-		return cells, nil
-	}
-	var out []Cell
-	for _, c := range cells {
-		for _, p := range patterns {
-			ok, err := path.Match(p, c.ID)
-			if err != nil {
-				return nil, fmt.Errorf("--cell %q: %w", p, err)
-			}
-			if ok || c.ID == p || strings.HasPrefix(c.ID, strings.TrimSuffix(p, "/")+"/") {
-				out = append(out, c)
-				break
-			}
-		}
-	}
-	if len(out) == 0 {
-		var ids []string
-		for _, c := range cells {
-			ids = append(ids, c.ID)
-		}
-		return nil, fmt.Errorf("--cell %s matches no cell (cells: %s)", strings.Join(patterns, ","), strings.Join(ids, ", "))
-	}
-	return out, nil
-}
-
-// Expand fills a step's shell command (run, ready) for a cell: matrix values, vars
-// (with extra, the --set overrides), target, cell, seed, dest; each value shell-quoted
-// (ShellWord).
-func (j *Job) Expand(text string, c Cell, seed int64, extra map[string]string) (string, error) {
-	return j.expand(text, c, seed, extra, func(s string) any { return shellValue(s) })
-}
-
-// ExpandPath fills a file path (a step's report, a collect entry) with the values as
-// they are: a path is not read by a shell (the lab quotes it where one does).
-func (j *Job) ExpandPath(text string, c Cell, seed int64, extra map[string]string) (string, error) {
-	return j.expand(text, c, seed, extra, func(s string) any { return s })
-}
-
-func (j *Job) expand(text string, c Cell, seed int64, extra map[string]string, val func(string) any) (string, error) {
-	t, err := j.tmpl(text)
-	if err != nil {
-		return "", err
-	}
-	data := map[string]any{}
-	for k, v := range j.Vars {
-		data[k] = val(v)
-	}
-	for k, v := range extra {
-		data[k] = val(v)
-	}
-	for k, v := range c.Params {
-		data[k] = val(v)
-	}
-	data["target"] = val(c.Target)
-	data["cell"] = val(c.ID)
-	data["seed"] = seed
-	data["dest"] = val(j.Dest())
-	var b strings.Builder
-	if err := t.Execute(&b, data); err != nil {
-		return "", fmt.Errorf("%s: %w", j.File, err)
-	}
-	return b.String(), nil
-}
-
-// CheckSet checks --set overrides: each names one of the job's vars (a matrix
-// parameter is chosen with --cell, the lab's own variables are not set by hand).
-func (j *Job) CheckSet(set map[string]string) error {
-	keys := make([]string, 0, len(set))
-	for k := range set {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	var vars []string
-	for k := range j.Vars {
-		vars = append(vars, k)
-	}
-	sort.Strings(vars)
-	known := strings.Join(vars, ", ")
-	if known == "" {
-		known = "none"
-	}
-	for _, k := range keys {
-		switch _, isVar := j.Vars[k]; {
-		case isVar:
-		case j.Matrix[k] != nil:
-			return fmt.Errorf("--set %s: %s is a matrix parameter of %s; choose its cells with --cell", k, k, j.File)
-		case reservedVar[k]:
-			return fmt.Errorf("--set %s: %s is set by the lab", k, k)
-		default:
-			return fmt.Errorf("--set %s: %s has no var %q (its vars: %s)", k, j.File, k, known)
-		}
-	}
-	return nil
 }
 
 // Dest is where artifacts go on the machine.

@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/kmodlab/kmodlab/lab/verdict"
 )
 
 func known(t string) bool { return t == "armv7-lpae" || t == "i386-pae" || t == "x86_64" }
@@ -19,7 +21,7 @@ func TestDefaultJob(t *testing.T) {
 	if len(cells) != 12 {
 		t.Fatalf("%d cells, want 12", len(cells))
 	}
-	want := map[string]string{"armv7-lpae/atomic": Reproduces, "i386-pae/local": Reproduces, "x86_64/atomic": Clean, "armv7-lpae/kmap": Clean}
+	want := map[string]verdict.Expectation{"armv7-lpae/atomic": verdict.ExpectReproduces, "i386-pae/local": verdict.ExpectReproduces, "x86_64/atomic": verdict.ExpectClean, "armv7-lpae/kmap": verdict.ExpectClean}
 	for _, c := range cells {
 		if w, ok := want[c.ID]; ok && c.Expect != w {
 			t.Errorf("%s expects %s, want %s", c.ID, c.Expect, w)
@@ -95,9 +97,9 @@ expect:
 		t.Fatalf("cells: %+v", cells)
 	}
 	for _, c := range cells {
-		want := Clean
+		want := verdict.ExpectClean
 		if c.Params["x"] == "1" && c.ID != "b/1/q" {
-			want = Reproduces
+			want = verdict.ExpectReproduces
 		}
 		if c.Expect != want {
 			t.Errorf("%s expects %s, want %s", c.ID, c.Expect, want)
@@ -120,7 +122,7 @@ func FuzzParse(f *testing.F) {
 		}
 		seen := map[string]bool{}
 		for _, c := range j.Cells() {
-			if c.Expect != Clean && c.Expect != Reproduces && c.Expect != Crashes {
+			if c.Expect != verdict.ExpectClean && c.Expect != verdict.ExpectReproduces && c.Expect != verdict.ExpectCrashes {
 				t.Fatalf("cell %s expects %q", c.ID, c.Expect)
 			}
 			if seen[c.ID] {
@@ -146,7 +148,7 @@ func TestExpectFields(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := j.Expect.Evidence(); got != (MinEvidence{IO: 100}) {
+	if got := j.Expect.Evidence(); got != (verdict.MinEvidence{IO: 100}) {
 		t.Errorf("default min_evidence %+v", got)
 	}
 	if got := j.Expect.Factor(); got != DefaultEvidenceFactor {
@@ -159,7 +161,7 @@ func TestExpectFields(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if j.Expect.Evidence() != (MinEvidence{Transactions: 5, Ops: 7}) || j.Expect.MinRate != 0.9 || j.Cells()[0].Expect != Crashes {
+	if j.Expect.Evidence() != (verdict.MinEvidence{Transactions: 5, Ops: 7}) || j.Expect.MinRate != 0.9 || j.Cells()[0].Expect != verdict.ExpectCrashes {
 		t.Errorf("%+v", j.Expect)
 	}
 	for text, want := range map[string]float64{"evidence_factor: 0": 0, "evidence_factor: 1.5": 1.5} {

@@ -113,16 +113,18 @@ func unescape(s string) string {
 	return b.String()
 }
 
-// Window follows one cell's records: those after Start, up to the end the lab sets.
-// It counts records lost before the first one it sees and between any two.
+// Window is one cell's records: those after Start, up to End, the newest record at
+// collect. While the cell runs it follows them (Add), counting records lost before the
+// first one it sees and between any two; the verdict and the report read it after.
 type Window struct {
-	Start   uint64 // the newest record before the cell began
-	Next    uint64 // the sequence number expected next
-	Records int    // records seen inside the window
-	Lost    int    // records missing (sequence gaps), including at the start
-	Gaps    []Gap  // where, the first few
-	Bad     int    // lines that were not records
-	FirstTS int64  // timestamp of the first record seen, -1 none
+	Start   uint64 `json:"start"`          // the newest record before the cell began
+	End     uint64 `json:"end"`            // the newest record at collect (set when the window is closed)
+	Records int    `json:"records"`        // records seen inside the window
+	Lost    int    `json:"lost"`           // records missing (sequence gaps), including at the start
+	Gaps    []Gap  `json:"gaps,omitempty"` // where, the first few
+	Next    uint64 `json:"-"`              // the sequence number expected next
+	Bad     int    `json:"-"`              // lines that were not records
+	FirstTS int64  `json:"-"`              // timestamp of the first record seen, -1 none
 }
 
 // Gap is a run of missing records.

@@ -118,11 +118,17 @@ func attach(ctx context.Context, inst *Instance, keyDir string) (*Guest, error) 
 		c.Close()
 		return nil, fmt.Errorf("boot %s: first command: %w", inst.Image.Target.Name, err)
 	}
-	t := inst.Image.Target
-	g := &Guest{Instance: inst, ssh: c, BootTime: time.Since(inst.Started), info: runner.Info{
-		Name: t.Name, Kind: "qemu", Target: t.Name, GOARCH: t.GOARCH, GOARM: t.GOARM,
-		KernelRelease: strings.TrimSpace(rel), Accel: inst.Accel, Build: "cross", ImageHash: inst.Image.Hash}}
-	return g, nil
+	info := Describe(inst.Image.Target)
+	info.KernelRelease, info.Accel, info.ImageHash = strings.TrimSpace(rel), inst.Accel, inst.Image.Hash
+	return &Guest{Instance: inst, ssh: c, BootTime: time.Since(inst.Started), info: info}, nil
+}
+
+// Describe says what a guest of target t is before it boots; a booted guest's Info
+// adds what only the machine knows (the kernel release it reports, the accelerator,
+// the image hash).
+func Describe(t *images.Target) runner.Info {
+	return runner.Info{Name: t.Name, Kind: runner.KindQEMU, Target: t.Name, GOARCH: t.GOARCH, GOARM: t.GOARM,
+		KernelRelease: t.Kernel.Release, Build: "cross"}
 }
 
 // Info implements runner.Runner.

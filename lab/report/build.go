@@ -3,6 +3,8 @@ package report
 import (
 	"fmt"
 	"strings"
+
+	"github.com/kmodlab/kmodlab/lab/verdict"
 )
 
 // Build is how the job's modules built for a cell's kernel: the first error (for a
@@ -49,11 +51,11 @@ func (r *Run) Warnings() int {
 // warnings) or its first error.
 func (c *Cell) BuildLine() string {
 	switch {
-	case c.Verdict == BuildFailed && c.Build != nil:
+	case c.Verdict == verdict.BuildFailed && c.Build != nil:
 		return "FAILED " + c.Build.FirstError
 	case c.Build != nil && c.Build.Warnings > 0:
 		return fmt.Sprintf("%d warning%s", c.Build.Warnings, map[bool]string{true: "s"}[c.Build.Warnings > 1])
-	case c.Verdict == Infra:
+	case c.Verdict == verdict.Infra:
 		return "INFRA " + strings.Join(c.Reasons, "; ")
 	}
 	return "built"

@@ -4,13 +4,15 @@ import (
 	"encoding/json"
 	"strings"
 	"testing"
+
+	"github.com/kmodlab/kmodlab/lab/verdict"
 )
 
 func buildRun() *Run {
 	return &Run{Job: "rd", JobFile: "examples/rapiddisk/job.yaml", Cells: []*Cell{
-		{ID: "armv7-lpae", Target: "armv7-lpae", Verdict: Clean, Expect: "clean", Met: true,
+		{ID: "armv7-lpae", Target: "armv7-lpae", Verdict: verdict.Clean, Expect: "clean", Met: true,
 			Build: &Build{Warnings: 1, List: []string{"rapiddisk.c:104: no previous prototype for 'x'"}}},
-		{ID: "armv7-lpae@trixie", Target: "armv7-lpae@trixie", Verdict: BuildFailed, Expect: "build-fails", Met: true,
+		{ID: "armv7-lpae@trixie", Target: "armv7-lpae@trixie", Verdict: verdict.BuildFailed, Expect: "build-fails", Met: true,
 			Evidence: []string{"build: rapiddisk.c:815: implicit declaration of function 'blk_queue_logical_block_size'"},
 			Build:    &Build{FirstError: "rapiddisk.c:815: implicit declaration of function 'blk_queue_logical_block_size'", Module: "rapiddisk"},
 			BuildSource: &Source{File: "examples/rapiddisk/rapiddisk/rapiddisk.c", Line: 815,

@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/kmodlab/kmodlab/lab/verdict"
 )
 
 // Shard is one shard's results as read from its directory.
@@ -158,7 +160,7 @@ func (r *Run) Annotations() []string {
 			if c.Met {
 				kind = "notice"
 			}
-		} else if c.Met && c.Verdict != Infra {
+		} else if c.Met && c.Verdict != verdict.Infra {
 			continue
 		}
 		msg := fmt.Sprintf("%s: %s, expected %s", c.ID, c.Verdict, c.Expect)

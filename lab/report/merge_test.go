@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/kmodlab/kmodlab/lab/console"
+	"github.com/kmodlab/kmodlab/lab/verdict"
 )
 
 // shards writes sample()'s cells as two shards (one per target) and reads them back.
@@ -142,9 +143,9 @@ func TestAnnotations(t *testing.T) {
 func TestAnnotationAtCrashSource(t *testing.T) {
 	src := &Source{File: "kmod/userblk.c", Line: 503, Frame: "userblk_ioctl+0x5dc/0xd8c [userblk] (kmod/userblk.c:503)"}
 	r := &Run{JobFile: "jobs/j.yaml", Cells: []*Cell{
-		{ID: "a/local", Verdict: Crashed, Expect: "reproduces", Met: true, CrashSource: src},
-		{ID: "a/kmap", Verdict: Crashed, Expect: "clean", CrashSource: src},
-		{ID: "a/copier", Verdict: Clean, Expect: "clean", Met: true},
+		{ID: "a/local", Verdict: verdict.Crashed, Expect: "reproduces", Met: true, CrashSource: src},
+		{ID: "a/kmap", Verdict: verdict.Crashed, Expect: "clean", CrashSource: src},
+		{ID: "a/copier", Verdict: verdict.Clean, Expect: "clean", Met: true},
 	}}
 	a := r.Annotations()
 	if len(a) != 2 || !strings.HasPrefix(a[0], "::notice file=kmod/userblk.c,line=503,title=a/local") ||
@@ -192,7 +193,7 @@ func TestMergeRejectsBadShards(t *testing.T) {
 }
 
 func TestChartIgnoresNegativeTimes(t *testing.T) {
-	r := &Run{Job: "j", Cells: []*Cell{{ID: "x/a", Target: "x", Verdict: Reproduced, Expect: "reproduces", Met: true,
+	r := &Run{Job: "j", Cells: []*Cell{{ID: "x/a", Target: "x", Verdict: verdict.Reproduced, Expect: "reproduces", Met: true,
 		Divergences: []int64{-5, 0, 10, 1 << 62}}}}
 	if h := r.HTML(); strings.Contains(h, "report error") || !strings.Contains(h, "<svg") {
 		t.Errorf("index.html with negative and huge times: %.300s", h)

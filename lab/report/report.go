@@ -13,25 +13,14 @@ import (
 	"time"
 
 	"github.com/kmodlab/kmodlab/lab/console"
+	"github.com/kmodlab/kmodlab/lab/kmsg"
 	"github.com/kmodlab/kmodlab/lab/trace"
 	"github.com/kmodlab/kmodlab/lab/verdict"
 )
 
-// Verdicts (lab/verdict defines them and their rules).
-const (
-	Reproduced   = verdict.Reproduced
-	Crashed      = verdict.Crashed
-	Hung         = verdict.Hung
-	Clean        = verdict.Clean
-	CannotDetect = verdict.CannotDetect
-	Inconclusive = verdict.Inconclusive
-	Infra        = verdict.Infra
-	BuildFailed  = verdict.BuildFailed
-)
-
 // Meets says whether a verdict satisfies an expectation, for a crash that is
 // attributed to the job's modules (cells carry Attributed for that).
-func Meets(v, expect string) bool {
+func Meets(v verdict.Verdict, expect verdict.Expectation) bool {
 	return verdict.Meets(verdict.Decision{Verdict: v, Attributed: true}, expect)
 }
 
@@ -56,27 +45,12 @@ type Source struct {
 	Frame string `json:"frame"` // "userblk_ioctl+0x5dc/0xd8c [userblk] (kmod/userblk.c:503)"
 }
 
-// Window is the cell's kernel-log window, by record sequence number.
-type Window struct {
-	Start   uint64 `json:"start"` // the newest record before the cell
-	End     uint64 `json:"end"`   // the newest record at collect
-	Records int    `json:"records"`
-	Lost    int    `json:"lost"` // records the ring buffer dropped inside the window
-	Gaps    []Gap  `json:"gaps,omitempty"`
-}
-
-// Gap is a run of lost records.
-type Gap struct {
-	After   uint64 `json:"after"`
-	Missing int    `json:"missing"`
-}
-
 // RunResult is one repeat of a cell (kmodlab run --repeat N).
 type RunResult struct {
-	Repeat  int      `json:"repeat"`
-	Verdict string   `json:"verdict"`
-	Met     bool     `json:"met"`
-	Reasons []string `json:"reasons"`
+	Repeat  int             `json:"repeat"`
+	Verdict verdict.Verdict `json:"verdict"`
+	Met     bool            `json:"met"`
+	Reasons []string        `json:"reasons"`
 	// FirstDivergenceMS is the first divergence after stress started, -1 none.
 	FirstDivergenceMS int64 `json:"first_divergence_ms"`
 	// StopMS is when stress stopped after it started, and why.
@@ -88,38 +62,38 @@ type RunResult struct {
 
 // Cell is one cell's result.
 type Cell struct {
-	ID          string             `json:"id"`
-	Target      string             `json:"target"`
-	Params      map[string]string  `json:"params"`
-	Runner      string             `json:"runner"`
-	Verdict     string             `json:"verdict"`
-	Expect      string             `json:"expect"`
-	Met         bool               `json:"met"`
-	Evidence    []string           `json:"evidence"`
-	Error       string             `json:"error,omitempty"`
-	Seed        int64              `json:"seed"`
-	Replay      string             `json:"replay"`
-	Trace       *TraceSummary      `json:"trace,omitempty"`
-	Stress      *Stress            `json:"stress,omitempty"`
-	Crash       *console.Report    `json:"crash,omitempty"`
-	Canary      string             `json:"canary,omitempty"`
-	Timings     map[string]float64 `json:"timings"`
-	Kernel      string             `json:"kernel"`
-	ImageHash   string             `json:"image_hash,omitempty"`
-	ModuleHash  string             `json:"module_hash,omitempty"`
-	Accel       string             `json:"accel,omitempty"`
-	LogDir      string             `json:"log_dir"`
-	Divergences []int64            `json:"divergence_ms,omitempty"` // ms since stress start, for the chart
+	ID          string              `json:"id"`
+	Target      string              `json:"target"`
+	Params      map[string]string   `json:"params"`
+	Runner      string              `json:"runner"`
+	Verdict     verdict.Verdict     `json:"verdict"`
+	Expect      verdict.Expectation `json:"expect"`
+	Met         bool                `json:"met"`
+	Evidence    []string            `json:"evidence"`
+	Error       string              `json:"error,omitempty"`
+	Seed        int64               `json:"seed"`
+	Replay      string              `json:"replay"`
+	Trace       *TraceSummary       `json:"trace,omitempty"`
+	Stress      *Stress             `json:"stress,omitempty"`
+	Crash       *console.Report     `json:"crash,omitempty"`
+	Canary      string              `json:"canary,omitempty"`
+	Timings     map[string]float64  `json:"timings"`
+	Kernel      string              `json:"kernel"`
+	ImageHash   string              `json:"image_hash,omitempty"`
+	ModuleHash  string              `json:"module_hash,omitempty"`
+	Accel       string              `json:"accel,omitempty"`
+	LogDir      string              `json:"log_dir"`
+	Divergences []int64             `json:"divergence_ms,omitempty"` // ms since stress start, for the chart
 	// Reasons are the verdict's own reasons (Evidence adds the numbers behind them).
 	Reasons    []string `json:"reasons,omitempty"`
 	Attributed bool     `json:"attributed,omitempty"`
 	// CrashSource is the first frame of the crash in the job's own modules, at its
 	// source line (from the built module's debug info), when it could be placed.
-	CrashSource *Source `json:"crash_source,omitempty"`
-	Attribution string  `json:"attribution,omitempty"`
-	CanaryState string  `json:"canary_state,omitempty"`
-	Highmem     bool    `json:"highmem"`
-	Window      *Window `json:"window,omitempty"`
+	CrashSource *Source      `json:"crash_source,omitempty"`
+	Attribution string       `json:"attribution,omitempty"`
+	CanaryState string       `json:"canary_state,omitempty"`
+	Highmem     bool         `json:"highmem"`
+	Window      *kmsg.Window `json:"window,omitempty"`
 	// FirstDivergenceMS is the first divergence after stress started (-1 none);
 	// StopMS when stress stopped, and StopReason why (a sure verdict, or the end).
 	FirstDivergenceMS int64  `json:"first_divergence_ms"`
@@ -169,17 +143,24 @@ type Run struct {
 // Code is the run's exit code: 2 when a cell hit an infrastructure error, else 1 when
 // a cell missed its expectation, else 0.
 func (r *Run) Code() int {
-	code := 0
+	code := ExitOK
 	for _, c := range r.Cells {
-		if c.Verdict == Infra {
-			return 2
+		if c.Verdict == verdict.Infra {
+			return ExitInfra
 		}
 		if !c.Met {
-			code = 1
+			code = ExitMismatch
 		}
 	}
 	return code
 }
+
+// Exit codes of a run (results.json's exit_code, and every command that runs cells).
+const (
+	ExitOK       = 0
+	ExitMismatch = 1 // a cell's verdict differs from its expectation
+	ExitInfra    = 2 // boot, SSH, build or timeout: the lab could not judge
+)
 
 // Write writes every report file into dir. Each file appears whole or not at all (a
 // full disk leaves no truncated results.json for merge to read).
@@ -292,7 +273,7 @@ func (r *Run) Matrix() string {
 			c := at[[2]string{t, col}]
 			v := "-"
 			if c != nil {
-				v = c.Verdict
+				v = string(c.Verdict)
 				v += c.rateSuffix()
 				if !c.Met {
 					v += "!"
@@ -312,7 +293,7 @@ func (r *Run) Details() string {
 	for _, c := range r.Cells {
 		mark := "as expected"
 		if !c.Met {
-			mark = "EXPECTED " + strings.ToUpper(c.Expect)
+			mark = "EXPECTED " + strings.ToUpper(string(c.Expect))
 		}
 		fmt.Fprintf(&b, "\n%s: %s (%s)\n", c.ID, c.Verdict, mark)
 		if len(c.Runs) > 1 {
@@ -344,7 +325,7 @@ func firstLines(s string, n int) string {
 }
 
 // Counts is how many repeats gave verdict v.
-func (c *Cell) Counts(v string) int {
+func (c *Cell) Counts(v verdict.Verdict) int {
 	n := 0
 	for _, r := range c.Runs {
 		if r.Verdict == v {

@@ -3,29 +3,31 @@ package report
 import (
 	"encoding/xml"
 
-	"github.com/kmodlab/kmodlab/lab/trace"
 	"strings"
 	"testing"
+
+	"github.com/kmodlab/kmodlab/lab/trace"
+	"github.com/kmodlab/kmodlab/lab/verdict"
 )
 
 func sample() *Run {
 	return &Run{Job: "j", Cells: []*Cell{
-		{ID: "arm/atomic", Target: "arm", Verdict: Reproduced, Expect: "reproduces", Met: true, Evidence: []string{"trace: 3 of 9 diverged"},
+		{ID: "arm/atomic", Target: "arm", Verdict: verdict.Reproduced, Expect: "reproduces", Met: true, Evidence: []string{"trace: 3 of 9 diverged"},
 			Trace: &TraceSummary{FirstTable: "oper ...\n", First: &trace.Divergence{Kind: "x", Detail: "y"}}, Divergences: []int64{5, 50, 500}},
-		{ID: "arm/kmap", Target: "arm", Verdict: Reproduced, Expect: "clean", Met: false, Evidence: []string{"data: 2 blocks"}},
-		{ID: "x86/atomic", Target: "x86", Verdict: Infra, Expect: "clean", Met: false, Error: "boot timeout"},
-		{ID: "x86/kmap", Target: "x86", Verdict: Clean, Expect: "clean", Met: true},
+		{ID: "arm/kmap", Target: "arm", Verdict: verdict.Reproduced, Expect: "clean", Met: false, Evidence: []string{"data: 2 blocks"}},
+		{ID: "x86/atomic", Target: "x86", Verdict: verdict.Infra, Expect: "clean", Met: false, Error: "boot timeout"},
+		{ID: "x86/kmap", Target: "x86", Verdict: verdict.Clean, Expect: "clean", Met: true},
 	}}
 }
 
 func TestMeetsAndCode(t *testing.T) {
-	if !Meets(Crashed, "reproduces") || Meets(Crashed, "clean") || Meets(CannotDetect, "clean") {
+	if !Meets(verdict.Crashed, "reproduces") || Meets(verdict.Crashed, "clean") || Meets(verdict.CannotDetect, "clean") {
 		t.Error("Meets")
 	}
 	// cannot-detect is met by CANNOT-DETECT alone: a cell of a hiding machine that
 	// turns clean (or reproduces) must be noticed.
-	for _, v := range []string{CannotDetect, Clean, Reproduced, Inconclusive, Infra} {
-		if got := Meets(v, "cannot-detect"); got != (v == CannotDetect) {
+	for _, v := range []verdict.Verdict{verdict.CannotDetect, verdict.Clean, verdict.Reproduced, verdict.Inconclusive, verdict.Infra} {
+		if got := Meets(v, "cannot-detect"); got != (v == verdict.CannotDetect) {
 			t.Errorf("Meets(%s, cannot-detect) = %v", v, got)
 		}
 	}
@@ -77,12 +79,12 @@ func TestMatrixAndMarkdownAndHTML(t *testing.T) {
 
 func TestRepeatsAndInconclusive(t *testing.T) {
 	r := &Run{Job: "j", Cells: []*Cell{
-		{ID: "x/a", Target: "x", Verdict: Reproduced, Expect: "reproduces", Met: true, Rate: "REPRODUCED 29/30, clean 1/30",
-			Runs: append(make([]RunResult, 29, 30), RunResult{Verdict: Clean, FirstDivergenceMS: -1})},
-		{ID: "x/b", Target: "x", Verdict: Inconclusive, Expect: "clean", Reasons: []string{"only 3 verified reads and writes (the job asks for 40)"}},
+		{ID: "x/a", Target: "x", Verdict: verdict.Reproduced, Expect: "reproduces", Met: true, Rate: "REPRODUCED 29/30, clean 1/30",
+			Runs: append(make([]RunResult, 29, 30), RunResult{Verdict: verdict.Clean, FirstDivergenceMS: -1})},
+		{ID: "x/b", Target: "x", Verdict: verdict.Inconclusive, Expect: "clean", Reasons: []string{"only 3 verified reads and writes (the job asks for 40)"}},
 	}}
 	for i := range r.Cells[0].Runs[:29] {
-		r.Cells[0].Runs[i] = RunResult{Verdict: Reproduced, FirstDivergenceMS: int64(100 * (i + 1))}
+		r.Cells[0].Runs[i] = RunResult{Verdict: verdict.Reproduced, FirstDivergenceMS: int64(100 * (i + 1))}
 	}
 	if m := r.Matrix(); !strings.Contains(m, "REPRODUCED 29/30") || !strings.Contains(m, "INCONCLUSIVE!") {
 		t.Errorf("matrix:\n%s", m)
@@ -103,5 +105,19 @@ func TestRepeatsAndInconclusive(t *testing.T) {
 	j, _ := r.JUnit()
 	if !strings.Contains(string(j), `failures="1"`) {
 		t.Errorf("junit: %s", j)
+	}
+}
+
+func TestEveryVerdictHasAColour(t *testing.T) {
+	for _, v := range verdict.All {
+		if verdictColour[v] == "" {
+			t.Errorf("verdict %s has no colour in index.html", v)
+		}
+		if v.Severity() == 0 {
+			t.Errorf("verdict %s has no severity", v)
+		}
+	}
+	if css := string(verdictCSS()); !strings.Contains(css, ".cannotdetect{background:#ddd}") || !strings.Contains(css, ".reproduced{background:#fde2c8}") {
+		t.Errorf("verdict CSS: %s", css)
 	}
 }

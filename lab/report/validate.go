@@ -3,10 +3,10 @@ package report
 import (
 	"fmt"
 	"math"
+	"slices"
 	"strings"
 	"unicode"
 
-	"github.com/kmodlab/kmodlab/lab/job"
 	"github.com/kmodlab/kmodlab/lab/verdict"
 )
 
@@ -14,12 +14,6 @@ import (
 // it as outside input. Validate checks it field by field before anything is drawn
 // from it, so a bad shard is an error naming its file and field, never a panic or an
 // index out of range in the chart.
-
-var verdicts = map[string]bool{Reproduced: true, Crashed: true, Hung: true, Clean: true,
-	CannotDetect: true, Inconclusive: true, Infra: true, BuildFailed: true, verdict.Built: true}
-
-var expectations = map[string]bool{job.Reproduces: true, job.Crashes: true, job.Clean: true,
-	job.CannotDetect: true, job.BuildFails: true, verdict.ExpectBuilds: true}
 
 // maxSeconds bounds a duration in a shard (a year): beyond it, arithmetic on it as a
 // time.Duration would overflow.
@@ -109,12 +103,15 @@ func (v *validator) cell(f string, c *Cell) {
 	if c.Target != "" && c.ID != c.Target && !strings.HasPrefix(c.ID, c.Target+"/") {
 		v.bad(f+".target", "%q: the cell's id does not start with it", c.Target)
 	}
-	if !verdicts[c.Verdict] {
+	if !slices.Contains(verdict.All, c.Verdict) {
 		v.bad(f+".verdict", "%q: not a verdict", c.Verdict)
 	}
-	if !expectations[c.Expect] {
-		v.bad(f+".expect", "%q: want %s, %s, %s, %s, %s or %s", c.Expect, job.Reproduces, job.Crashes, job.Clean,
-			job.CannotDetect, job.BuildFails, verdict.ExpectBuilds)
+	if ex := verdict.Expectations; !slices.Contains(ex, c.Expect) {
+		var want []string
+		for _, e := range ex[:len(ex)-1] {
+			want = append(want, string(e))
+		}
+		v.bad(f+".expect", "%q: want %s or %s", c.Expect, strings.Join(want, ", "), ex[len(ex)-1])
 	}
 	for k, p := range c.Params {
 		v.text(f+".params."+k, k, true)
@@ -132,7 +129,7 @@ func (v *validator) cell(f string, c *Cell) {
 	}
 	for i, r := range c.Runs {
 		rf := fmt.Sprintf("%s.runs[%d]", f, i)
-		if !verdicts[r.Verdict] {
+		if !slices.Contains(verdict.All, r.Verdict) {
 			v.bad(rf+".verdict", "%q: not a verdict", r.Verdict)
 		}
 		v.ms(rf+".first_divergence_ms", r.FirstDivergenceMS, true)

@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/kmodlab/kmodlab/internal/sanitize"
+	"github.com/kmodlab/kmodlab/lab/verdict"
 )
 
 type junitSuites struct {
@@ -64,7 +65,7 @@ func (r *Run) JUnit() ([]byte, error) {
 		tc := junitCase{Name: c.ID, Classname: "kmodlab." + c.Target, Time: fmt.Sprintf("%.1f", total),
 			SystemOut: strings.Join(c.Evidence, "\n") + "\nreplay: " + c.Replay}
 		switch {
-		case c.Verdict == Infra:
+		case c.Verdict == verdict.Infra:
 			tc.Error = &junitMessage{Message: firstLine(c.Error), Type: "infrastructure", Text: c.Error}
 			s.Errors++
 			all.Errors++
@@ -73,7 +74,7 @@ func (r *Run) JUnit() ([]byte, error) {
 			if c.Trace != nil && c.Trace.FirstTable != "" {
 				text += "\n" + c.Trace.FirstTable
 			}
-			tc.Failure = &junitMessage{Message: fmt.Sprintf("%s, expected %s", c.Verdict, c.Expect), Type: c.Verdict, Text: text}
+			tc.Failure = &junitMessage{Message: fmt.Sprintf("%s, expected %s", c.Verdict, c.Expect), Type: string(c.Verdict), Text: text}
 			s.Failures++
 			all.Failures++
 		}
@@ -99,7 +100,6 @@ func firstLine(s string) string {
 // than any backtick run they hold, so no text can end a cell or a block early.
 func (r *Run) Markdown() string {
 	rows, cols, at := r.grid()
-	md := sanitize.MDText
 	var b strings.Builder
 	fmt.Fprintf(&b, "## kmodlab: %s\n\n", md(r.Job))
 	escCols := make([]string, len(cols))
@@ -147,21 +147,21 @@ var htmlTmpl = template.Must(template.New("r").Funcs(template.FuncMap{
 		if c == nil {
 			return ""
 		}
-		s := strings.ToLower(strings.ReplaceAll(c.Verdict, "-", ""))
+		s := class(c.Verdict)
 		if !c.Met {
 			s += " missed"
 		}
 		return s
 	},
-	"chart": chart,
+	"chart":      chart,
+	"verdictCSS": verdictCSS,
 }).Parse(`<!doctype html>
 <html><head><meta charset="utf-8"><title>kmodlab: {{.R.Job}}</title>
 <style>
 body{font-family:sans-serif;margin:2em;color:#222}
 table.m{border-collapse:collapse}
 .m td,.m th{border:1px solid #ccc;padding:.4em .8em;text-align:center}
-.reproduced{background:#fde2c8}.crashed{background:#f7b6b6}.clean{background:#d4f0d4}
-.hung,.infra,.cannotdetect{background:#ddd}.buildfailed{background:#e4cdf2}.built{background:#d4f0d4}.inconclusive{background:#fff3b0}.missed{outline:3px solid #c00}
+{{verdictCSS}}.missed{outline:3px solid #c00}
 pre{background:#f6f6f6;padding:.6em;overflow:auto;font-size:85%}
 </style></head><body>
 <h1>kmodlab: {{.R.Job}}</h1>
@@ -238,4 +238,27 @@ func (c *Cell) rateSuffix() string {
 		return ""
 	}
 	return fmt.Sprintf(" %d/%d", c.Counts(c.Verdict), len(c.Runs))
+}
+
+// md is a text for Markdown, whatever string type it has.
+func md[S ~string](s S) string { return sanitize.MDText(string(s)) }
+
+// verdictColour is each verdict's background in index.html; a verdict without one is
+// caught by TestEveryVerdictHasAColour.
+var verdictColour = map[verdict.Verdict]string{
+	verdict.Reproduced: "#fde2c8", verdict.Crashed: "#f7b6b6", verdict.Clean: "#d4f0d4",
+	verdict.Hung: "#ddd", verdict.Infra: "#ddd", verdict.CannotDetect: "#ddd",
+	verdict.BuildFailed: "#e4cdf2", verdict.Built: "#d4f0d4", verdict.Inconclusive: "#fff3b0",
+}
+
+// class is v's CSS class in index.html: "CANNOT-DETECT" is "cannotdetect".
+func class(v verdict.Verdict) string { return strings.ToLower(strings.ReplaceAll(string(v), "-", "")) }
+
+// verdictCSS is the style rule of every verdict's class, in verdict.All's order.
+func verdictCSS() template.CSS {
+	var b strings.Builder
+	for _, v := range verdict.All {
+		fmt.Fprintf(&b, ".%s{background:%s}", class(v), verdictColour[v])
+	}
+	return template.CSS(b.String())
 }

@@ -85,7 +85,7 @@ func TestBuildFailedIsAFinding(t *testing.T) {
 	for _, tc := range []struct {
 		name    string
 		expect  string
-		verdict string
+		verdict verdict.Verdict
 		met     bool
 		code    int
 	}{

@@ -8,7 +8,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/kmodlab/kmodlab/lab/job"
@@ -42,17 +41,10 @@ type cellRun struct {
 	textAddrs   map[string]uint64 // module -> .text load address, for symbolizing
 
 	// Stress timing and the stop rule (stop.go).
-	rule          stop.Rule
-	stressStart   time.Time
-	stressKernUS  int64 // kernel clock at stress start (µs), -1 unknown
-	stopMu        sync.Mutex
-	stopStress    context.CancelFunc
-	stopReason    string
-	stopAt        time.Time
-	firstDiverged time.Time
-	cur           *stressStep // the stress step running now, nil between steps
-	sized         []string    // stress steps stopped for enough evidence, and when
-	sizedReason   string      // the last such stop's reason
+	rule         stop.Rule
+	stressStart  time.Time
+	stressKernUS int64 // kernel clock at stress start (µs), -1 unknown
+	st           stopState
 }
 
 // cell runs a cell Repeat times and sums the repeats up.
@@ -122,9 +114,8 @@ func (p *targetRun) once(ctx context.Context, c job.Cell, start time.Time, rep i
 	}
 	rc.Timings["machine"] = time.Since(t0).Seconds()
 	cr := &cellRun{p: p, c: c, rep: rep, rc: rc, r: r, start: start, extra: map[string]string{}, stressKernUS: -1}
-	me := p.o.Job.Expect.Evidence()
 	cr.rule = stop.Rule{Full: p.o.Full, Factor: p.o.Job.Expect.Factor(), Steps: len(p.o.Job.Stress),
-		Min: stop.Min{Transactions: me.Transactions, IO: int64(me.IO), Ops: int64(me.Ops)}}
+		Min: p.o.Job.Expect.Evidence()}
 	for k, v := range p.o.Vars {
 		cr.extra[k] = v
 	}
@@ -133,7 +124,7 @@ func (p *targetRun) once(ctx context.Context, c job.Cell, start time.Time, rep i
 		// Whatever the machine went through, the next cell gets a fresh or reset one.
 		p.release(ctx, reason)
 	}
-	p.progress(c.ID, rc.Verdict, start)
+	p.progress(c.ID, string(rc.Verdict), start)
 	return rc, d
 }
 
@@ -143,7 +134,7 @@ func (cr *cellRun) broken(d verdict.Decision) string {
 	case cr.lost:
 		return "connection lost"
 	case d.Verdict == verdict.Crashed || d.Verdict == verdict.Hung:
-		return cr.c.ID + ": " + d.Verdict
+		return cr.c.ID + ": " + string(d.Verdict)
 	case cr.hung || cr.crashed:
 		return cr.c.ID + ": a step was stopped"
 	case !cr.windowStart:
@@ -183,21 +174,21 @@ func (cr *cellRun) do(ctx context.Context) verdict.Decision {
 	if cr.setupOK() {
 		cr.loadAddresses(ctx)
 		sctx, cancel := context.WithCancel(ctx)
-		cr.stopMu.Lock()
-		cr.stopStress = cancel
+		cr.st.mu.Lock()
+		cr.st.cancel = cancel
 		cr.stressStart = time.Now()
-		cr.stopMu.Unlock()
+		cr.st.mu.Unlock()
 		cr.stressKernUS = cr.kernelNow(ctx)
 		cr.phase(sctx, "stress", p.o.Job.Stress, to.Stress.D(5*time.Minute))
 		cancel()
-		cr.stopMu.Lock()
-		if cr.stopReason == "" {
-			cr.stopReason, cr.stopAt = "stress finished", time.Now()
-			if len(cr.sized) > 0 {
-				cr.stopReason = cr.sizedReason + "; " + strings.Join(cr.sized, ", ")
+		cr.st.mu.Lock()
+		if cr.st.reason == "" {
+			cr.st.reason, cr.st.at = "stress finished", time.Now()
+			if len(cr.st.sized) > 0 {
+				cr.st.reason = cr.st.sizedReason + "; " + strings.Join(cr.st.sized, ", ")
 			}
 		}
-		cr.stopMu.Unlock()
+		cr.st.mu.Unlock()
 	}
 	if !cr.lost && !cr.hung && !cr.crashed {
 		cr.phase(ctx, "teardown", p.o.Job.Teardown, to.Setup.D(90*time.Second))

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/kmodlab/kmodlab/lab/console"
+	"github.com/kmodlab/kmodlab/lab/kmsg"
 	"github.com/kmodlab/kmodlab/lab/report"
 	"github.com/kmodlab/kmodlab/lab/runner"
 	"github.com/kmodlab/kmodlab/lab/symbolize"
@@ -28,7 +29,6 @@ func (cr *cellRun) judge(f *follower) verdict.Decision {
 		Lost:    cr.lost,
 		Highmem: p.highmem,
 		Canary:  p.canary,
-		Window:  verdict.Window{Started: cr.windowStart},
 	}
 	for _, m := range p.o.Job.Build.Modules {
 		ev.Modules = append(ev.Modules, m.Name)
@@ -45,15 +45,17 @@ func (cr *cellRun) judge(f *follower) verdict.Decision {
 	if f != nil {
 		tr, reps, win := f.stop()
 		ev.Trace, kernReports = tr, reps
-		ev.Window.Records, ev.Window.Lost = win.Records, win.Lost
-		end := cr.windowEnd
-		if end == 0 {
-			end = win.Last()
+		w := win // the report's copy; the follower is done with it
+		w.End = cr.windowEnd
+		if w.End == 0 {
+			w.End = w.Last()
 		}
-		rc.Window = &report.Window{Start: win.Start, End: end, Records: win.Records, Lost: win.Lost}
-		for _, g := range win.Gaps {
-			rc.Window.Gaps = append(rc.Window.Gaps, report.Gap{After: g.After, Missing: g.Missing})
+		rc.Window = &w
+		if cr.windowStart {
+			ev.Window = &w
 		}
+	} else if cr.windowStart {
+		ev.Window = &kmsg.Window{}
 	}
 	// The console (guests) sees a crash even when the machine died before the kernel
 	// log could be streamed; the kernel log sees what the console's log level hides.
@@ -63,8 +65,7 @@ func (cr *cellRun) judge(f *follower) verdict.Decision {
 		ev.Crashes = append(ev.Crashes, console.Report{Title: "kernel panic (the guest's pvpanic device said so)", Kind: console.KindPanic})
 	}
 
-	d := verdict.Decide(ev, verdict.Expect{Want: cr.c.Expect, MinTransactions: p.o.Job.Expect.Evidence().Transactions,
-		MinIO: p.o.Job.Expect.Evidence().IO, MinOps: p.o.Job.Expect.Evidence().Ops})
+	d := verdict.Decide(ev, verdict.Expect{Want: cr.c.Expect, Min: p.o.Job.Expect.Evidence()})
 	rc.Verdict, rc.Met, rc.Reasons, rc.Attributed, rc.Attribution = d.Verdict, d.Met, d.Reasons, d.Attributed, d.Attribution
 	rc.Crash = d.Crash
 	rc.CanaryState = p.canary.State
@@ -260,13 +261,13 @@ func (cr *cellRun) summarize(ev verdict.Evidence, d verdict.Decision) {
 		}
 		*evl = append(*evl, line)
 	}
-	cr.stopMu.Lock()
-	if !cr.stressStart.IsZero() && !cr.stopAt.IsZero() {
-		rc.StopMS = cr.stopAt.Sub(cr.stressStart).Milliseconds()
-		rc.StopReason = cr.stopReason
-		*evl = append(*evl, fmt.Sprintf("stress: stopped after %.1f s (%s)", float64(rc.StopMS)/1000, cr.stopReason))
+	cr.st.mu.Lock()
+	if !cr.stressStart.IsZero() && !cr.st.at.IsZero() {
+		rc.StopMS = cr.st.at.Sub(cr.stressStart).Milliseconds()
+		rc.StopReason = cr.st.reason
+		*evl = append(*evl, fmt.Sprintf("stress: stopped after %.1f s (%s)", float64(rc.StopMS)/1000, cr.st.reason))
 	}
-	cr.stopMu.Unlock()
+	cr.st.mu.Unlock()
 	for _, s := range ev.Failed {
 		*evl = append(*evl, fmt.Sprintf("%s step %q: %s", s.Phase, s.Name, s.Detail))
 	}
@@ -276,23 +277,21 @@ func (cr *cellRun) summarize(ev verdict.Evidence, d verdict.Decision) {
 // stressSummary adds up the stress reports; blkstress's details become an example,
 // any other tool's details are shown as text.
 func (cr *cellRun) stressSummary(st []verdict.Stress) *report.Stress {
-	s := &report.Stress{FirstMS: -1}
+	t := verdict.Sum(st)
+	s := &report.Stress{FirstMS: -1, Reads: t.Reads, Writes: t.Writes, Ops: t.Ops, IOErrors: t.IOErrors, Mismatches: t.Mismatches}
 	var tools []string
+	seen := false // a mismatch
 	for _, x := range st {
 		r := x.Report
-		s.Reads += r.Reads
-		s.Writes += r.Writes
-		s.Ops += r.Ops
-		s.IOErrors += r.IOErrors
 		s.Seconds += r.Seconds
 		if r.Tool != "" && !contains(tools, r.Tool) {
 			tools = append(tools, r.Tool)
 		}
-		if r.Mismatches > 0 && s.Mismatches == 0 {
+		if r.Mismatches > 0 && !seen {
+			seen = true
 			s.FirstMS, s.FirstStep = r.FirstMS, x.Step
 			s.Example = example(r)
 		}
-		s.Mismatches += r.Mismatches
 	}
 	s.Tools = strings.Join(tools, ",")
 	return s

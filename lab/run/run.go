@@ -41,23 +41,22 @@ type Machines interface {
 
 // Options for one run.
 type Options struct {
-	Job       *job.Job
-	Cells     []job.Cell
-	Seed      int64
-	Out       string
-	Parallel  int
-	Repeat    int               // runs per cell (--repeat), default 1
-	Full      bool              // run every stress step to its end, even after a sure verdict
-	Vars      map[string]string // --set overrides
-	Pins      map[string]string // --pin: hashes a replay must match
-	Machines  Machines
-	CacheDir  string
-	Canary    bool
-	Version   string
-	Log       *slog.Logger
-	Progress  io.Writer
-	StrictW1  bool // fail module builds that warn under W=1
-	ReplayCmd string
+	Job      *job.Job
+	Cells    []job.Cell
+	Seed     int64
+	Out      string
+	Parallel int
+	Repeat   int               // runs per cell (--repeat), default 1
+	Full     bool              // run every stress step to its end, even after a sure verdict
+	Vars     map[string]string // --set overrides
+	Pins     map[string]string // --pin: hashes a replay must match
+	Machines Machines
+	CacheDir string
+	Canary   bool
+	Version  string
+	Log      *slog.Logger
+	Progress io.Writer
+	StrictW1 bool // fail module builds that warn under W=1
 }
 
 // Run runs every selected cell and writes the reports.

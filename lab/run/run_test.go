@@ -18,6 +18,7 @@ import (
 	"github.com/kmodlab/kmodlab/lab/job"
 	"github.com/kmodlab/kmodlab/lab/report"
 	"github.com/kmodlab/kmodlab/lab/runner"
+	"github.com/kmodlab/kmodlab/lab/verdict"
 	"github.com/kmodlab/kmodlab/stressreport"
 )
 
@@ -261,7 +262,7 @@ func TestCleanWithEvidence(t *testing.T) {
 	f := newFake()
 	good(f)
 	c := one(t, runJob(t, f, testJob, Options{}))
-	if c.Verdict != report.Clean || !c.Met || c.Trace.Reads != 6 || c.Stress.Reads != 20 {
+	if c.Verdict != verdict.Clean || !c.Met || c.Trace.Reads != 6 || c.Stress.Reads != 20 {
 		t.Fatalf("%s met=%v %v", c.Verdict, c.Met, c.Evidence)
 	}
 	if c.Window == nil || c.Window.Start != 41 || c.Window.Records != 30 || c.Window.Lost != 0 {
@@ -278,7 +279,7 @@ func TestNothingRanIsInconclusive(t *testing.T) {
 	}
 	rep := runJob(t, f, testJob, Options{})
 	c := one(t, rep)
-	if c.Verdict != report.Inconclusive || c.Met || rep.Code() != 1 {
+	if c.Verdict != verdict.Inconclusive || c.Met || rep.Code() != 1 {
 		t.Fatalf("%s met=%v code=%d %v", c.Verdict, c.Met, rep.Code(), c.Reasons)
 	}
 	if !strings.Contains(strings.Join(c.Reasons, "\n"), "only 0 trace transactions checked (the job asks for 4)") {
@@ -296,11 +297,11 @@ func TestFailedStepWithReport(t *testing.T) {
 		return &runner.ExitError{Cmd: "stress-step", Status: 3}
 	}
 	c := one(t, runJob(t, f, testJob, Options{}))
-	if c.Verdict != report.Inconclusive || !strings.Contains(strings.Join(c.Reasons, "\n"), `stress step "io" failed`) {
+	if c.Verdict != verdict.Inconclusive || !strings.Contains(strings.Join(c.Reasons, "\n"), `stress step "io" failed`) {
 		t.Fatalf("%s %v", c.Verdict, c.Reasons)
 	}
 	c = one(t, runJob(t, f, strings.Replace(testJob, "report: /root/s.json}", "report: /root/s.json, on_failure: infra}", 1), Options{}))
-	if c.Verdict != report.Infra {
+	if c.Verdict != verdict.Infra {
 		t.Fatalf("on_failure infra: %s %v", c.Verdict, c.Reasons)
 	}
 }
@@ -313,7 +314,7 @@ func TestWindows(t *testing.T) {
 	f.printk(0, reads(6, true, "")...) // an earlier cell's diverging disk, no dev= ids
 	good(f)
 	c := one(t, runJob(t, f, testJob, Options{}))
-	if c.Verdict != report.Clean || c.Trace.Transactions != 6 {
+	if c.Verdict != verdict.Clean || c.Trace.Transactions != 6 {
 		t.Fatalf("earlier records leaked into the window: %s %+v", c.Verdict, c.Trace)
 	}
 
@@ -326,7 +327,7 @@ func TestWindows(t *testing.T) {
 		return nil
 	}
 	c = one(t, runJob(t, f, testJob, Options{}))
-	if c.Verdict != report.Inconclusive || c.Window.Lost != 5 || !strings.Contains(strings.Join(c.Reasons, "\n"), "5 kernel log records were lost") {
+	if c.Verdict != verdict.Inconclusive || c.Window.Lost != 5 || !strings.Contains(strings.Join(c.Reasons, "\n"), "5 kernel log records were lost") {
 		t.Fatalf("gap: %s %+v %v", c.Verdict, c.Window, c.Reasons)
 	}
 
@@ -334,7 +335,7 @@ func TestWindows(t *testing.T) {
 	good(f)
 	f.lastErr = fmt.Errorf("no /dev/kmsg")
 	rep := runJob(t, f, testJob, Options{})
-	if c := one(t, rep); c.Verdict != report.Infra || rep.Code() != 2 {
+	if c := one(t, rep); c.Verdict != verdict.Infra || rep.Code() != 2 {
 		t.Fatalf("no window start: %s %v", c.Verdict, c.Reasons)
 	}
 }
@@ -348,12 +349,12 @@ func TestCrashAttribution(t *testing.T) {
 	repro := strings.Replace(testJob, "default: clean", "default: reproduces", 1)
 	for _, tc := range []struct {
 		lines   []string
-		verdict string
+		verdict verdict.Verdict
 		met     bool
 	}{
-		{oops("ext4_foo+0x10/0x20"), report.Crashed, false},
-		{oops("userblk_ioctl+0x10/0x20 [userblk]"), report.Crashed, true},
-		{[]string{"watchdog: BUG: soft lockup - CPU#0 stuck for 26s! [migration/0:15]", "PC is at rcu_momentary_dyntick_idle+0x40/0xbc", ""}, report.Hung, false},
+		{oops("ext4_foo+0x10/0x20"), verdict.Crashed, false},
+		{oops("userblk_ioctl+0x10/0x20 [userblk]"), verdict.Crashed, true},
+		{[]string{"watchdog: BUG: soft lockup - CPU#0 stuck for 26s! [migration/0:15]", "PC is at rcu_momentary_dyntick_idle+0x40/0xbc", ""}, verdict.Hung, false},
 	} {
 		f := newFake()
 		f.steps["stress-step"] = func(ctx context.Context, f *fake) error {
@@ -361,7 +362,7 @@ func TestCrashAttribution(t *testing.T) {
 			<-ctx.Done() // the step never finishes on its own: the crash watcher stops it
 			return ctx.Err()
 		}
-		if tc.verdict == report.Hung {
+		if tc.verdict == verdict.Hung {
 			f.steps["stress-step"] = func(ctx context.Context, f *fake) error {
 				f.printk(0, tc.lines...)
 				f.report("/root/s.json", stressreport.Report{Reads: 20, Writes: 20, FirstMS: -1})
@@ -372,7 +373,7 @@ func TestCrashAttribution(t *testing.T) {
 		if c.Verdict != tc.verdict || c.Met != tc.met {
 			t.Errorf("%s: %s met=%v, want %s %v (%v)", tc.lines[0], c.Verdict, c.Met, tc.verdict, tc.met, c.Reasons)
 		}
-		if tc.verdict == report.Crashed && f.closed == 0 {
+		if tc.verdict == verdict.Crashed && f.closed == 0 {
 			t.Errorf("a crashed machine must not be reused")
 		}
 	}
@@ -381,12 +382,14 @@ func TestCrashAttribution(t *testing.T) {
 // Item 5: on a HIGHMEM machine, clean needs a positive canary.
 func TestCanary(t *testing.T) {
 	for _, tc := range []struct {
-		line, verdict, why string
+		line    string
+		verdict verdict.Verdict
+		why     string
 	}{
-		{"kmodlab-canary: local=1875 kmap=0 of 2000 highmem=16 cpus=0,1 user_local=1870 user_kmap=0 ttbr0_pan=0", report.Clean, ""},
-		{"kmodlab-canary: local=1866 kmap=0 of 2000 highmem=16 cpus=0,1 user_local=0 user_kmap=0 ttbr0_pan=1", report.CannotDetect, "kernel threads only"},
-		{"kmodlab-canary: local=0 kmap=0 of 2000 highmem=16 cpus=0,1 user_local=0 user_kmap=0 ttbr0_pan=0", report.CannotDetect, "canary negative"},
-		{"", report.CannotDetect, "canary failed"},
+		{"kmodlab-canary: local=1875 kmap=0 of 2000 highmem=16 cpus=0,1 user_local=1870 user_kmap=0 ttbr0_pan=0", verdict.Clean, ""},
+		{"kmodlab-canary: local=1866 kmap=0 of 2000 highmem=16 cpus=0,1 user_local=0 user_kmap=0 ttbr0_pan=1", verdict.CannotDetect, "kernel threads only"},
+		{"kmodlab-canary: local=0 kmap=0 of 2000 highmem=16 cpus=0,1 user_local=0 user_kmap=0 ttbr0_pan=0", verdict.CannotDetect, "canary negative"},
+		{"", verdict.CannotDetect, "canary failed"},
 	} {
 		f := newFake()
 		good(f)
@@ -400,7 +403,7 @@ func TestCanary(t *testing.T) {
 	good(f)
 	f.highmem = true
 	c := one(t, runJob(t, f, testJob, Options{Canary: false}))
-	if c.Verdict != report.CannotDetect || !strings.Contains(strings.Join(c.Reasons, "\n"), "--no-canary") {
+	if c.Verdict != verdict.CannotDetect || !strings.Contains(strings.Join(c.Reasons, "\n"), "--no-canary") {
 		t.Errorf("--no-canary: %s %v", c.Verdict, c.Reasons)
 	}
 }
@@ -414,7 +417,7 @@ func TestIOErrorsAreNotMismatches(t *testing.T) {
 		return nil
 	}
 	c := one(t, runJob(t, f, testJob, Options{}))
-	if c.Verdict != report.Inconclusive || c.Stress.IOErrors != 4 {
+	if c.Verdict != verdict.Inconclusive || c.Stress.IOErrors != 4 {
 		t.Fatalf("%s %v", c.Verdict, c.Reasons)
 	}
 }
@@ -434,7 +437,7 @@ func TestStopAtSureVerdict(t *testing.T) {
 			return nil
 		}
 		c := one(t, runJob(t, f, strings.Replace(testJob, "default: clean", "default: reproduces", 1), Options{Full: full}))
-		if c.Verdict != report.Reproduced || !c.Met {
+		if c.Verdict != verdict.Reproduced || !c.Met {
 			t.Fatalf("full=%v: %s %v", full, c.Verdict, c.Reasons)
 		}
 		stopped := strings.HasPrefix(c.StopReason, "sure verdict")
@@ -457,7 +460,7 @@ func TestRepeat(t *testing.T) {
 	loads := 0
 	f.steps["insmod-step"] = func(ctx context.Context, f *fake) error { loads++; return nil }
 	c := one(t, runJob(t, f, testJob, Options{Repeat: 3}))
-	if loads != 3 || len(c.Runs) != 3 || c.Verdict != report.Clean || c.Met || c.Rate != "clean 2/3, REPRODUCED 1/3" {
+	if loads != 3 || len(c.Runs) != 3 || c.Verdict != verdict.Clean || c.Met || c.Rate != "clean 2/3, REPRODUCED 1/3" {
 		t.Fatalf("loads=%d runs=%d %s met=%v rate=%q", loads, len(c.Runs), c.Verdict, c.Met, c.Rate)
 	}
 	if !strings.HasSuffix(c.Runs[1].LogDir, "run02") || !strings.Contains(c.Replay, "--repeat 3") {
@@ -492,7 +495,7 @@ func TestInterruptedIsInfra(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c := one(t, rep); c.Verdict != report.Infra || rep.Code() != 2 {
+	if c := one(t, rep); c.Verdict != verdict.Infra || rep.Code() != 2 {
 		t.Errorf("%s code=%d %v", c.Verdict, rep.Code(), c.Reasons)
 	}
 }
@@ -549,7 +552,7 @@ expect:
 		f.stepsOut = map[string]func(context.Context, *fake, io.Writer) error{
 			"stress-step one": tool("/root/one.json"), "stress-step two": tool("/root/two.json")}
 		c := one(t, runJob(t, f, sized, Options{Full: full}))
-		if c.Verdict != report.Clean || !c.Met || len(ran) != 2 {
+		if c.Verdict != verdict.Clean || !c.Met || len(ran) != 2 {
 			t.Fatalf("full=%v: %s, %d steps ran: %v", full, c.Verdict, len(ran), c.Reasons)
 		}
 		if full {

@@ -105,11 +105,11 @@ func (cr *cellRun) step(ctx context.Context, phase string, i int, s job.Step, de
 		fail(verdict.FailLost, err.Error())
 	case crashed():
 		cr.crashed = true
-		cr.stopMu.Lock()
-		if phase == "stress" && cr.stopReason == "" {
-			cr.stopReason, cr.stopAt = "the kernel crashed", time.Now()
+		cr.st.mu.Lock()
+		if phase == "stress" && cr.st.reason == "" {
+			cr.st.reason, cr.st.at = "the kernel crashed", time.Now()
 		}
-		cr.stopMu.Unlock()
+		cr.st.mu.Unlock()
 		fail(verdict.FailCrashed, "stopped: the kernel crashed under it")
 	case sctx.Err() != nil && ctx.Err() == nil:
 		cr.hung = true

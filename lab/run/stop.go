@@ -5,12 +5,12 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"strings"
 	"sync"
 	"time"
 
 	"github.com/kmodlab/kmodlab/lab/runner"
 	"github.com/kmodlab/kmodlab/lab/stop"
+	"github.com/kmodlab/kmodlab/lab/verdict"
 	"github.com/kmodlab/kmodlab/stressreport"
 )
 
@@ -36,36 +36,42 @@ type stressStep struct {
 	stopping bool
 }
 
-// evidence is the cell's evidence now (stopMu held).
+// stopState is where the stop rule stands while a cell's stress runs: written by the
+// step runner and by the streams' callbacks (onProgress, onDivergence), so behind mu.
+type stopState struct {
+	mu            sync.Mutex
+	cancel        context.CancelFunc // ends the running stress step at once
+	reason        string             // why stress was stopped early ("" while it runs)
+	sure          bool               // it was stopped for a sure verdict (stop.Decision.Sure)
+	at            time.Time          // when
+	firstDiverged time.Time
+	cur           *stressStep // the stress step running now, nil between steps
+	sized         []string    // stress steps stopped for enough evidence, and when
+	sizedReason   string      // the last such stop's reason
+}
+
+// evidence is the cell's evidence now (st.mu held).
 func (cr *cellRun) evidence() stop.Evidence {
 	var ev stop.Evidence
 	if cr.follow != nil {
 		tr := cr.follow.counts()
 		ev.Diverged, ev.Transactions, ev.Integrity = tr.DivergedTotal, tr.Reads+tr.Writes, tr.IntegrityTotal
 	}
-	for _, s := range cr.stress {
-		ev.IO += s.Report.Reads + s.Report.Writes
-		ev.Ops += s.Report.Ops
-		ev.IOErrors += s.Report.IOErrors
-		ev.Mismatches += int64(s.Report.Mismatches)
+	t := verdict.Sum(cr.stress)
+	if s := cr.st.cur; s != nil {
+		t.Add(s.progress)
 	}
-	if s := cr.cur; s != nil {
-		p := s.progress
-		ev.IO += p.Reads + p.Writes
-		ev.Ops += p.Ops
-		ev.IOErrors += p.IOErrors
-		ev.Mismatches += int64(p.Mismatches)
-	}
+	ev.IO, ev.Ops, ev.IOErrors, ev.Mismatches = t.IO(), t.Ops, t.IOErrors, int64(t.Mismatches)
 	return ev
 }
 
 // beginStress marks the start of a stress step and watches it until the returned func
 // is called (when the step's command has returned).
 func (cr *cellRun) beginStress(index int, name, pidfile string) (end func()) {
-	cr.stopMu.Lock()
-	cr.cur = &stressStep{name: name, index: index, pidfile: pidfile, started: time.Now()}
-	cr.cur.atStart = cr.evidence()
-	cr.stopMu.Unlock()
+	cr.st.mu.Lock()
+	cr.st.cur = &stressStep{name: name, index: index, pidfile: pidfile, started: time.Now()}
+	cr.st.cur.atStart = cr.evidence()
+	cr.st.mu.Unlock()
 	done := make(chan struct{})
 	var wg sync.WaitGroup
 	wg.Add(1)
@@ -85,38 +91,38 @@ func (cr *cellRun) beginStress(index int, name, pidfile string) (end func()) {
 	return func() {
 		close(done)
 		wg.Wait()
-		cr.stopMu.Lock()
-		cr.cur = nil
-		cr.stopMu.Unlock()
+		cr.st.mu.Lock()
+		cr.st.cur = nil
+		cr.st.mu.Unlock()
 	}
 }
 
 // onProgress takes a progress line of the running step's tool.
 func (cr *cellRun) onProgress(p stressreport.Progress) {
-	cr.stopMu.Lock()
-	if cr.cur != nil {
-		cr.cur.progress, cr.cur.graceful = p, true
+	cr.st.mu.Lock()
+	if cr.st.cur != nil {
+		cr.st.cur.progress, cr.st.cur.graceful = p, true
 	}
-	cr.stopMu.Unlock()
+	cr.st.mu.Unlock()
 	cr.evaluate()
 }
 
 // onDivergence is called as the trace confirms a divergence.
 func (cr *cellRun) onDivergence() {
-	cr.stopMu.Lock()
-	if cr.firstDiverged.IsZero() {
-		cr.firstDiverged = time.Now()
+	cr.st.mu.Lock()
+	if cr.st.firstDiverged.IsZero() {
+		cr.st.firstDiverged = time.Now()
 	}
-	cr.stopMu.Unlock()
+	cr.st.mu.Unlock()
 	cr.evaluate()
 }
 
 // evaluate applies the stop rule to the running step and acts on it.
 func (cr *cellRun) evaluate() {
-	cr.stopMu.Lock()
-	defer cr.stopMu.Unlock()
-	s := cr.cur
-	if s == nil || s.stopping || cr.stopStress == nil || cr.stopReason != "" {
+	cr.st.mu.Lock()
+	defer cr.st.mu.Unlock()
+	s := cr.st.cur
+	if s == nil || s.stopping || cr.st.cancel == nil || cr.st.reason != "" {
 		return
 	}
 	d := cr.rule.Decide(stop.Step{Index: s.index, AtStart: s.atStart, Now: cr.evidence(), Graceful: s.graceful})
@@ -125,18 +131,18 @@ func (cr *cellRun) evaluate() {
 	}
 	s.stopping = true
 	if d.Sure {
-		cr.stopReason, cr.stopAt = d.Reason, time.Now()
+		cr.st.reason, cr.st.at, cr.st.sure = d.Reason, time.Now(), true
 		if !s.graceful {
-			cr.stopStress()
+			cr.st.cancel()
 			return
 		}
 		// Let the tool write its report (its data evidence), but not for long.
 		go cr.terminate(s.pidfile)
-		time.AfterFunc(graceGraceful, cr.stopStress)
+		time.AfterFunc(graceGraceful, cr.st.cancel)
 		return
 	}
-	cr.sized = append(cr.sized, fmt.Sprintf("%s after %.1f s", s.name, time.Since(s.started).Seconds()))
-	cr.sizedReason = d.Reason
+	cr.st.sized = append(cr.st.sized, fmt.Sprintf("%s after %.1f s", s.name, time.Since(s.started).Seconds()))
+	cr.st.sizedReason = d.Reason
 	go cr.terminate(s.pidfile)
 }
 
@@ -150,9 +156,9 @@ func (cr *cellRun) terminate(pidfile string) {
 
 // stoppedOnPurpose says whether stress was stopped by a sure verdict.
 func (cr *cellRun) stoppedOnPurpose() bool {
-	cr.stopMu.Lock()
-	defer cr.stopMu.Unlock()
-	return strings.HasPrefix(cr.stopReason, "sure verdict")
+	cr.st.mu.Lock()
+	defer cr.st.mu.Unlock()
+	return cr.st.sure
 }
 
 // progressWriter passes a step's output through and hands its progress lines on.

@@ -96,7 +96,7 @@ func (p *targetRun) release(ctx context.Context, reason string) {
 
 func (p *targetRun) infraCell(c job.Cell, err error) *report.Cell {
 	rc := p.newCell(c)
-	rc.Verdict = report.Infra
+	rc.Verdict = verdict.Infra
 	rc.Error = err.Error()
 	rc.Evidence = append(rc.Evidence, "infrastructure error: "+firstLine(err.Error()))
 	rc.Reasons = []string{firstLine(err.Error())}
@@ -127,7 +127,7 @@ func (p *targetRun) newCell(c job.Cell) *report.Cell {
 		replay += " --full"
 	}
 	rc := &report.Cell{ID: c.ID, Target: c.Target, Params: c.Params, Expect: c.Expect, Seed: p.o.Seed,
-		Replay: replay, Timings: map[string]float64{}, Evidence: []string{}, Runner: p.info.Kind,
+		Replay: replay, Timings: map[string]float64{}, Evidence: []string{}, Runner: string(p.info.Kind),
 		Kernel: p.info.KernelRelease, ImageHash: p.info.ImageHash, ModuleHash: p.modHash, Accel: p.info.Accel,
 		LogDir: filepath.Join(p.o.Out, strings.ReplaceAll(c.ID, "/", "_")), FirstDivergenceMS: -1, StopMS: -1}
 	if p.build != nil {
@@ -157,7 +157,7 @@ func (p *targetRun) buildAll(ctx context.Context) error {
 	s, err := p.o.Machines.Strategy(ctx, p.target, p.o.CacheDir, p.o.StrictW1 || j.Build.Strict)
 	if err != nil {
 		piece := verdict.PieceLab
-		if p.info.Kind == "qemu" {
+		if p.info.Kind == runner.KindQEMU {
 			piece = verdict.PieceHeaders // a QEMU target's strategy is its cached headers
 		}
 		return labError(piece, err)
@@ -231,7 +231,7 @@ func (p *targetRun) machine(ctx context.Context, logDir string) (runner.Runner, 
 	}
 	p.boots++
 	p.r = r
-	p.info = mergeInfo(p.info, r.Info())
+	p.info = r.Info() // what Describe said, and what only the live machine knows
 	p.o.Log.Info("machine ready", "target", p.target, "kind", p.info.Kind, "seconds", time.Since(t0).Seconds())
 	dctx, cancel := context.WithTimeout(ctx, 5*time.Minute) // deploy and native builds
 	defer cancel()
@@ -248,22 +248,6 @@ func (p *targetRun) machine(ctx context.Context, logDir string) (runner.Runner, 
 		p.runCanary(ctx, r)
 	}
 	return r, nil
-}
-
-func mergeInfo(a, b runner.Info) runner.Info {
-	if b.KernelRelease != "" {
-		a.KernelRelease = b.KernelRelease
-	}
-	if b.Accel != "" {
-		a.Accel = b.Accel
-	}
-	if b.ImageHash != "" {
-		a.ImageHash = b.ImageHash
-	}
-	if b.Name != "" {
-		a.Name = b.Name
-	}
-	return a
 }
 
 // deploy puts the job's modules, binaries and files, the canary and the kernel-log

@@ -12,10 +12,20 @@ import (
 	"strings"
 )
 
+// Kind is a family of machines: each is one provider in lab/fleet, which owns its
+// names, describes them and acquires their machines.
+type Kind string
+
+// The kinds of machine the lab has.
+const (
+	KindQEMU  Kind = "qemu"  // a built-in QEMU target the lab boots (lab/qemu)
+	KindBoard Kind = "board" // a configured board reached over SSH (lab/board)
+)
+
 // Info describes the machine behind a Runner.
 type Info struct {
 	Name          string `json:"name"`   // target or board name
-	Kind          string `json:"kind"`   // "qemu" or "board"
+	Kind          Kind   `json:"kind"`   // which provider has it
 	Target        string `json:"target"` // image target (qemu) or the board's arch label
 	GOARCH        string `json:"goarch"` // for cross-building Go tools
 	GOARM         string `json:"goarm,omitempty"`

@@ -27,6 +27,8 @@ import (
 	"fmt"
 	"math"
 	"strings"
+
+	"github.com/kmodlab/kmodlab/lab/verdict"
 )
 
 // Evidence is what a cell has shown so far.
@@ -40,19 +42,12 @@ type Evidence struct {
 	Integrity    int   // trace transactions that failed the integrity checks
 }
 
-// Min is the least evidence a clean cell needs (the job's expect.min_evidence).
-type Min struct {
-	Transactions int
-	IO           int64
-	Ops          int64
-}
-
 // Rule is the job's stop rule for one cell.
 type Rule struct {
-	Full   bool    // --full: every step runs to its cap
-	Min    Min     // expect.min_evidence
-	Factor float64 // expect.evidence_factor: 0 sizes nothing
-	Steps  int     // the job's stress steps
+	Full   bool                // --full: every step runs to its cap
+	Min    verdict.MinEvidence // expect.min_evidence
+	Factor float64             // expect.evidence_factor: 0 sizes nothing
+	Steps  int                 // the job's stress steps
 }
 
 // Step is where the current stress step stands.
@@ -74,8 +69,8 @@ type Decision struct {
 }
 
 // Target is min × factor, the evidence a cell aims for (rounded up).
-func (r Rule) Target() Min {
-	return Min{
+func (r Rule) Target() verdict.MinEvidence {
+	return verdict.MinEvidence{
 		Transactions: int(math.Ceil(float64(r.Min.Transactions) * r.Factor)),
 		IO:           int64(math.Ceil(float64(r.Min.IO) * r.Factor)),
 		Ops:          int64(math.Ceil(float64(r.Min.Ops) * r.Factor)),
@@ -93,7 +88,7 @@ func (r Rule) Decide(s Step) Decision {
 	if s.Now.Mismatches > 0 {
 		return Decision{Stop: true, Sure: true, Reason: "sure verdict: data read back wrong"}
 	}
-	if r.Factor <= 0 || r.Steps < 1 || !s.Graceful || (r.Min == Min{}) {
+	if r.Factor <= 0 || r.Steps < 1 || !s.Graceful || (r.Min == verdict.MinEvidence{}) {
 		return Decision{}
 	}
 	if s.Now.IOErrors > 0 || s.Now.Integrity > 0 {

@@ -3,14 +3,16 @@ package stop
 import (
 	"strings"
 	"testing"
+
+	"github.com/kmodlab/kmodlab/lab/verdict"
 )
 
 // The default job's rule: min_evidence {transactions: 500, io: 40} × 3 over two steps.
-var job = Rule{Min: Min{Transactions: 500, IO: 40}, Factor: 3, Steps: 2}
+var job = Rule{Min: verdict.MinEvidence{Transactions: 500, IO: 40}, Factor: 3, Steps: 2}
 
 func TestTarget(t *testing.T) {
-	r := Rule{Min: Min{Transactions: 500, IO: 40, Ops: 7}, Factor: 1.5}
-	if got, want := r.Target(), (Min{Transactions: 750, IO: 60, Ops: 11}); got != want {
+	r := Rule{Min: verdict.MinEvidence{Transactions: 500, IO: 40, Ops: 7}, Factor: 1.5}
+	if got, want := r.Target(), (verdict.MinEvidence{Transactions: 750, IO: 60, Ops: 11}); got != want {
 		t.Fatalf("Target() = %+v, want %+v (rounded up)", got, want)
 	}
 }
@@ -66,15 +68,15 @@ func TestDecide(t *testing.T) {
 			step: Step{Now: ev(1e6, 1e6), Graceful: true}},
 		{name: "no steps", rule: Rule{Min: job.Min, Factor: 3},
 			step: Step{Now: ev(1e6, 1e6), Graceful: true}},
-		{name: "ops only (a fuzzer)", rule: Rule{Min: Min{Ops: 200}, Factor: 2, Steps: 1},
+		{name: "ops only (a fuzzer)", rule: Rule{Min: verdict.MinEvidence{Ops: 200}, Factor: 2, Steps: 1},
 			step: Step{Now: Evidence{Ops: 400}, Graceful: true}, stop: true, reason: "enough evidence: 400 operations (min_evidence × 2)"},
-		{name: "ops one short", rule: Rule{Min: Min{Ops: 200}, Factor: 2, Steps: 1},
+		{name: "ops one short", rule: Rule{Min: verdict.MinEvidence{Ops: 200}, Factor: 2, Steps: 1},
 			step: Step{Now: Evidence{Ops: 399, Transactions: 1e6, IO: 1e6}, Graceful: true}},
-		{name: "ops: the second step must add its own share", rule: Rule{Min: Min{Ops: 100}, Factor: 1, Steps: 2},
+		{name: "ops: the second step must add its own share", rule: Rule{Min: verdict.MinEvidence{Ops: 100}, Factor: 1, Steps: 2},
 			step: Step{Index: 1, AtStart: Evidence{Ops: 90}, Now: Evidence{Ops: 139}, Graceful: true}},
-		{name: "ops: the second step added its share", rule: Rule{Min: Min{Ops: 100}, Factor: 1, Steps: 2},
+		{name: "ops: the second step added its share", rule: Rule{Min: verdict.MinEvidence{Ops: 100}, Factor: 1, Steps: 2},
 			step: Step{Index: 1, AtStart: Evidence{Ops: 90}, Now: Evidence{Ops: 140}, Graceful: true}, stop: true},
-		{name: "a step past the last counts as the last", rule: Rule{Min: Min{IO: 10}, Factor: 1, Steps: 1},
+		{name: "a step past the last counts as the last", rule: Rule{Min: verdict.MinEvidence{IO: 10}, Factor: 1, Steps: 1},
 			step: Step{Index: 3, Now: Evidence{IO: 10}, Graceful: true}, stop: true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -27,9 +27,6 @@ import (
 	"github.com/kmodlab/kmodlab/lab/verdict"
 )
 
-// ExpectBuilds is a sweep cell's expectation when the job does not say build-fails.
-const ExpectBuilds = verdict.ExpectBuilds
-
 // Options of one sweep.
 type Options struct {
 	Job     *job.Job
@@ -192,9 +189,9 @@ func CellID(it Item) string { return it.Kernel.ABI + "/" + it.Base }
 func buildOne(ctx context.Context, o Options, it Item) (*report.Cell, bool) {
 	j := o.Job
 	k := it.Kernel
-	want := ExpectBuilds
-	if j.BuildExpect(it.Line) == job.BuildFails {
-		want = job.BuildFails
+	want := verdict.ExpectBuilds
+	if j.BuildExpect(it.Line) == verdict.ExpectBuildFails {
+		want = verdict.ExpectBuildFails
 	}
 	c := &report.Cell{ID: CellID(it), Target: k.ABI, Kernel: k.Release, Expect: want, Runner: "sweep",
 		Params:   map[string]string{"target": it.Base, "line": it.Line, "suite": k.Suite, "version": k.Version},
@@ -244,7 +241,7 @@ func buildOne(ctx context.Context, o Options, it Item) (*report.Cell, bool) {
 	}
 	c.ModuleHash = strings.Join(hashes, "+")
 	c.Verdict = verdict.Built
-	c.Met = want != job.BuildFails
+	c.Met = want != verdict.ExpectBuildFails
 	c.Evidence = append(c.Evidence, fmt.Sprintf("built in %.1f s (%.1f s CPU)", c.Build.Seconds, c.Build.CPUSeconds))
 	if s := c.Build.WarningSummary(); s != "" {
 		c.Evidence = append(c.Evidence, s)
@@ -379,7 +376,7 @@ func Table(rep *report.Run) string {
 			case c.Verdict == verdict.Built:
 				s = fmt.Sprintf("built %.1fs", c.Build.Seconds)
 			default:
-				s = c.Verdict
+				s = string(c.Verdict)
 			}
 			if c != nil && !c.Met {
 				s += "!"

@@ -39,7 +39,7 @@ func TestKeep(t *testing.T) {
 }
 
 func TestTable(t *testing.T) {
-	cell := func(abi, target, v string, warnings int, first string) *report.Cell {
+	cell := func(abi, target string, v verdict.Verdict, warnings int, first string) *report.Cell {
 		return &report.Cell{ID: abi + "/" + target, Target: abi, Verdict: v, Met: v == verdict.Built,
 			Params: map[string]string{"target": target, "version": abi + "-1", "suite": "bookworm"},
 			Build:  &report.Build{Warnings: warnings, Seconds: 1.25, FirstError: first}}

@@ -2,13 +2,9 @@ package verdict
 
 import "fmt"
 
-// Built is a compile-only sweep's verdict for a kernel the job's modules built for,
-// which meets ExpectBuilds, a sweep cell's expectation when the job does not say
-// build-fails for its line.
-const (
-	Built        = "built"
-	ExpectBuilds = "builds"
-)
+// Built (contract.go) is a compile-only sweep's verdict for a kernel the job's modules
+// built for, which meets ExpectBuilds, a sweep cell's expectation when the job does not
+// say build-fails for its line.
 
 // Build failure pieces: what did not build or could not be fetched. The job's own
 // pieces make a cell BUILD-FAILED (a finding about the job), the lab's INFRA.
@@ -41,7 +37,7 @@ func (b BuildFailure) JobPiece() bool { return b.Piece == PieceModule || b.Piece
 // DecideBuild is the verdict of a cell whose build failed: BUILD-FAILED when the job's
 // own module or binary did not build (a finding, met only by "build-fails"), INFRA
 // naming the lab's piece otherwise (the lab could not judge).
-func DecideBuild(b BuildFailure, want string) Decision {
+func DecideBuild(b BuildFailure, want Expectation) Decision {
 	var d Decision
 	if !b.JobPiece() {
 		d.Verdict = Infra

@@ -7,8 +7,8 @@ func TestDecideBuild(t *testing.T) {
 	for _, tc := range []struct {
 		name    string
 		b       BuildFailure
-		want    string
-		verdict string
+		want    Expectation
+		verdict Verdict
 		met     bool
 		reason  string
 	}{
@@ -32,7 +32,7 @@ func TestDecideBuild(t *testing.T) {
 		}
 	}
 	// A cell that builds and runs meets no build-fails expectation, whatever it shows.
-	for _, v := range []string{Clean, Reproduced, Crashed, Infra} {
+	for _, v := range []Verdict{Clean, Reproduced, Crashed, Infra} {
 		if Meets(Decision{Verdict: v, Attributed: true}, ExpectBuildFails) {
 			t.Errorf("%s meets build-fails", v)
 		}

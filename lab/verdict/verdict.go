@@ -30,31 +30,9 @@ import (
 	"strings"
 
 	"github.com/kmodlab/kmodlab/lab/console"
+	"github.com/kmodlab/kmodlab/lab/kmsg"
 	"github.com/kmodlab/kmodlab/lab/trace"
 	"github.com/kmodlab/kmodlab/stressreport"
-)
-
-// Verdicts.
-const (
-	Reproduced   = "REPRODUCED"    // the trace or the data check shows divergence
-	Crashed      = "CRASHED"       // the kernel crashed during the cell
-	Hung         = "HUNG"          // something never finished: a step, a task, an RCU grace period
-	Clean        = "clean"         // nothing diverged, with enough evidence, on a machine that could show it
-	CannotDetect = "CANNOT-DETECT" // nothing diverged, but the canary says the machine cannot show it
-	Inconclusive = "INCONCLUSIVE"  // nothing diverged, but the evidence cannot prove it
-	Infra        = "INFRA"         // the lab could not judge: boot, SSH, build, setup, timeout
-	BuildFailed  = "BUILD-FAILED"  // the job's own module or binary did not build (build.go)
-)
-
-// Expectations.
-const (
-	ExpectReproduces = "reproduces"
-	ExpectClean      = "clean"
-	ExpectCrashes    = "crashes"
-	// ExpectCannotDetect: the machine is known to hide the bug class (its canary is
-	// negative); met by CANNOT-DETECT only, so a cell that turns clean is noticed.
-	ExpectCannotDetect = "cannot-detect"
-	ExpectBuildFails   = "build-fails" // the job's module does not build for the cell's kernel
 )
 
 // Step failure kinds.
@@ -66,32 +44,19 @@ const (
 	FailError   = "error"   // the lab could not run it (template, copy, …)
 )
 
-// Failure policies of a stress step.
-const (
-	PolicyInfra    = "infra"    // a failed step means the lab could not judge
-	PolicyEvidence = "evidence" // a failed step is judged with its report
-)
-
 // Step is one step that did not succeed.
 type Step struct {
 	Phase  string `json:"phase"` // setup, stress, collect, teardown
 	Name   string `json:"name"`
 	Kind   string `json:"kind"`
 	Detail string `json:"detail"`
-	Policy string `json:"policy,omitempty"` // stress steps: infra or evidence
+	Policy Policy `json:"policy,omitempty"` // stress steps: infra or evidence
 }
 
 // Stress is one stress step's report as the lab read it.
 type Stress struct {
 	Step   string               `json:"step"`
 	Report *stressreport.Report `json:"report"`
-}
-
-// Window is the kernel-log window's integrity.
-type Window struct {
-	Started bool `json:"started"` // the start sequence number was read
-	Records int  `json:"records"`
-	Lost    int  `json:"lost"` // records the ring buffer dropped inside the window
 }
 
 // Canary states as the verdict sees them.
@@ -116,9 +81,9 @@ type Evidence struct {
 	Stress  []Stress         // reports of the stress steps that wrote one
 	Failed  []Step           // steps that did not succeed
 	Crashes []console.Report // fatal reports and warnings, console and kernel log
-	Window  Window
-	Lost    bool // the connection to the machine was lost
-	Highmem bool // the machine has HIGHMEM (the bug class can exist)
+	Window  *kmsg.Window     // nil: the window's start could not be read
+	Lost    bool             // the connection to the machine was lost
+	Highmem bool             // the machine has HIGHMEM (the bug class can exist)
 	Canary  Canary
 	Modules []string // the job's module names, for attribution
 	Pins    []string // pin mismatches ("image was X when recorded, is Y now")
@@ -126,15 +91,13 @@ type Evidence struct {
 
 // Expect is what the job asks of the cell.
 type Expect struct {
-	Want            string // reproduces, clean or crashes
-	MinTransactions int    // trace transactions checked (reads + writes with both views)
-	MinIO           int    // verified reads + writes of the stress reports
-	MinOps          int    // other checked operations (a fuzzer's calls)
+	Want Expectation
+	Min  MinEvidence // what "nothing diverged" needs to count as clean
 }
 
 // Decision is the verdict with its reasons.
 type Decision struct {
-	Verdict string   `json:"verdict"`
+	Verdict Verdict  `json:"verdict"`
 	Met     bool     `json:"met"`
 	Reasons []string `json:"reasons"`
 	// Crash is the report the verdict is about (the first attributed one, else the
@@ -144,28 +107,6 @@ type Decision struct {
 	// handed-over page.
 	Attributed  bool   `json:"attributed,omitempty"`
 	Attribution string `json:"attribution,omitempty"`
-}
-
-// Totals sums the stress reports.
-type Totals struct {
-	Reads, Writes, Ops, IOErrors int64
-	Mismatches                   int
-}
-
-// Sum adds up the stress reports.
-func Sum(st []Stress) Totals {
-	var t Totals
-	for _, s := range st {
-		if s.Report == nil {
-			continue
-		}
-		t.Reads += s.Report.Reads
-		t.Writes += s.Report.Writes
-		t.Ops += s.Report.Ops
-		t.IOErrors += s.Report.IOErrors
-		t.Mismatches += s.Report.Mismatches
-	}
-	return t
 }
 
 // Decide gives the verdict for one cell's evidence.
@@ -199,7 +140,7 @@ func decide(ev Evidence, ex Expect) Decision {
 
 	// 1. The lab could not judge.
 	var infra []string
-	if !ev.Window.Started {
+	if ev.Window == nil {
 		infra = append(infra, "the kernel log window's start could not be read")
 	}
 	if ev.Lost {
@@ -213,7 +154,7 @@ func decide(ev Evidence, ex Expect) Decision {
 	// A divergence or a data mismatch the lab saw inside a window that started is
 	// sure whatever failed afterwards (a kernel whose pages went to the wrong thread
 	// may well lose its network next), so it is judged below, the failure noted.
-	sure := ev.Window.Started && (diverged > 0 || tot.Mismatches > 0)
+	sure := ev.Window != nil && (diverged > 0 || tot.Mismatches > 0)
 	if len(infra) > 0 && crash == nil && !sure {
 		d.Verdict = Infra
 		d.Reasons = infra
@@ -302,7 +243,7 @@ func decide(ev Evidence, ex Expect) Decision {
 			gaps = append(gaps, fmt.Sprintf("teardown step %q failed: %s", s.Name, s.Detail))
 		}
 	}
-	if ev.Window.Lost > 0 {
+	if ev.Window != nil && ev.Window.Lost > 0 {
 		gaps = append(gaps, fmt.Sprintf("%d kernel log records were lost inside the window", ev.Window.Lost))
 	}
 	if tot.IOErrors > 0 {
@@ -312,14 +253,14 @@ func decide(ev Evidence, ex Expect) Decision {
 	if ev.Trace != nil {
 		checked = ev.Trace.Reads + ev.Trace.Writes
 	}
-	if checked < ex.MinTransactions {
-		gaps = append(gaps, fmt.Sprintf("only %d trace transactions checked (the job asks for %d)", checked, ex.MinTransactions))
+	if checked < ex.Min.Transactions {
+		gaps = append(gaps, fmt.Sprintf("only %d trace transactions checked (the job asks for %d)", checked, ex.Min.Transactions))
 	}
-	if io := tot.Reads + tot.Writes; io < int64(ex.MinIO) {
-		gaps = append(gaps, fmt.Sprintf("only %d verified reads and writes (the job asks for %d)", io, ex.MinIO))
+	if io := tot.Reads + tot.Writes; io < ex.Min.IO {
+		gaps = append(gaps, fmt.Sprintf("only %d verified reads and writes (the job asks for %d)", io, ex.Min.IO))
 	}
-	if tot.Ops < int64(ex.MinOps) {
-		gaps = append(gaps, fmt.Sprintf("only %d checked operations (the job asks for %d)", tot.Ops, ex.MinOps))
+	if tot.Ops < ex.Min.Ops {
+		gaps = append(gaps, fmt.Sprintf("only %d checked operations (the job asks for %d)", tot.Ops, ex.Min.Ops))
 	}
 	if len(gaps) > 0 {
 		d.Verdict = Inconclusive
@@ -393,7 +334,7 @@ func Attribute(r *console.Report, modules []string, tr *trace.Result) string {
 }
 
 // Meets says whether a decision satisfies an expectation.
-func Meets(d Decision, want string) bool {
+func Meets(d Decision, want Expectation) bool {
 	switch want {
 	case ExpectReproduces:
 		return d.Verdict == Reproduced || (d.Verdict == Crashed && d.Attributed)
@@ -411,28 +352,25 @@ func Meets(d Decision, want string) bool {
 
 // Summary aggregates a cell's repeats.
 type Summary struct {
-	Verdict string         `json:"verdict"` // the most frequent verdict (ties: the more severe)
-	Met     bool           `json:"met"`
-	Runs    int            `json:"runs"`
-	MetRuns int            `json:"met_runs"`
-	Counts  map[string]int `json:"counts"`
-	Rate    string         `json:"rate"` // "REPRODUCED 29/30"
+	Verdict Verdict         `json:"verdict"` // the most frequent verdict (ties: the more severe)
+	Met     bool            `json:"met"`
+	Runs    int             `json:"runs"`
+	MetRuns int             `json:"met_runs"`
+	Counts  map[Verdict]int `json:"counts"`
+	Rate    string          `json:"rate"` // "REPRODUCED 29/30"
 }
-
-// severity orders verdicts for ties: what needs a person's attention first.
-var severity = map[string]int{Infra: 8, BuildFailed: 7, Crashed: 6, Hung: 5, Reproduced: 4, Inconclusive: 3, CannotDetect: 2, Clean: 1}
 
 // Aggregate combines the decisions of a cell's repeats. A cell meets its expectation
 // when at least minRate of its repeats did (minRate 0 means every repeat must).
 func Aggregate(ds []Decision, minRate float64) Summary {
-	s := Summary{Runs: len(ds), Counts: map[string]int{}}
+	s := Summary{Runs: len(ds), Counts: map[Verdict]int{}}
 	for _, d := range ds {
 		s.Counts[d.Verdict]++
 		if d.Met {
 			s.MetRuns++
 		}
 	}
-	var vs []string
+	var vs []Verdict
 	for v := range s.Counts {
 		vs = append(vs, v)
 	}
@@ -440,7 +378,7 @@ func Aggregate(ds []Decision, minRate float64) Summary {
 		if s.Counts[vs[i]] != s.Counts[vs[j]] {
 			return s.Counts[vs[i]] > s.Counts[vs[j]]
 		}
-		return severity[vs[i]] > severity[vs[j]]
+		return vs[i].Severity() > vs[j].Severity()
 	})
 	if len(vs) > 0 {
 		s.Verdict = vs[0]

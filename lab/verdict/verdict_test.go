@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/kmodlab/kmodlab/lab/console"
+	"github.com/kmodlab/kmodlab/lab/kmsg"
 	"github.com/kmodlab/kmodlab/lab/trace"
 	"github.com/kmodlab/kmodlab/stressreport"
 )
@@ -15,14 +16,14 @@ func good() Evidence {
 	return Evidence{
 		Trace:   &trace.Result{Transactions: 3000, Reads: 1500, Writes: 1500},
 		Stress:  []Stress{{Step: "odirect", Report: &stressreport.Report{Reads: 400, Writes: 400, FirstMS: -1}}},
-		Window:  Window{Started: true, Records: 20000},
+		Window:  &kmsg.Window{Records: 20000},
 		Highmem: true,
 		Canary:  Canary{State: CanaryPositive},
 		Modules: []string{"userblk"},
 	}
 }
 
-var min = Expect{Want: ExpectClean, MinTransactions: 2000, MinIO: 200}
+var min = Expect{Want: ExpectClean, Min: MinEvidence{Transactions: 2000, IO: 200}}
 
 func crashFile(t *testing.T, file string) console.Report {
 	data, err := os.ReadFile("../console/testdata/" + file)
@@ -46,7 +47,7 @@ func TestDecide(t *testing.T) {
 		name    string
 		mod     func(*Evidence)
 		ex      Expect
-		verdict string
+		verdict Verdict
 		met     bool
 		reason  string
 	}{
@@ -54,7 +55,7 @@ func TestDecide(t *testing.T) {
 		// Item 1: clean needs evidence.
 		{"nothing ran", func(e *Evidence) { e.Trace = &trace.Result{}; e.Stress = nil }, min, Inconclusive, false, "only 0 trace transactions"},
 		{"too little io", func(e *Evidence) { e.Stress[0].Report.Reads, e.Stress[0].Report.Writes = 10, 10 }, min, Inconclusive, false, "only 20 verified"},
-		{"too few ops", nil, Expect{Want: ExpectClean, MinOps: 5}, Inconclusive, false, "only 0 checked operations"},
+		{"too few ops", nil, Expect{Want: ExpectClean, Min: MinEvidence{Ops: 5}}, Inconclusive, false, "only 0 checked operations"},
 		{"failed step with report, evidence policy", func(e *Evidence) {
 			e.Failed = []Step{{Phase: "stress", Name: "odirect", Kind: FailExit, Detail: "exit status 1", Policy: PolicyEvidence}}
 		}, min, Inconclusive, false, "shows no mismatch"},
@@ -66,7 +67,7 @@ func TestDecide(t *testing.T) {
 			e.Stress[0].Report.Mismatches = 3
 		}, Expect{Want: ExpectReproduces}, Reproduced, true, "data: 3 mismatches"},
 		// Item 2: windows.
-		{"no window start", func(e *Evidence) { e.Window.Started = false }, min, Infra, false, "window's start"},
+		{"no window start", func(e *Evidence) { e.Window = nil }, min, Infra, false, "window's start"},
 		{"records lost", func(e *Evidence) { e.Window.Lost = 12 }, min, Inconclusive, false, "12 kernel log records were lost"},
 		{"records lost but diverged", func(e *Evidence) { e.Window.Lost = 12; e.Trace.DivergedTotal = 4 }, Expect{Want: ExpectReproduces}, Reproduced, true, "4 of 3000"},
 		// Item 3: the oracle's doubts.
@@ -94,7 +95,7 @@ func TestDecide(t *testing.T) {
 			Expect{Want: ExpectReproduces}, Reproduced, true, "also: the connection to the machine was lost"},
 		{"lost connection after a data mismatch", func(e *Evidence) { e.Lost = true; e.Stress[0].Report.Mismatches = 1 },
 			Expect{Want: ExpectReproduces}, Reproduced, true, "data: 1 mismatches"},
-		{"divergences without a window start", func(e *Evidence) { e.Window.Started = false; e.Trace.DivergedTotal = 21 },
+		{"divergences without a window start", func(e *Evidence) { e.Window = nil; e.Trace.DivergedTotal = 21 },
 			Expect{Want: ExpectReproduces}, Infra, false, "window's start"},
 		{"setup failure", func(e *Evidence) {
 			e.Failed = []Step{{Phase: "setup", Name: "insmod", Kind: FailExit, Detail: "exit status 1"}}
@@ -161,7 +162,7 @@ func TestDecideReasonsAreItsEvidence(t *testing.T) {
 // The verdict must follow its evidence, not the expectation: the same evidence gives
 // the same verdict whatever the job expects.
 func TestVerdictIgnoresExpectation(t *testing.T) {
-	for _, want := range []string{ExpectClean, ExpectReproduces, ExpectCrashes} {
+	for _, want := range []Expectation{ExpectClean, ExpectReproduces, ExpectCrashes} {
 		ev := good()
 		if d := Decide(ev, Expect{Want: want}); d.Verdict != Clean {
 			t.Errorf("%s: %s", want, d.Verdict)
@@ -218,7 +219,7 @@ func TestAggregate(t *testing.T) {
 
 func TestSum(t *testing.T) {
 	tot := Sum([]Stress{{Report: &stressreport.Report{Reads: 1, Writes: 2, Ops: 3, IOErrors: 4, Mismatches: 5}}, {}, {Report: &stressreport.Report{Reads: 10}}})
-	if tot != (Totals{Reads: 11, Writes: 2, Ops: 3, IOErrors: 4, Mismatches: 5}) {
+	if tot != (stressreport.Totals{Reads: 11, Writes: 2, Ops: 3, IOErrors: 4, Mismatches: 5}) {
 		t.Errorf("%+v", tot)
 	}
 }
@@ -229,17 +230,17 @@ func TestNegativeCanaryOutranksGaps(t *testing.T) {
 	ev := good()
 	ev.Highmem = true
 	ev.Canary = Canary{State: CanaryNegative, Detail: "kernel threads only"}
-	d := Decide(ev, Expect{Want: ExpectCannotDetect, MinIO: 1 << 30})
+	d := Decide(ev, Expect{Want: ExpectCannotDetect, Min: MinEvidence{IO: 1 << 30}})
 	if d.Verdict != CannotDetect || len(d.Reasons) != 2 || !strings.HasPrefix(d.Reasons[0], "only ") || !strings.Contains(d.Reasons[1], "kernel threads only") {
 		t.Errorf("negative canary with too little evidence: %s %q", d.Verdict, d.Reasons)
 	}
 	ev.Canary = Canary{State: CanaryFailed, Detail: "x"}
-	if d := Decide(ev, Expect{Want: ExpectClean, MinIO: 1 << 30}); d.Verdict != Inconclusive {
+	if d := Decide(ev, Expect{Want: ExpectClean, Min: MinEvidence{IO: 1 << 30}}); d.Verdict != Inconclusive {
 		t.Errorf("failed canary with too little evidence: %s", d.Verdict)
 	}
 	ev.Highmem = false
 	ev.Canary = Canary{State: CanaryNegative}
-	if d := Decide(ev, Expect{Want: ExpectClean, MinIO: 1 << 30}); d.Verdict != Inconclusive {
+	if d := Decide(ev, Expect{Want: ExpectClean, Min: MinEvidence{IO: 1 << 30}}); d.Verdict != Inconclusive {
 		t.Errorf("no HIGHMEM: %s", d.Verdict)
 	}
 }

@@ -12,6 +12,8 @@
 //  4. Any other crash: CRASHED "not attributed to the module under test"; it meets
 //     nothing.
 //  5. A hang (a step that never finished, a hung task, an RCU stall, a lockup): HUNG.
+//     5b. A failing KTAP test case (a kunit or kselftest step): TEST-FAILED, naming
+//     the case; a truncated or malformed KTAP stream: INCONCLUSIVE, with the line.
 //  6. A failed stress step: INFRA or, where the job makes failures evidence,
 //     INCONCLUSIVE when its report does not explain the failure.
 //  7. Anything that makes "nothing diverged" unprovable: trace integrity errors,
@@ -122,6 +124,7 @@ type Evidence struct {
 	Canary  Canary
 	Modules []string // the job's module names, for attribution
 	Pins    []string // pin mismatches ("image was X when recorded, is Y now")
+	Tests   []Tests  // KTAP steps' test cases (tests.go)
 }
 
 // Expect is what the job asks of the cell.
@@ -271,6 +274,11 @@ func decide(ev Evidence, ex Expect) Decision {
 		return d
 	}
 
+	// 5b. KTAP test cases (tests.go).
+	if t := decideTests(ev); t != nil {
+		return *t
+	}
+
 	// 6. Failed stress steps.
 	for _, s := range ev.Failed {
 		if s.Phase != "stress" {
@@ -333,6 +341,9 @@ func decide(ev Evidence, ex Expect) Decision {
 		return d
 	}
 	why("nothing diverged: %d trace transactions, %d verified reads and writes, %d checked operations", checked, tot.Reads+tot.Writes, tot.Ops)
+	if len(ev.Tests) > 0 {
+		why("test cases: %s", TestTotals(ev.Tests))
+	}
 
 	// 8. Could the machine have shown it?
 	if ev.Highmem && ev.Canary.State != CanaryPositive {
@@ -420,7 +431,7 @@ type Summary struct {
 }
 
 // severity orders verdicts for ties: what needs a person's attention first.
-var severity = map[string]int{Infra: 8, BuildFailed: 7, Crashed: 6, Hung: 5, Reproduced: 4, Inconclusive: 3, CannotDetect: 2, Clean: 1}
+var severity = map[string]int{Infra: 9, BuildFailed: 8, Crashed: 7, Hung: 6, TestFailed: 5, Reproduced: 4, Inconclusive: 3, CannotDetect: 2, Clean: 1}
 
 // Aggregate combines the decisions of a cell's repeats. A cell meets its expectation
 // when at least minRate of its repeats did (minRate 0 means every repeat must).

@@ -71,28 +71,37 @@ func (n Counts) String() string {
 	return fmt.Sprintf("%d passed, %d failed, %d skipped, %d todo", n.Pass, n.Fail, n.Skip, n.Todo)
 }
 
-// stampRe is dmesg's "[   12.345678] " and the kmsg agent's line prefix.
-var stampRe = regexp.MustCompile(`^\[\s*\d+\.\d+\] ?`)
+// stampRe is dmesg's "[   12.345678] " (with printk's caller id "[    T1]" when the
+// kernel has CONFIG_PRINTK_CALLER) and the kmsg agent's line prefix.
+var stampRe = regexp.MustCompile(`^\[\s*\d+\.\d+\](\[\s*[TC]\d+\])? ?`)
 
 // FromKernelLog takes the KTAP out of kernel log lines: from the last version line
-// at the outermost indentation (the newest run; a module loaded twice prints twice),
-// each line without its timestamp. Lines of other printk writers stay in (the parser
-// keeps them as the running test's log).
+// at the least indentation (the newest run; a module loaded twice prints twice),
+// each line without its timestamp and without that version line's indentation.
+// Lines of other printk writers stay in (the parser keeps them as the running test's
+// log).
 func FromKernelLog(text string) string {
 	lines := strings.Split(text, "\n")
 	for i, l := range lines {
 		lines[i] = stampRe.ReplaceAllString(strings.TrimRight(l, "\r"), "")
 	}
-	start := -1
+	start, ind := -1, 0
 	for i, l := range lines {
-		if indentOf(l) == 0 && versionRe.MatchString(strings.TrimSpace(l)) {
-			start = i
+		if !versionRe.MatchString(strings.TrimSpace(l)) {
+			continue
+		}
+		if n := indentOf(l); start < 0 || n <= ind {
+			start, ind = i, n
 		}
 	}
 	if start < 0 {
 		return ""
 	}
+	prefix := lines[start][:len(lines[start])-len(strings.TrimLeft(lines[start], " \t"))]
 	out := lines[start:]
+	for i, l := range out {
+		out[i] = strings.TrimPrefix(l, prefix)
+	}
 	for len(out) > 0 && strings.TrimSpace(out[len(out)-1]) == "" {
 		out = out[:len(out)-1]
 	}

@@ -37,7 +37,7 @@ func decideTests(ev Evidence) *Decision {
 				continue
 			}
 			d.Verdict = TestFailed
-			r := fmt.Sprintf("step %q: test case %s failed (KTAP line %d of the %s)", t.Step, c.Path, c.Line, t.Source)
+			r := fmt.Sprintf("step %q: test case %s failed (line %d of its KTAP, from the %s)", t.Step, c.Path, c.Line, t.Source)
 			if diag := diagLines(c.Log); diag != "" {
 				r += ": " + diag
 			}

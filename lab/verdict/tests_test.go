@@ -36,7 +36,7 @@ func TestKTAPVerdicts(t *testing.T) {
 	}{
 		{"all pass", kunitOnly(pass), Clean, "test cases: 1 passed, 0 failed, 1 skipped, 0 todo"},
 		{"a case fails", kunitOnly(fixture(t, "nested.log")), TestFailed,
-			`step "kunit": test case kmodlab_example_fold.fold_carry failed (KTAP line 26 of the kernel log): fold_carry: EXPECTATION FAILED at examples/kunit/kunit_example.c:61 | Expected kx_fold(0x1ffff) == 0x1, but`},
+			`step "kunit": test case kmodlab_example_fold.fold_carry failed (line 26 of its KTAP, from the kernel log): fold_carry: EXPECTATION FAILED at examples/kunit/kunit_example.c:61 | Expected kx_fold(0x1ffff) == 0x1, but`},
 		{"truncated", kunitOnly(fixture(t, "short_plan.ktap")), Inconclusive, `step "kunit": KTAP line 4: truncated: the plan (line 2) says 3 tests, 2 results`},
 		{"malformed", kunitOnly(fixture(t, "wrong_number.ktap")), Inconclusive, "KTAP line 4: malformed: test number 3, want 2"},
 		{"no case", kunitOnly("KTAP version 1\n1..0\n"), Inconclusive, `step "kunit": no test case ran (kernel log)`},

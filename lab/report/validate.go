@@ -16,7 +16,7 @@ import (
 // index out of range in the chart.
 
 var verdicts = map[string]bool{Reproduced: true, Crashed: true, Hung: true, Clean: true,
-	CannotDetect: true, Inconclusive: true, Infra: true, BuildFailed: true, verdict.Built: true}
+	CannotDetect: true, Inconclusive: true, Infra: true, BuildFailed: true, verdict.Built: true, TestFailed: true}
 
 var expectations = map[string]bool{job.Reproduces: true, job.Crashes: true, job.Clean: true,
 	job.CannotDetect: true, job.BuildFails: true, verdict.ExpectBuilds: true}

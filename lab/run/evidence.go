@@ -29,6 +29,7 @@ func (cr *cellRun) judge(f *follower) verdict.Decision {
 		Highmem: p.highmem,
 		Canary:  p.canary,
 		Window:  verdict.Window{Started: cr.windowStart},
+		Tests:   cr.tests,
 	}
 	for _, m := range p.o.Job.Build.Modules {
 		ev.Modules = append(ev.Modules, m.Name)
@@ -267,6 +268,7 @@ func (cr *cellRun) summarize(ev verdict.Evidence, d verdict.Decision) {
 		*evl = append(*evl, fmt.Sprintf("stress: stopped after %.1f s (%s)", float64(rc.StopMS)/1000, cr.stopReason))
 	}
 	cr.stopMu.Unlock()
+	cr.summarizeTests(ev)
 	for _, s := range ev.Failed {
 		*evl = append(*evl, fmt.Sprintf("%s step %q: %s", s.Phase, s.Name, s.Detail))
 	}

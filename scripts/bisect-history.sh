@@ -5,7 +5,9 @@
 # address to the daemon's thread, as atomic mode does. The other commits only touch
 # a notes file. DIR/job.yaml runs userblk's kmap cell against that copy, for
 #   kmodlab bisect DIR/job.yaml --cell armv7-lpae/kmap --good base --bad HEAD
-# Defaults: N=8, BAD=5. docs/bisect.md shows a run.
+# Defaults: N=8, BAD=5. With BUG=flip the bad commit instead corrupts the first 16
+# bytes of every page kmap mode maps, a bug every machine shows (the e2e test's
+# planted flip on x86_64). docs/bisect.md shows a run.
 set -eu
 dir=${1:?usage: bisect-history.sh DIR [N] [BAD]}
 n=${2:-8}
@@ -24,7 +26,11 @@ echo "userblk history for kmodlab bisect" > "$dir/kmod/NOTES"
 git -C "$dir" add -A && git -C "$dir" commit -qm "base: userblk as in kmodlab" && git -C "$dir" tag base
 i=1
 while [ "$i" -le "$n" ]; do
-	if [ "$i" -eq "$bad" ]; then
+	if [ "$i" -eq "$bad" ] && [ "${BUG:-}" = flip ]; then
+		perl -0pi -e 's|(\t\tbase = kmap\(req->page\);[^\n]*\n)|$1\t\tmemset(base, 0x5a, 16);\t/* planted flip */\n|' "$dir/kmod/userblk.c"
+		grep -q 'planted flip' "$dir/kmod/userblk.c" || { echo "bisect-history.sh: the flip did not apply to kmod/userblk.c" >&2; exit 1; }
+		git -C "$dir" commit -qam "userblk: clear the page head in kmap mode (a planted flip)"
+	elif [ "$i" -eq "$bad" ]; then
 		# The regression: kmap mode takes the submitter's CPU-local mapping, like
 		# atomic mode, and hands it to the daemon's thread.
 		perl -0pi -e 's/(static int userblk_map\(struct userblk_dev \*ub, struct userblk_req \*req, unsigned long end\)\n\{\n\tvoid \*base = NULL;\n\tint err;\n)/$1\n\tif (req->mode == USERBLK_MAP_KMAP)\n\t\treq->mode = USERBLK_MAP_ATOMIC;\t\/* "cheaper than kmap()" *\/\n/' "$dir/kmod/userblk.c"

@@ -293,4 +293,3 @@ func (r *revRunner) Run(ctx context.Context, rev string) (bisect.Outcome, error)
 	}
 	return oc, nil
 }
-

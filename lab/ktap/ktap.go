@@ -36,7 +36,7 @@ const (
 type Test struct {
 	Number    int      `json:"number"`
 	Name      string   `json:"name"`
-	Status    Status   `json:"status"`                // "" for a test whose result line never came
+	Status    Status   `json:"status"`              // "" for a test whose result line never came
 	Directive string   `json:"directive,omitempty"` // "SKIP reason", "TODO reason"
 	Log       []string `json:"log,omitempty"`       // diagnostic and other lines before the result, without their indentation
 	Plan      int      `json:"plan,omitempty"`      // the subtests' plan, -1 none

@@ -27,11 +27,11 @@ const maxKTAP = 4 << 20
 
 // tapCapture collects what a KTAP step produced while it ran.
 type tapCapture struct {
-	step  job.Step
-	name  string
-	mu    sync.Mutex
-	buf   bytes.Buffer
-	full  bool
+	step job.Step
+	name string
+	mu   sync.Mutex
+	buf  bytes.Buffer
+	full bool
 }
 
 func (t *tapCapture) Write(b []byte) (int, error) {

@@ -44,6 +44,7 @@ e2e: build
 
 fuzz:
 	$(GO) test ./lab/trace/ -run '^$$' -fuzz FuzzAnalyze -fuzztime 60s
+	$(GO) test ./lab/ktap/ -run '^$$' -fuzz FuzzParse -fuzztime 60s
 	$(GO) test ./lab/job/ -run '^$$' -fuzz FuzzParse -fuzztime 60s
 	$(GO) test ./lab/console/ -run '^$$' -fuzz FuzzFind -fuzztime 60s
 	$(GO) test ./lab/report/ -run '^$$' -fuzz FuzzReadShard -fuzztime 60s

@@ -74,6 +74,8 @@ func runCmd() *cobra.Command {
 		repeat      int
 		full        bool
 		noSnapshot  bool
+		format      string
+		infraExit   int
 	)
 	c := &cobra.Command{
 		Use:   "run JOB",
@@ -89,7 +91,8 @@ reports rates; a cell meets its expectation when every repeat does (expect.min_r
 lowers that for flaky bugs).
 
 Exit codes: 0 every cell as expected, 1 a cell's verdict differs from its expectation,
-2 an infrastructure error (boot, SSH, build, timeout).`,
+2 an infrastructure error (boot, SSH, build, timeout); --infra-exit 125 makes that
+git bisect run's "skip" (docs/bisect.md).`,
 		Example: `  kmodlab run jobs/highmem-coherency.yaml
   kmodlab run jobs/highmem-coherency.yaml --cell armv7-lpae/atomic --seed 42
   kmodlab run jobs/highmem-coherency.yaml --set stress=5s`,
@@ -140,18 +143,31 @@ Exit codes: 0 every cell as expected, 1 a cell's verdict differs from its expect
 			if parallel == 0 {
 				parallel = run.DefaultParallel()
 			}
+			if format != "text" && format != "ktap" {
+				return fmt.Errorf("--format %q: want text or ktap", format)
+			}
+			if infraExit < 0 || infraExit > 255 {
+				return fmt.Errorf("--infra-exit %d: want an exit code 0..255 (125 is git bisect run's skip)", infraExit)
+			}
 			fmt.Fprintf(stderr, "kmodlab: %s: %d cells, seed %d, %d in parallel, results in %s\n", j.Name, len(sel), seed, parallel, out)
 			rep, err := run.Run(cmd.Context(), run.Options{Job: j, Cells: sel, Seed: seed, Out: out, Parallel: parallel,
 				Vars: vars, Pins: pinned, Machines: f, CacheDir: f.Builder.CacheDir, Canary: !noCanary,
 				Version: version, Progress: stderr, StrictW1: strict, Repeat: repeat, Full: full})
 			if err != nil {
-				return &exitError{report.ExitInfra, err}
+				return &exitError{infraExit, err}
 			}
-			fmt.Fprintln(stdout)
-			fmt.Fprint(stdout, rep.Matrix())
-			fmt.Fprint(stdout, rep.Details())
-			fmt.Fprintf(stdout, "\nreports: %s/{results.json,junit.xml,summary.md,index.html}\n", out)
+			if format == "ktap" {
+				rep.KTAP(stdout)
+			} else {
+				fmt.Fprintln(stdout)
+				fmt.Fprint(stdout, rep.Matrix())
+				fmt.Fprint(stdout, rep.Details())
+				fmt.Fprintf(stdout, "\nreports: %s/{results.json,junit.xml,summary.md,index.html,results.ktap}\n", out)
+			}
 			if code := rep.Code(); code != 0 {
+				if code == report.ExitInfra {
+					code = infraExit
+				}
 				return &exitError{code, fmt.Errorf("exit %d: %s", code, map[int]string{1: "a cell missed its expectation", 2: "infrastructure error"}[code])}
 			}
 			return nil
@@ -169,6 +185,8 @@ Exit codes: 0 every cell as expected, 1 a cell's verdict differs from its expect
 	c.Flags().BoolVar(&strict, "strict", false, "fail module builds that warn under W=1")
 	c.Flags().IntVar(&repeat, "repeat", 1, "run each cell N times (a fresh module load each time) and report rates")
 	c.Flags().BoolVar(&full, "full", false, "run every stress step to its end, even once the verdict is sure")
+	c.Flags().StringVar(&format, "format", "text", "stdout: text (the matrix and details) or ktap (the run as KTAP, also written to results.ktap)")
+	c.Flags().IntVar(&infraExit, "infra-exit", report.ExitInfra, "exit code for an infrastructure error (125 makes plain `git bisect run` skip the revision)")
 	c.Flags().BoolVar(&noSnapshot, "no-snapshot", false, "boot every QEMU machine cold instead of restoring its image's saved state (also: KMODLAB_NO_SNAPSHOT=1)")
 	c.PersistentFlags().StringVar(&flagRunners, "runners", "", "runners.yaml (default $XDG_CONFIG_HOME/kmodlab/runners.yaml)")
 	return c

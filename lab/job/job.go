@@ -90,6 +90,11 @@ type Step struct {
 	// report; the default for steps with a report) or "infra" (the lab could not
 	// judge; the default otherwise).
 	OnFailure verdict.Policy `yaml:"on_failure"`
+	// KTAP steps (ktap.go): a KUnit test module to load, the suites to read from
+	// debugfs, or a program whose stdout is KTAP.
+	KUnit  string   `yaml:"kunit"`
+	Suites []string `yaml:"suites"`
+	KTAP   bool     `yaml:"ktap"`
 }
 
 // FailurePolicy is the step's on_failure, with its default.
@@ -319,8 +324,11 @@ func (j *Job) check(root *yaml.Node, known func(string) bool) error {
 			if s.Timeout < 0 {
 				return bad(where+".timeout", fmt.Sprintf("%s: a timeout cannot be negative", time.Duration(s.Timeout)), phase, fmt.Sprint(i), "timeout")
 			}
-			if strings.TrimSpace(s.Run) == "" {
+			if strings.TrimSpace(s.Command()) == "" {
 				return bad(where+".run", "missing", phase, fmt.Sprint(i))
+			}
+			if f, p := s.checkTests(); p != "" {
+				return bad(where+"."+f, p, phase, fmt.Sprint(i), f)
 			}
 			if s.Ready != "" && !s.Background {
 				return bad(where+".ready", "only a background step has a ready check", phase, fmt.Sprint(i), "ready")
@@ -328,7 +336,7 @@ func (j *Job) check(root *yaml.Node, known func(string) bool) error {
 			if s.OnFailure != "" && s.OnFailure != verdict.PolicyInfra && s.OnFailure != verdict.PolicyEvidence {
 				return bad(where+".on_failure", fmt.Sprintf("%q: want infra or evidence", s.OnFailure), phase, fmt.Sprint(i), "on_failure")
 			}
-			for _, text := range []string{s.Run, s.Ready, s.Report} {
+			for _, text := range []string{s.Command(), s.Ready, s.Report} {
 				if _, err := j.tmpl(text); err != nil {
 					return bad(where+".run", err.Error(), phase, fmt.Sprint(i), "run")
 				}

@@ -51,7 +51,7 @@ func checkValue(s string) string {
 // labFiles are what the lab itself writes into a cell's results directory: a collected
 // file or a background step's log may not take these names.
 var labFiles = []string{"kern.log", "console.log", "diagnose.log", "error.txt", "stress-*.json",
-	"setup-*.log", "stress-*.log", "teardown-*.log", "run[0-9]*", "build-*.log"}
+	"setup-*.log", "stress-*.log", "teardown-*.log", "run[0-9]*", "build-*.log", "*.ktap"}
 
 // reservedFile reports the lab's pattern a results-directory file name matches.
 func reservedFile(base string) string {

@@ -107,6 +107,8 @@ type Cell struct {
 	Build *Build `json:"build,omitempty"`
 	// BuildSource is a BUILD-FAILED cell's first error at its source line.
 	BuildSource *Source `json:"build_source,omitempty"`
+	// Tests are the KTAP steps' test cases (KUnit, kselftest): tests.go.
+	Tests []verdict.Tests `json:"tests,omitempty"`
 }
 
 // TraceSummary is the oracle's result for a cell.
@@ -192,6 +194,13 @@ func (r *Run) Write(dir string) error {
 			f.WriteString(md)
 			f.Close()
 		}
+	}
+	var tap strings.Builder
+	if err := r.KTAP(&tap); err != nil {
+		return err
+	}
+	if err := writeFile(filepath.Join(dir, "results.ktap"), []byte(tap.String()), 0o644); err != nil {
+		return err
 	}
 	return writeFile(filepath.Join(dir, "index.html"), []byte(r.HTML()), 0o644)
 }

@@ -36,6 +36,7 @@ type junitCase struct {
 	Time      string        `xml:"time,attr"`
 	Failure   *junitMessage `xml:"failure,omitempty"`
 	Error     *junitMessage `xml:"error,omitempty"`
+	Skipped   *junitSkipped `xml:"skipped,omitempty"`
 	SystemOut string        `xml:"system-out,omitempty"`
 }
 
@@ -81,6 +82,13 @@ func (r *Run) JUnit() ([]byte, error) {
 		s.Tests++
 		all.Tests++
 		s.Cases = append(s.Cases, tc)
+		kc, kf, ks := junitTests(c)
+		s.Cases = append(s.Cases, kc...)
+		s.Tests += len(kc)
+		all.Tests += len(kc)
+		s.Failures += kf
+		all.Failures += kf
+		s.Skipped += ks
 	}
 	out, err := xml.MarshalIndent(all, "", "  ")
 	if err != nil {
@@ -161,7 +169,7 @@ var htmlTmpl = template.Must(template.New("r").Funcs(template.FuncMap{
 body{font-family:sans-serif;margin:2em;color:#222}
 table.m{border-collapse:collapse}
 .m td,.m th{border:1px solid #ccc;padding:.4em .8em;text-align:center}
-{{verdictCSS}}.missed{outline:3px solid #c00}
+{{verdictCSS}}.fail{background:#f7c6a0}.pass{background:#d4f0d4}.skip,.todo{background:#eee}.missed{outline:3px solid #c00}
 pre{background:#f6f6f6;padding:.6em;overflow:auto;font-size:85%}
 </style></head><body>
 <h1>kmodlab: {{.R.Job}}</h1>
@@ -176,6 +184,8 @@ pre{background:#f6f6f6;padding:.6em;overflow:auto;font-size:85%}
 {{if .Divergences}}<p>Divergences over the stress run (ms):</p>{{chart .Divergences}}{{end}}
 {{with .Trace}}{{with .First}}<p>First diverging transaction: {{.Kind}}: {{.Detail}}</p>{{end}}{{if .FirstTable}}<pre>{{.FirstTable}}</pre>{{end}}{{end}}
 {{with .Crash}}<p>Crash: {{.Title}}</p>{{if .Frames}}<ul class="frames">{{range .Frames}}{{if .Module}}<li><code>{{.String}}</code></li>{{end}}{{end}}</ul>{{end}}<pre>{{.Text}}</pre>{{end}}
+{{range $t := .Tests}}<p>Test cases of step {{$t.Step}} ({{$t.Source}}):</p><table class="m"><tr><th>case</th><th>result</th><th>diagnostics</th></tr>{{range $t.Cases}}<tr><td>{{.Path}}</td><td class="{{.Status}}">{{.Status}}{{with .Directive}} ({{.}}){{end}}</td><td>{{if .Log}}<pre>{{range .Log}}{{.}}
+{{end}}</pre>{{end}}</td></tr>{{end}}</table>{{with $t.Problem}}<p>KTAP stream: {{.Error}}</p>{{end}}{{end}}
 {{with .Runs}}<table class="m"><tr><th>repeat</th><th>verdict</th><th>first divergence</th><th>stopped</th></tr>{{range .}}<tr><td>{{.Repeat}}</td><td>{{.Verdict}}</td><td>{{if ge .FirstDivergenceMS 0}}{{.FirstDivergenceMS}} ms{{else}}-{{end}}</td><td>{{if ge .StopMS 0}}{{.StopMS}} ms{{end}}</td></tr>{{end}}</table>{{end}}
 <p>Kernel {{.Kernel}} · runner {{.Runner}} · logs in <code>{{.LogDir}}</code></p>
 <p>Replay: <code>{{.Replay}}</code></p>
@@ -248,7 +258,7 @@ func md[S ~string](s S) string { return sanitize.MDText(string(s)) }
 var verdictColour = map[verdict.Verdict]string{
 	verdict.Reproduced: "#fde2c8", verdict.Crashed: "#f7b6b6", verdict.Clean: "#d4f0d4",
 	verdict.Hung: "#ddd", verdict.Infra: "#ddd", verdict.CannotDetect: "#ddd",
-	verdict.BuildFailed: "#e4cdf2", verdict.Built: "#d4f0d4", verdict.Inconclusive: "#fff3b0",
+	verdict.BuildFailed: "#e4cdf2", verdict.Built: "#d4f0d4", verdict.Inconclusive: "#fff3b0", verdict.TestFailed: "#f7c6a0",
 }
 
 // class is v's CSS class in index.html: "CANNOT-DETECT" is "cannotdetect".

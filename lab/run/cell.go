@@ -33,6 +33,7 @@ type cellRun struct {
 	// What happened.
 	failed      []verdict.Step
 	stress      []verdict.Stress
+	tests       []verdict.Tests // KTAP steps' cases (ktap.go)
 	lost        bool
 	hung        bool // a step timed out
 	crashed     bool // a step was stopped because the kernel crashed

@@ -38,6 +38,8 @@ type follower struct {
 	err     error
 	onDiv   func()
 	stopped bool
+	tapMu   sync.Mutex
+	tap     *tapCapture // a kunit step's capture while it runs (ktap.go)
 }
 
 func startFollower(ctx context.Context, r runner.Runner, agent string, start uint64, file string, onDiv func()) *follower {
@@ -91,6 +93,11 @@ func (f *follower) line(s string) {
 	}
 	f.an.Record(rec.TS, rec.Text)
 	f.sc.Line(l)
+	f.tapMu.Lock()
+	if f.tap != nil {
+		f.tap.record(rec.Text)
+	}
+	f.tapMu.Unlock()
 	f.cond.Broadcast()
 }
 

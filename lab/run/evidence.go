@@ -29,6 +29,7 @@ func (cr *cellRun) judge(f *follower) verdict.Decision {
 		Lost:    cr.lost,
 		Highmem: p.highmem,
 		Canary:  p.canary,
+		Tests:   cr.tests,
 	}
 	for _, m := range p.o.Job.Build.Modules {
 		ev.Modules = append(ev.Modules, m.Name)
@@ -268,6 +269,7 @@ func (cr *cellRun) summarize(ev verdict.Evidence, d verdict.Decision) {
 		*evl = append(*evl, fmt.Sprintf("stress: stopped after %.1f s (%s)", float64(rc.StopMS)/1000, cr.st.reason))
 	}
 	cr.st.mu.Unlock()
+	cr.summarizeTests(ev)
 	for _, s := range ev.Failed {
 		*evl = append(*evl, fmt.Sprintf("%s step %q: %s", s.Phase, s.Name, s.Detail))
 	}

@@ -48,7 +48,7 @@ func (cr *cellRun) step(ctx context.Context, phase string, i int, s job.Step, de
 		}
 		cr.failed = append(cr.failed, st)
 	}
-	cmd, err := j.Expand(s.Run, c, seed, cr.extra)
+	cmd, err := j.Expand(s.Command(), c, seed, cr.extra)
 	if err != nil {
 		fail(verdict.FailError, err.Error())
 		return
@@ -73,6 +73,7 @@ func (cr *cellRun) step(ctx context.Context, phase string, i int, s job.Step, de
 	// A kernel crash during the step: give the kernel a moment to print the rest, then
 	// stop waiting for a step that may never finish.
 	crashed := cr.watch.stopOnCrash(sctx, cancel)
+	tap := cr.beginKTAP(s, name)
 	if s.Background {
 		bg := fmt.Sprintf("setsid sh -c %s > %s/%s.log 2>&1 < /dev/null &", runner.Quote(cmd), j.Dest(), name)
 		err = cr.r.Run(sctx, bg, w, w)
@@ -87,7 +88,7 @@ func (cr *cellRun) step(ctx context.Context, phase string, i int, s job.Step, de
 		pidfile := fmt.Sprintf("%s/.kmodlab-step-%s.pid", j.Dest(), name)
 		end := cr.beginStress(i, name, pidfile)
 		pw := &progressWriter{w: w, on: cr.onProgress}
-		err = cr.r.Run(sctx, stepCommand(pidfile, cmd), pw, pw)
+		err = cr.r.Run(sctx, stepCommand(pidfile, cmd), tap.stdout(pw), pw)
 		end()
 		if sctx.Err() != nil && !cr.lost && !crashed() {
 			kctx, kcancel := context.WithTimeout(context.WithoutCancel(ctx), 15*time.Second)
@@ -95,7 +96,10 @@ func (cr *cellRun) step(ctx context.Context, phase string, i int, s job.Step, de
 			kcancel()
 		}
 	} else {
-		err = cr.r.Run(sctx, cmd, w, w)
+		err = cr.r.Run(sctx, cmd, tap.stdout(w), w)
+	}
+	if !cr.lost {
+		cr.endKTAP(ctx, tap)
 	}
 	stoppedOnPurpose := phase == "stress" && ctx.Err() != nil && cr.stoppedOnPurpose()
 	switch {

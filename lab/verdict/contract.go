@@ -13,6 +13,7 @@ const (
 	Reproduced   Verdict = "REPRODUCED"    // the trace or the data check shows divergence
 	Crashed      Verdict = "CRASHED"       // the kernel crashed during the cell
 	Hung         Verdict = "HUNG"          // something never finished: a step, a task, an RCU grace period
+	TestFailed   Verdict = "TEST-FAILED"   // a KUnit or kselftest case failed (tests.go)
 	Clean        Verdict = "clean"         // nothing diverged, with enough evidence, on a machine that could show it
 	CannotDetect Verdict = "CANNOT-DETECT" // nothing diverged, but the canary says the machine cannot show it
 	Inconclusive Verdict = "INCONCLUSIVE"  // nothing diverged, but the evidence cannot prove it
@@ -24,7 +25,7 @@ const (
 // All is every verdict, most severe first: the order ties between repeats are broken
 // in (what needs a person's attention first). A new verdict is added here, in its
 // place, and given a colour in lab/report (writers.go: verdictColour; a test checks).
-var All = []Verdict{Infra, BuildFailed, Crashed, Hung, Reproduced, Inconclusive, CannotDetect, Clean, Built}
+var All = []Verdict{Infra, BuildFailed, Crashed, Hung, TestFailed, Reproduced, Inconclusive, CannotDetect, Clean, Built}
 
 // Severity is v's place in All counted from the end: higher is more severe, 0 unknown.
 func (v Verdict) Severity() int {

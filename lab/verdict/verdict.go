@@ -12,6 +12,8 @@
 //  4. Any other crash: CRASHED "not attributed to the module under test"; it meets
 //     nothing.
 //  5. A hang (a step that never finished, a hung task, an RCU stall, a lockup): HUNG.
+//     5b. A failing KTAP test case (a kunit or kselftest step): TEST-FAILED, naming
+//     the case; a truncated or malformed KTAP stream: INCONCLUSIVE, with the line.
 //  6. A failed stress step: INFRA or, where the job makes failures evidence,
 //     INCONCLUSIVE when its report does not explain the failure.
 //  7. Anything that makes "nothing diverged" unprovable: trace integrity errors,
@@ -87,6 +89,7 @@ type Evidence struct {
 	Canary  Canary
 	Modules []string // the job's module names, for attribution
 	Pins    []string // pin mismatches ("image was X when recorded, is Y now")
+	Tests   []Tests  // KTAP steps' test cases (tests.go)
 }
 
 // Expect is what the job asks of the cell.
@@ -212,6 +215,11 @@ func decide(ev Evidence, ex Expect) Decision {
 		return d
 	}
 
+	// 5b. KTAP test cases (tests.go).
+	if t := decideTests(ev); t != nil {
+		return *t
+	}
+
 	// 6. Failed stress steps.
 	for _, s := range ev.Failed {
 		if s.Phase != "stress" {
@@ -274,6 +282,9 @@ func decide(ev Evidence, ex Expect) Decision {
 		return d
 	}
 	why("nothing diverged: %d trace transactions, %d verified reads and writes, %d checked operations", checked, tot.Reads+tot.Writes, tot.Ops)
+	if len(ev.Tests) > 0 {
+		why("test cases: %s", TestTotals(ev.Tests))
+	}
 
 	// 8. Could the machine have shown it?
 	if ev.Highmem && ev.Canary.State != CanaryPositive {

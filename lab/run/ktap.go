@@ -1,0 +1,165 @@
+package run
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/kmodlab/kmodlab/lab/job"
+	"github.com/kmodlab/kmodlab/lab/ktap"
+	"github.com/kmodlab/kmodlab/lab/runner"
+	"github.com/kmodlab/kmodlab/lab/verdict"
+)
+
+// KTAP steps (job/ktap.go): a kunit step's test module prints its KTAP into the
+// kernel log while it loads; a ktap step's program prints it on stdout. Each step's
+// stream is parsed (lab/ktap) into test cases for the verdict (rule 5b) and the
+// report, and kept in the cell's log directory as <step>.ktap.
+
+// maxKTAP bounds what one step's stream may hold.
+const maxKTAP = 4 << 20
+
+// tapCapture collects what a KTAP step produced while it ran.
+type tapCapture struct {
+	step job.Step
+	name string
+	mu   sync.Mutex
+	buf  bytes.Buffer
+	full bool
+}
+
+func (t *tapCapture) Write(b []byte) (int, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.buf.Len()+len(b) > maxKTAP {
+		t.full = true
+		return len(b), nil
+	}
+	return t.buf.Write(b)
+}
+
+// text is what was captured.
+func (t *tapCapture) text() string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.buf.String()
+}
+
+// beginKTAP starts capturing for a KTAP step; nil for any other step.
+func (cr *cellRun) beginKTAP(s job.Step, name string) *tapCapture {
+	if s.TestsKind() == "" {
+		return nil
+	}
+	t := &tapCapture{step: s, name: name}
+	if s.TestsKind() == "kunit" && cr.follow != nil {
+		cr.follow.tapMu.Lock()
+		cr.follow.tap = t
+		cr.follow.tapMu.Unlock()
+	}
+	return t
+}
+
+// stdout is the writer a step's stdout goes to: w, and the capture for a ktap step.
+func (t *tapCapture) stdout(w io.Writer) io.Writer {
+	if t == nil || t.step.TestsKind() != "ktap" {
+		return w
+	}
+	return io.MultiWriter(w, t)
+}
+
+// record takes one kernel-log record's text for a kunit step's capture (the kernel
+// escapes a newline inside a record as \x0a).
+func (t *tapCapture) record(text string) {
+	t.Write([]byte(strings.ReplaceAll(text, `\x0a`, "\n") + "\n"))
+}
+
+// endKTAP parses what the step produced and adds it to the cell's tests.
+func (cr *cellRun) endKTAP(ctx context.Context, t *tapCapture) {
+	if t == nil {
+		return
+	}
+	source, text := "stdout", ""
+	if t.step.TestsKind() == "kunit" {
+		source = "kernel log"
+		if cr.follow != nil {
+			// Wait until the stream has delivered every record the load printed.
+			if end, err := cr.agentLast(ctx); err == nil {
+				cr.follow.waitFor(end, 20*time.Second)
+			}
+			cr.follow.tapMu.Lock()
+			cr.follow.tap = nil
+			cr.follow.tapMu.Unlock()
+		}
+		text = ktap.FromKernelLog(t.text())
+		if len(t.step.Suites) > 0 {
+			if dfs, ok := cr.kunitDebugfs(ctx, t.step.Suites); ok {
+				source, text = "debugfs", dfs
+			}
+		}
+	} else {
+		text = t.text()
+	}
+	os.WriteFile(filepath.Join(cr.rc.LogDir, t.name+".ktap"), []byte(text), 0o644)
+	d := parseKTAP(source, text)
+	if t.full {
+		d.Problem = &ktap.Problem{Line: d.Lines, Msg: fmt.Sprintf("more than %d MiB of output: the rest was not kept", maxKTAP>>20), Truncated: true}
+	}
+	cr.tests = append(cr.tests, verdict.Tests{Step: t.name, Source: source, Cases: d.Cases(), Problem: d.Problem})
+}
+
+// parseKTAP parses one stream, or several (debugfs has one document per suite,
+// separated by a line with only "\f"), into one document.
+func parseKTAP(source, text string) *ktap.Doc {
+	if source != "debugfs" {
+		return ktap.Parse(text)
+	}
+	all := &ktap.Doc{Plan: -1}
+	for _, part := range strings.Split(text, "\f\n") {
+		d := ktap.Parse(part)
+		for _, t := range d.Tests {
+			t.Number = len(all.Tests) + 1
+			all.Tests = append(all.Tests, t)
+		}
+		all.Lines += d.Lines
+		if d.Problem != nil && all.Problem == nil {
+			all.Problem = d.Problem
+		}
+	}
+	return all
+}
+
+// kunitDebugfs reads the suites' results files; false when the kernel has none
+// (no KUNIT_DEBUGFS, debugfs not mounted, a suite not loaded).
+func (cr *cellRun) kunitDebugfs(ctx context.Context, suites []string) (string, bool) {
+	ctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	var parts []string
+	for _, s := range suites {
+		f := "/sys/kernel/debug/kunit/" + s + "/results"
+		out, err := runner.Output(ctx, cr.r, "mountpoint -q /sys/kernel/debug || mount -t debugfs none /sys/kernel/debug 2>/dev/null; cat "+runner.Quote(f))
+		if err != nil || strings.TrimSpace(out) == "" {
+			return "", false
+		}
+		parts = append(parts, out)
+	}
+	return strings.Join(parts, "\f\n"), true
+}
+
+// summarizeTests puts the KTAP steps' cases into the report's cell and one evidence
+// line per step.
+func (cr *cellRun) summarizeTests(ev verdict.Evidence) {
+	for _, t := range ev.Tests {
+		cr.rc.Tests = append(cr.rc.Tests, t)
+		line := fmt.Sprintf("tests: step %q (%s): %d cases, %s", t.Step, t.Source, len(t.Cases), ktap.Count(t.Cases))
+		if t.Problem != nil {
+			line += "; " + t.Problem.Error()
+		}
+		cr.rc.Evidence = append(cr.rc.Evidence, line)
+	}
+}

@@ -7,7 +7,6 @@ import (
 	"github.com/kmodlab/kmodlab/lab/ktap"
 )
 
-
 // Tests is what one KTAP-speaking step reported (a kunit step's test module, a
 // kselftest-style program's stdout).
 type Tests struct {

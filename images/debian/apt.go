@@ -111,31 +111,19 @@ func (r *Root) copySources() error {
 	if r.suite() != HostSuite {
 		return r.deriveSources(dst, r.used())
 	}
-	src := r.Sources
-	if src == "" {
-		src = os.Getenv(SourcesEnv)
+	src, data, err := r.userSources()
+	if err != nil {
+		return err
 	}
 	if src != "" {
-		data, err := os.ReadFile(src)
-		if err != nil {
-			return fmt.Errorf("apt sources (%s): %w", SourcesEnv, err)
-		}
 		name := "user.list"
 		if bytes.Contains(data, []byte("URIs:")) {
 			name = "user.sources"
 		}
 		return os.WriteFile(filepath.Join(dst, name), data, 0o644)
 	}
-	var files []string
-	if _, err := os.Stat("/etc/apt/sources.list"); err == nil {
-		files = append(files, "/etc/apt/sources.list")
-	}
-	for _, pat := range []string{"/etc/apt/sources.list.d/*.list", "/etc/apt/sources.list.d/*.sources"} {
-		m, _ := filepath.Glob(pat)
-		files = append(files, m...)
-	}
 	n := 0
-	for _, f := range files {
+	for _, f := range hostSourceFiles() {
 		data, err := os.ReadFile(f)
 		if err != nil || !isDebian(data) {
 			continue
@@ -155,29 +143,49 @@ func (r *Root) copySources() error {
 // hostSources is the sources file SourcesEnv (or r.Sources) names, or the host's
 // /etc/apt sources that name a Debian suite.
 func (r *Root) hostSources() (map[string][]byte, error) {
-	src := r.Sources
-	if src == "" {
-		src = os.Getenv(SourcesEnv)
+	src, data, err := r.userSources()
+	if err != nil {
+		return nil, err
 	}
 	if src != "" {
-		data, err := os.ReadFile(src)
-		if err != nil {
-			return nil, fmt.Errorf("apt sources (%s): %w", SourcesEnv, err)
-		}
 		return map[string][]byte{src: data}, nil
 	}
-	files := []string{"/etc/apt/sources.list"}
-	for _, pat := range []string{"/etc/apt/sources.list.d/*.list", "/etc/apt/sources.list.d/*.sources"} {
-		m, _ := filepath.Glob(pat)
-		files = append(files, m...)
-	}
 	out := map[string][]byte{}
-	for _, f := range files {
+	for _, f := range hostSourceFiles() {
 		if data, err := os.ReadFile(f); err == nil && isDebian(data) {
 			out[f] = data
 		}
 	}
 	return out, nil
+}
+
+// userSources is the sources file r.Sources or SourcesEnv names, "" when neither does.
+func (r *Root) userSources() (string, []byte, error) {
+	src := r.Sources
+	if src == "" {
+		src = os.Getenv(SourcesEnv)
+	}
+	if src == "" {
+		return "", nil, nil
+	}
+	data, err := os.ReadFile(src)
+	if err != nil {
+		return "", nil, fmt.Errorf("apt sources (%s): %w", SourcesEnv, err)
+	}
+	return src, data, nil
+}
+
+// hostSourceFiles are the host's apt sources files.
+func hostSourceFiles() []string {
+	var files []string
+	if _, err := os.Stat("/etc/apt/sources.list"); err == nil {
+		files = append(files, "/etc/apt/sources.list")
+	}
+	for _, pat := range []string{"/etc/apt/sources.list.d/*.list", "/etc/apt/sources.list.d/*.sources"} {
+		m, _ := filepath.Glob(pat)
+		files = append(files, m...)
+	}
+	return files
 }
 
 // deriveSources writes the sources for suite, derived from the host's bookworm entries.

@@ -485,6 +485,14 @@ func check(evs []Event, res *Result, detail bool) (d Divergence, diverged bool) 
 			v[o] = &evs[i]
 		}
 	}
+	// diverge ends the check with a divergence of kind, described only when detail.
+	diverge := func(kind, format string, args ...any) (Divergence, bool) {
+		d.Kind = kind
+		if detail {
+			d.Detail = fmt.Sprintf(format, args...)
+		}
+		return d, true
+	}
 	for _, o := range []int{opWfault, opRfault} {
 		f := v[o]
 		if f == nil {
@@ -501,13 +509,9 @@ func check(evs []Event, res *Result, detail bool) (d Divergence, diverged bool) 
 			res.UserFaults++
 			return d, false
 		}
-		d.Kind = KindShortCopy
-		if detail {
-			d.Detail = fmt.Sprintf(
-				"daemon (tid %d, cpu %d) could not copy %d of %d bytes through the submitter's address %s: the mapping was gone on its CPU",
-				f.TID, f.CPU, f.CRC, f.Len, f.Addr)
-		}
-		return d, true
+		return diverge(KindShortCopy,
+			"daemon (tid %d, cpu %d) could not copy %d of %d bytes through the submitter's address %s: the mapping was gone on its CPU",
+			f.TID, f.CPU, f.CRC, f.Len, f.Addr)
 	}
 	if w := v[opWrite]; w != nil {
 		w1 := v[opWrite1]
@@ -531,13 +535,9 @@ func check(evs []Event, res *Result, detail bool) (d Divergence, diverged bool) 
 		if w1.CRC == w.CRC {
 			return d, false
 		}
-		d.Kind = KindWriteMismatch
-		if detail {
-			d.Detail = fmt.Sprintf(
-				"submitter (tid %d) wrote crc %08x at %s%s, daemon (tid %d) received crc %08x at %s",
-				w.TID, w.CRC, w.Addr, still, w1.TID, w1.CRC, w1.Addr)
-		}
-		return d, true
+		return diverge(KindWriteMismatch,
+			"submitter (tid %d) wrote crc %08x at %s%s, daemon (tid %d) received crc %08x at %s",
+			w.TID, w.CRC, w.Addr, still, w1.TID, w1.CRC, w1.Addr)
 	}
 	r1, r2 := v[opRead1], v[opRead2]
 	if r1 == nil || r2 == nil {
@@ -545,36 +545,24 @@ func check(evs []Event, res *Result, detail bool) (d Divergence, diverged bool) 
 	}
 	res.Reads++
 	if r1.CRC != r2.CRC {
-		d.Kind = KindCrossThread
-		extra := ""
+		kind, extra := KindCrossThread, ""
 		if r0 := v[opRead0]; r0 != nil && r0.CRC == r2.CRC {
-			d.Kind = KindNeverArrived
-			extra = " (the submitter still sees its before-copy bytes, read0)"
+			kind, extra = KindNeverArrived, " (the submitter still sees its before-copy bytes, read0)"
 		}
-		if detail {
-			d.Detail = fmt.Sprintf(
-				"daemon (tid %d) saw crc %08x at %s, submitter (tid %d) saw crc %08x at %s%s",
-				r1.TID, r1.CRC, r1.Addr, r2.TID, r2.CRC, r2.Addr, extra)
-		}
-		return d, true
+		return diverge(kind,
+			"daemon (tid %d) saw crc %08x at %s, submitter (tid %d) saw crc %08x at %s%s",
+			r1.TID, r1.CRC, r1.Addr, r2.TID, r2.CRC, r2.Addr, extra)
 	}
 	rx, r3 := v[opReadx], v[opRead3]
 	if rx != nil && r3 != nil && rx.CRC != r3.CRC {
-		d.Kind = KindCrossThread
-		if detail {
-			d.Detail = fmt.Sprintf(
-				"later: daemon (tid %d) saw crc %08x, submitter (tid %d) saw crc %08x at %s",
-				rx.TID, rx.CRC, r3.TID, r3.CRC, r3.Addr)
-		}
-		return d, true
+		return diverge(KindCrossThread,
+			"later: daemon (tid %d) saw crc %08x, submitter (tid %d) saw crc %08x at %s",
+			rx.TID, rx.CRC, r3.TID, r3.CRC, r3.Addr)
 	}
 	if r3 != nil && r3.CRC != r2.CRC {
-		d.Kind = KindUnstable
-		if detail {
-			d.Detail = fmt.Sprintf(
-				"submitter (tid %d) saw crc %08x, then %08x at %s", r2.TID, r2.CRC, r3.CRC, r3.Addr)
-		}
-		return d, true
+		return diverge(KindUnstable,
+			"submitter (tid %d) saw crc %08x, then %08x at %s",
+			r2.TID, r2.CRC, r3.CRC, r3.Addr)
 	}
 	return d, false
 }

@@ -112,11 +112,7 @@ func (b *Builder) checkPackages(ctx context.Context, t *Target, a Additions) err
 
 // kernelStage unpacks t's kernel packages into a temporary directory.
 func (b *Builder) kernelStage(ctx context.Context, t *Target) (string, func(), error) {
-	root, err := b.rootFor(ctx, t.Suite)
-	if err != nil {
-		return "", nil, err
-	}
-	debs, err := root.Download(ctx, t.KernelPackages())
+	debs, err := b.kernelDebs(ctx, t)
 	if err != nil {
 		return "", nil, err
 	}

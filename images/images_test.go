@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
@@ -71,6 +72,30 @@ func TestRecipeErrorsAndHash(t *testing.T) {
 	bad := strings.Replace(string(good), "memory_mb: 2048", "memory_mb: 0", 1)
 	if _, err := ParseTarget("x.yaml", []byte(bad)); err == nil || !strings.Contains(err.Error(), "x.yaml: qemu.memory_mb") {
 		t.Errorf("zero memory: %v", err)
+	}
+}
+
+// isolcpus= is derived from qemu.smp: a recipe that sets it by hand is refused, and
+// every recipe's command line has the daemon's CPU, the last, isolated.
+func TestIsolcpusDerived(t *testing.T) {
+	good, _ := recipeFS.ReadFile("recipes/x86_64.yaml")
+	bad := strings.Replace(string(good), "console: ttyS0", "console: ttyS0\n  append: nokaslr isolcpus=1", 1)
+	_, err := ParseTarget("x.yaml", []byte(bad))
+	if err == nil || !strings.Contains(err.Error(), `x.yaml: qemu.append: "isolcpus=1": isolcpus= is derived from qemu.smp (the daemon's CPU, the last: isolcpus=1); drop it`) {
+		t.Errorf("hand-set isolcpus: %v", err)
+	}
+	for _, name := range Names() {
+		tr, err := Lookup(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := fmt.Sprintf("isolcpus=%d", tr.QEMU.SMP-1)
+		if c := tr.QEMU.Cmdline(tr.QEMU.SMP); !strings.HasSuffix(c, want) || strings.Count(c, "isolcpus") != 1 {
+			t.Errorf("%s: command line %q, want it to end in %s", name, c, want)
+		}
+	}
+	if c := (QEMU{Append: "rodata=off"}).Cmdline(1); c != "rodata=off" {
+		t.Errorf("one CPU: %q", c)
 	}
 }
 

@@ -19,13 +19,18 @@ type debianKernel struct{}
 
 func (debianKernel) key(t *Target) string { return "" }
 
-// stage unpacks the kernel packages of the line's suite.
-func (debianKernel) stage(ctx context.Context, b *Builder, t *Target, stage string) (string, []string, error) {
+// kernelDebs downloads t's kernel packages from its line's suite.
+func (b *Builder) kernelDebs(ctx context.Context, t *Target) ([]string, error) {
 	root, err := b.rootFor(ctx, t.Suite)
 	if err != nil {
-		return "", nil, err
+		return nil, err
 	}
-	debs, err := root.Download(ctx, t.KernelPackages())
+	return root.Download(ctx, t.KernelPackages())
+}
+
+// stage unpacks the kernel packages of the line's suite.
+func (debianKernel) stage(ctx context.Context, b *Builder, t *Target, stage string) (string, []string, error) {
+	debs, err := b.kernelDebs(ctx, t)
 	if err != nil {
 		return "", nil, err
 	}

@@ -16,6 +16,7 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/kmodlab/kmodlab/internal/daemoncpu"
 	"gopkg.in/yaml.v3"
 )
 
@@ -95,14 +96,16 @@ type ModBuild struct {
 
 // QEMU says how the guest is started.
 type QEMU struct {
-	Binary    string   `yaml:"binary"`
-	Package   string   `yaml:"package"`
-	Machine   string   `yaml:"machine"`
-	CPU       string   `yaml:"cpu"`
-	CPUKVM    string   `yaml:"cpu_kvm"`
-	SMP       int      `yaml:"smp"`
-	MemoryMB  int      `yaml:"memory_mb"`
-	Console   string   `yaml:"console"`
+	Binary   string `yaml:"binary"`
+	Package  string `yaml:"package"`
+	Machine  string `yaml:"machine"`
+	CPU      string `yaml:"cpu"`
+	CPUKVM   string `yaml:"cpu_kvm"`
+	SMP      int    `yaml:"smp"`
+	MemoryMB int    `yaml:"memory_mb"`
+	Console  string `yaml:"console"`
+	// Append is the recipe's own kernel parameters; isolcpus= is not one of them, it is
+	// derived from the CPUs (Cmdline).
 	Append    string   `yaml:"append"`
 	NetDevice string   `yaml:"net_device"`
 	KVM       bool     `yaml:"kvm"` // the guest ISA can run under KVM on an x86_64 host
@@ -117,6 +120,12 @@ type QEMU struct {
 	// KernelAddr is where an arm-image kernel is loaded: a 2 MiB-aligned physical
 	// base (which becomes the kernel's PHYS_OFFSET) plus the 0x8000 TEXT_OFFSET.
 	KernelAddr uint64 `yaml:"kernel_addr"`
+}
+
+// Cmdline is the recipe's part of the kernel command line on smp CPUs: its append: and
+// the daemon's CPU isolated (internal/daemoncpu's rule).
+func (q QEMU) Cmdline(smp int) string {
+	return strings.TrimSpace(q.Append + " " + daemoncpu.Isolcpus(smp))
 }
 
 // MustShow is what a booted guest of this target must show (checked by the e2e tests).
@@ -184,6 +193,11 @@ func ParseTarget(file string, data []byte) (*Target, error) {
 	} {
 		if err != nil {
 			return nil, err
+		}
+	}
+	for _, f := range strings.Fields(t.QEMU.Append) {
+		if k, _, _ := strings.Cut(f, "="); k == "isolcpus" {
+			return nil, fmt.Errorf("%s: qemu.append: %q: isolcpus= is derived from qemu.smp (the daemon's CPU, the last: %s); drop it", file, f, daemoncpu.Isolcpus(t.QEMU.SMP))
 		}
 	}
 	if !strings.HasPrefix(t.Kernel.Image, "linux-image-") {

@@ -14,7 +14,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"strings"
 	"time"
 )
@@ -102,115 +101,9 @@ func (r *Root) used() string {
 	return r.suite()
 }
 
-func (r *Root) copySources() error {
-	dst := filepath.Join(r.Dir, "etc/apt/sources.list.d")
-	old, _ := filepath.Glob(filepath.Join(dst, "*"))
-	for _, o := range old {
-		os.Remove(o)
-	}
-	if r.suite() != HostSuite {
-		return r.deriveSources(dst, r.used())
-	}
-	src := r.Sources
-	if src == "" {
-		src = os.Getenv(SourcesEnv)
-	}
-	if src != "" {
-		data, err := os.ReadFile(src)
-		if err != nil {
-			return fmt.Errorf("apt sources (%s): %w", SourcesEnv, err)
-		}
-		name := "user.list"
-		if bytes.Contains(data, []byte("URIs:")) {
-			name = "user.sources"
-		}
-		return os.WriteFile(filepath.Join(dst, name), data, 0o644)
-	}
-	var files []string
-	if _, err := os.Stat("/etc/apt/sources.list"); err == nil {
-		files = append(files, "/etc/apt/sources.list")
-	}
-	for _, pat := range []string{"/etc/apt/sources.list.d/*.list", "/etc/apt/sources.list.d/*.sources"} {
-		m, _ := filepath.Glob(pat)
-		files = append(files, m...)
-	}
-	n := 0
-	for _, f := range files {
-		data, err := os.ReadFile(f)
-		if err != nil || !isDebian(data) {
-			continue
-		}
-		if err := os.WriteFile(filepath.Join(dst, fmt.Sprintf("%02d-%s", n, filepath.Base(f))), data, 0o644); err != nil {
-			return err
-		}
-		n++
-	}
-	if n == 0 {
-		return fmt.Errorf("no Debian apt sources found in /etc/apt; on a non-Debian host set %s to a sources file "+
-			"with a bookworm line, e.g. 'deb http://<your Debian mirror>/debian bookworm main'", SourcesEnv)
-	}
-	return nil
-}
-
-// hostSources is the sources file SourcesEnv (or r.Sources) names, or the host's
-// /etc/apt sources that name a Debian suite.
-func (r *Root) hostSources() (map[string][]byte, error) {
-	src := r.Sources
-	if src == "" {
-		src = os.Getenv(SourcesEnv)
-	}
-	if src != "" {
-		data, err := os.ReadFile(src)
-		if err != nil {
-			return nil, fmt.Errorf("apt sources (%s): %w", SourcesEnv, err)
-		}
-		return map[string][]byte{src: data}, nil
-	}
-	files := []string{"/etc/apt/sources.list"}
-	for _, pat := range []string{"/etc/apt/sources.list.d/*.list", "/etc/apt/sources.list.d/*.sources"} {
-		m, _ := filepath.Glob(pat)
-		files = append(files, m...)
-	}
-	out := map[string][]byte{}
-	for _, f := range files {
-		if data, err := os.ReadFile(f); err == nil && isDebian(data) {
-			out[f] = data
-		}
-	}
-	return out, nil
-}
-
-// deriveSources writes the sources for suite, derived from the host's bookworm entries.
-func (r *Root) deriveSources(dst, suite string) error {
-	files, err := r.hostSources()
-	if err != nil {
-		return err
-	}
-	var all []Source
-	for f, data := range files {
-		srcs, err := ParseSources(data)
-		if err != nil {
-			return fmt.Errorf("%s: %w", f, err)
-		}
-		all = append(all, srcs...)
-	}
-	derived := ForSuite(all, HostSuite, suite)
-	if len(derived) == 0 {
-		return fmt.Errorf("no Debian %s entry in the apt sources to derive %s from; set %s to a sources file "+
-			"with a line like 'deb http://<your Debian mirror>/debian %s main'", HostSuite, suite, SourcesEnv, suite)
-	}
-	return os.WriteFile(filepath.Join(dst, "derived-"+suite+".list"), FormatList(derived), 0o644)
-}
-
 // aliases are the archive's moving suite names; a codename's indexes may be fetched
 // through one of them when its Release names that codename.
 var aliases = []string{"stable", "testing", "unstable", "oldstable"}
-
-// isDebian keeps sources that name a Debian suite (bookworm), dropping vendor repos that
-// would only slow updates down.
-func isDebian(data []byte) bool {
-	return regexp.MustCompile(`(?m)^[^#]*\bbookworm\b`).Match(data)
-}
 
 func (r *Root) apt(ctx context.Context, dir string, args ...string) ([]byte, error) {
 	cmd := exec.CommandContext(ctx, args[0], args[1:]...)

@@ -4,6 +4,9 @@ import (
 	"bufio"
 	"bytes"
 	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
 	"sort"
 	"strings"
 )
@@ -190,4 +193,120 @@ func FormatList(srcs []Source) []byte {
 		}
 	}
 	return []byte(b.String())
+}
+
+// copySources writes the root's apt sources: the user's file (SourcesEnv), or the
+// host's Debian ones, or for another suite entries derived from them.
+func (r *Root) copySources() error {
+	dst := filepath.Join(r.Dir, "etc/apt/sources.list.d")
+	old, _ := filepath.Glob(filepath.Join(dst, "*"))
+	for _, o := range old {
+		os.Remove(o)
+	}
+	if r.suite() != HostSuite {
+		return r.deriveSources(dst, r.used())
+	}
+	src, data, err := r.userSources()
+	if err != nil {
+		return err
+	}
+	if src != "" {
+		name := "user.list"
+		if bytes.Contains(data, []byte("URIs:")) {
+			name = "user.sources"
+		}
+		return os.WriteFile(filepath.Join(dst, name), data, 0o644)
+	}
+	n := 0
+	for _, f := range hostSourceFiles() {
+		data, err := os.ReadFile(f)
+		if err != nil || !isDebian(data) {
+			continue
+		}
+		if err := os.WriteFile(filepath.Join(dst, fmt.Sprintf("%02d-%s", n, filepath.Base(f))), data, 0o644); err != nil {
+			return err
+		}
+		n++
+	}
+	if n == 0 {
+		return fmt.Errorf("no Debian apt sources found in /etc/apt; on a non-Debian host set %s to a sources file "+
+			"with a bookworm line, e.g. 'deb http://<your Debian mirror>/debian bookworm main'", SourcesEnv)
+	}
+	return nil
+}
+
+// hostSources is the sources file SourcesEnv (or r.Sources) names, or the host's
+// /etc/apt sources that name a Debian suite.
+func (r *Root) hostSources() (map[string][]byte, error) {
+	src, data, err := r.userSources()
+	if err != nil {
+		return nil, err
+	}
+	if src != "" {
+		return map[string][]byte{src: data}, nil
+	}
+	out := map[string][]byte{}
+	for _, f := range hostSourceFiles() {
+		if data, err := os.ReadFile(f); err == nil && isDebian(data) {
+			out[f] = data
+		}
+	}
+	return out, nil
+}
+
+// userSources is the sources file r.Sources or SourcesEnv names, "" when neither does.
+func (r *Root) userSources() (string, []byte, error) {
+	src := r.Sources
+	if src == "" {
+		src = os.Getenv(SourcesEnv)
+	}
+	if src == "" {
+		return "", nil, nil
+	}
+	data, err := os.ReadFile(src)
+	if err != nil {
+		return "", nil, fmt.Errorf("apt sources (%s): %w", SourcesEnv, err)
+	}
+	return src, data, nil
+}
+
+// hostSourceFiles are the host's apt sources files.
+func hostSourceFiles() []string {
+	var files []string
+	if _, err := os.Stat("/etc/apt/sources.list"); err == nil {
+		files = append(files, "/etc/apt/sources.list")
+	}
+	for _, pat := range []string{"/etc/apt/sources.list.d/*.list", "/etc/apt/sources.list.d/*.sources"} {
+		m, _ := filepath.Glob(pat)
+		files = append(files, m...)
+	}
+	return files
+}
+
+// deriveSources writes the sources for suite, derived from the host's bookworm entries.
+func (r *Root) deriveSources(dst, suite string) error {
+	files, err := r.hostSources()
+	if err != nil {
+		return err
+	}
+	var all []Source
+	for f, data := range files {
+		srcs, err := ParseSources(data)
+		if err != nil {
+			return fmt.Errorf("%s: %w", f, err)
+		}
+		all = append(all, srcs...)
+	}
+	derived := ForSuite(all, HostSuite, suite)
+	if len(derived) == 0 {
+		return fmt.Errorf("no Debian %s entry in the apt sources to derive %s from; set %s to a sources file "+
+			"with a line like 'deb http://<your Debian mirror>/debian %s main'", HostSuite, suite, SourcesEnv, suite)
+	}
+	return os.WriteFile(filepath.Join(dst, "derived-"+suite+".list"), FormatList(derived), 0o644)
+}
+
+// isDebian keeps sources that name a Debian suite (bookworm), dropping vendor repos that
+// would only slow updates down.
+func isDebian(data []byte) bool {
+	return regexp.MustCompile(`(?m)^[^#]*\bbookworm\b`).Match(data)
 }

@@ -14,6 +14,16 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+// Isolcpus is the kernel parameter a machine of smp CPUs boots with to keep the
+// daemon's CPU (the last, as Daemon finds it) for the daemon alone; "" on a single CPU,
+// which the daemon shares. Guest command lines get it from here (images), never by hand.
+func Isolcpus(smp int) string {
+	if smp < 2 {
+		return ""
+	}
+	return "isolcpus=" + strconv.Itoa(smp-1)
+}
+
 // OnlineFile lists the online CPUs ("0-3"); a variable so tests can point it elsewhere.
 var OnlineFile = "/sys/devices/system/cpu/online"
 

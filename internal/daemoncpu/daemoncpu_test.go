@@ -38,3 +38,12 @@ func TestDaemonReadsOnlineList(t *testing.T) {
 		t.Error("Others() is empty")
 	}
 }
+
+// The guests' isolcpus= names the CPU Daemon picks on them: the last; none on one CPU.
+func TestIsolcpus(t *testing.T) {
+	for smp, want := range map[int]string{0: "", 1: "", 2: "isolcpus=1", 4: "isolcpus=3"} {
+		if got := Isolcpus(smp); got != want {
+			t.Errorf("Isolcpus(%d) = %q, want %q", smp, got, want)
+		}
+	}
+}

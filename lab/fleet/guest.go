@@ -42,7 +42,7 @@ func (k qemuKind) checkGuest(ctx context.Context, j *job.Job, name string, seen 
 		return err
 	}
 	seen[t.Name] = true
-	if i, err := images.CheckCmdline(f.Cmdline, t.QEMU.Append); err != nil {
+	if i, err := images.CheckCmdline(f.Cmdline, t.QEMU.Cmdline(t.QEMU.SMP)); err != nil {
 		return j.GuestItemError("guest.cmdline", i, err.Error())
 	}
 	if f.Guest.Empty() {

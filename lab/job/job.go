@@ -343,34 +343,35 @@ func (j *Job) check(root *yaml.Node, known func(string) bool) error {
 			}
 		}
 	}
+	// A module or a binary: its fields, a name the lab can use, listed once.
+	listed := func(kind string, i int, name string, has bool, need string, seen map[string]bool) error {
+		at, idx := fmt.Sprintf("build.%s[%d]", kind, i), fmt.Sprint(i)
+		if !has {
+			return bad(at, "needs "+need, "build", kind, idx)
+		}
+		if p := checkName(name); p != "" {
+			return bad(at+".name", p, "build", kind, idx, "name")
+		}
+		if seen[name] {
+			return bad(at+".name", fmt.Sprintf("%q is listed twice", name), "build", kind, idx, "name")
+		}
+		seen[name] = true
+		return nil
+	}
 	mods := map[string]bool{}
 	for i, m := range j.Build.Modules {
-		if m.Name == "" || m.Dir == "" {
-			return bad(fmt.Sprintf("build.modules[%d]", i), "needs name and dir", "build", "modules", fmt.Sprint(i))
+		if err := listed("modules", i, m.Name, m.Name != "" && m.Dir != "", "name and dir", mods); err != nil {
+			return err
 		}
-		if p := checkName(m.Name); p != "" {
-			return bad(fmt.Sprintf("build.modules[%d].name", i), p, "build", "modules", fmt.Sprint(i), "name")
-		}
-		if mods[m.Name] {
-			return bad(fmt.Sprintf("build.modules[%d].name", i), fmt.Sprintf("%q is listed twice", m.Name), "build", "modules", fmt.Sprint(i), "name")
-		}
-		mods[m.Name] = true
 		if _, err := os.Stat(j.Path(m.Dir)); err != nil {
 			return bad(fmt.Sprintf("build.modules[%d].dir", i), fmt.Sprintf("%s: no such directory", j.Path(m.Dir)), "build", "modules", fmt.Sprint(i), "dir")
 		}
 	}
 	bins := map[string]bool{}
 	for i, b := range j.Build.Binaries {
-		if b.Name == "" || b.Package == "" {
-			return bad(fmt.Sprintf("build.binaries[%d]", i), "needs name and package", "build", "binaries", fmt.Sprint(i))
+		if err := listed("binaries", i, b.Name, b.Name != "" && b.Package != "", "name and package", bins); err != nil {
+			return err
 		}
-		if p := checkName(b.Name); p != "" {
-			return bad(fmt.Sprintf("build.binaries[%d].name", i), p, "build", "binaries", fmt.Sprint(i), "name")
-		}
-		if bins[b.Name] {
-			return bad(fmt.Sprintf("build.binaries[%d].name", i), fmt.Sprintf("%q is listed twice", b.Name), "build", "binaries", fmt.Sprint(i), "name")
-		}
-		bins[b.Name] = true
 	}
 	for i, f := range j.Build.Files {
 		if f.Mode != "" {

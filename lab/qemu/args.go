@@ -63,8 +63,8 @@ func Args(s Spec) []string {
 	// loglevel=5: only warnings and worse reach the slow serial console.
 	cmdline := []string{"console=" + q.Console, "rdinit=/init", "loglevel=5", "log_buf_len=16M",
 		"panic=-1", "printk.devkmsg=on", "sysrq_always_enabled"} // sysrq: Diagnose's task dumps from the serial line
-	if q.Append != "" {
-		cmdline = append(cmdline, q.Append)
+	if c := q.Cmdline(smp); c != "" {
+		cmdline = append(cmdline, c)
 	}
 	if s.Append != "" {
 		cmdline = append(cmdline, s.Append)

@@ -11,7 +11,7 @@ func TestArgs(t *testing.T) {
 	arm, _ := images.Lookup("armv7-lpae")
 	a := strings.Join(Args(Spec{Target: arm, Kernel: "K", Initrd: "I", Accel: AccelTCG, SSHPort: 2222, QMP: "/tmp/q.sock"}), " ")
 	for _, want := range []string{"-M virt,highmem=on", "-m 3072", "-smp 4", "-accel tcg,thread=multi", "-cpu cortex-a15",
-		"console=ttyAMA0", "rodata=off", "-netdev user,id=n0,restrict=on,hostfwd=tcp:127.0.0.1:2222-:22", "-device virtio-net-device,netdev=n0",
+		"console=ttyAMA0", "rodata=off isolcpus=3", "-netdev user,id=n0,restrict=on,hostfwd=tcp:127.0.0.1:2222-:22", "-device virtio-net-device,netdev=n0",
 		"-qmp unix:/tmp/q.sock,server=on,wait=off", "-kernel K", "-initrd I"} {
 		if !strings.Contains(a, want) {
 			t.Errorf("arm args lack %q:\n%s", want, a)
@@ -29,9 +29,16 @@ func TestArgs(t *testing.T) {
 		strings.Contains(s, "-kernel /img/Image") {
 		t.Errorf("arm-image args:\n%s", s)
 	}
+	// isolcpus= follows the CPUs the guest gets, the recipe's or an override.
+	if one := strings.Join(Args(Spec{Target: arm, Kernel: "K", Initrd: "I", Accel: AccelTCG, SSHPort: 1, QMP: "q", SMP: 1}), " "); strings.Contains(one, "isolcpus") {
+		t.Errorf("one CPU isolated for the daemon:\n%s", one)
+	}
+	if two := strings.Join(Args(Spec{Target: arm, Kernel: "K", Initrd: "I", Accel: AccelTCG, SSHPort: 1, QMP: "q", SMP: 2}), " "); !strings.Contains(two, "isolcpus=1") || strings.Contains(two, "isolcpus=3") {
+		t.Errorf("-smp 2 must isolate CPU 1:\n%s", two)
+	}
 	x, _ := images.Lookup("i386-pae")
 	b := strings.Join(Args(Spec{Target: x, Kernel: "K", Initrd: "I", Accel: AccelKVM, SSHPort: 1, QMP: "q"}), " ")
-	for _, want := range []string{"-m 6144", "-accel kvm", "-cpu host", "console=ttyS0", "-device pvpanic", "virtio-net-pci"} {
+	for _, want := range []string{"-m 6144", "-accel kvm", "-cpu host", "console=ttyS0", "noisapnp isolcpus=1", "-device pvpanic", "virtio-net-pci"} {
 		if !strings.Contains(b, want) {
 			t.Errorf("i386 args lack %q:\n%s", want, b)
 		}

@@ -245,34 +245,39 @@ func (c *Client) Copy(ctx context.Context, local, remotePath string, mode os.Fil
 		return err
 	}
 	defer f.Close()
-	bin, err := scpCommand("-qt", remotePath)
-	if err != nil {
-		return err
-	}
-	sc, err := scp.NewClientBySSH(c.c)
+	sc, err := c.scp("-qt", remotePath)
 	if err != nil {
 		return err
 	}
 	defer sc.Close()
-	sc.RemoteBinary = bin
 	if err := sc.CopyFromFile(ctx, *f, remotePath, fmt.Sprintf("%04o", mode.Perm())); err != nil {
 		return fmt.Errorf("scp %s -> %s:%s: %w", local, c.addr, remotePath, err)
 	}
 	return nil
 }
 
-// Fetch copies a remote file to w.
-func (c *Client) Fetch(ctx context.Context, remotePath string, w io.Writer) error {
-	bin, err := scpCommand("-f", remotePath)
+// scp starts an scp session on the connection whose remote side runs scp with flag
+// (-qt to receive, -f to send) for remotePath.
+func (c *Client) scp(flag, remotePath string) (*scp.Client, error) {
+	bin, err := scpCommand(flag, remotePath)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	sc, err := scp.NewClientBySSH(c.c)
+	if err != nil {
+		return nil, err
+	}
+	sc.RemoteBinary = bin
+	return &sc, nil
+}
+
+// Fetch copies a remote file to w.
+func (c *Client) Fetch(ctx context.Context, remotePath string, w io.Writer) error {
+	sc, err := c.scp("-f", remotePath)
 	if err != nil {
 		return err
 	}
 	defer sc.Close()
-	sc.RemoteBinary = bin
 	if err := sc.CopyFromRemotePassThru(ctx, w, remotePath, nil); err != nil {
 		return fmt.Errorf("scp %s:%s: %w", c.addr, remotePath, err)
 	}

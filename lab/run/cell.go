@@ -17,35 +17,34 @@ import (
 	"github.com/kmodlab/kmodlab/lab/verdict"
 )
 
-// cellRun is one run of one cell on one machine: what it was given and what it
-// collected. Each stage (step.go, collect.go, evidence.go) works on it.
+// A cell's stages each return a value, and the next stage takes it:
+//
+//	step, phase:  (*cellRun).phase(ctx, name, steps, timeout, prior) Steps     step.go
+//	stress stop:  (*stopper).finish() Stopped                                 stop.go
+//	collect:      (*cellRun).collect(ctx, timeout, Steps, Stopped, addrs) Collected  collect.go
+//	judge:        (*targetRun).judge(c job.Cell, col Collected) Judged        evidence.go
+//	              (verdict.Decide inside, pure)
+//	diagnose:     diagnose(ctx, runner, logDir) string, for a HUNG cell only  evidence.go
+//	report:       record(rc *report.Cell, j Judged) → (*report.Cell).Record   lab/report
+//
+// judge reads no machine: a batch cell (a runner.Batch, whose job comes back whole as
+// a runner.CellLog) builds a Collected from the log (newKernelLog for the kernel log's
+// lines, parseStress for each fetched report, Steps from the step results) and goes
+// the same way: j := p.judge(c, col); record(rc, j).
+
+// cellRun is one run of one cell on one machine: what it was given. What happens is
+// returned by each stage; the stop rule's state, which the streams' callbacks share
+// with the step runner, is its own type (stopper).
 type cellRun struct {
 	p      *targetRun
 	c      job.Cell
-	rep    int
 	rc     *report.Cell
 	r      runner.Runner
 	extra  map[string]string
 	start  time.Time // the target's start, for progress lines
 	follow *follower
 	watch  *watcher
-
-	// What happened.
-	failed      []verdict.Step
-	stress      []verdict.Stress
-	tests       []verdict.Tests // KTAP steps' cases (ktap.go)
-	lost        bool
-	hung        bool // a step timed out
-	crashed     bool // a step was stopped because the kernel crashed
-	windowStart bool
-	windowEnd   uint64
-	textAddrs   map[string]uint64 // module -> .text load address, for symbolizing
-
-	// Stress timing and the stop rule (stop.go).
-	rule         stop.Rule
-	stressStart  time.Time
-	stressKernUS int64 // kernel clock at stress start (µs), -1 unknown
-	st           stopState
+	stop   *stopper
 }
 
 // cell runs a cell Repeat times and sums the repeats up.
@@ -114,14 +113,14 @@ func (p *targetRun) once(ctx context.Context, c job.Cell, start time.Time, rep i
 		return rc, verdict.Decision{Verdict: verdict.Infra, Reasons: rc.Reasons}
 	}
 	rc.Timings["machine"] = time.Since(t0).Seconds()
-	cr := &cellRun{p: p, c: c, rep: rep, rc: rc, r: r, start: start, extra: map[string]string{}, stressKernUS: -1}
-	cr.rule = stop.Rule{Full: p.o.Full, Factor: p.o.Job.Expect.Factor(), Steps: len(p.o.Job.Stress),
-		Min: p.o.Job.Expect.Evidence()}
+	cr := &cellRun{p: p, c: c, rc: rc, r: r, start: start, extra: map[string]string{}}
+	cr.stop = newStopper(r, stop.Rule{Full: p.o.Full, Factor: p.o.Job.Expect.Factor(), Steps: len(p.o.Job.Stress),
+		Min: p.o.Job.Expect.Evidence()})
 	for k, v := range p.o.Vars {
 		cr.extra[k] = v
 	}
-	d := cr.do(ctx)
-	if reason := cr.broken(d); reason != "" {
+	d, col := cr.do(ctx)
+	if reason := broken(c, col, d); reason != "" {
 		// Whatever the machine went through, the next cell gets a fresh or reset one.
 		p.release(ctx, reason)
 	}
@@ -129,19 +128,19 @@ func (p *targetRun) once(ctx context.Context, c job.Cell, start time.Time, rep i
 	return rc, d
 }
 
-// broken says why the machine must not be reused after this cell ("" when it can be).
-func (cr *cellRun) broken(d verdict.Decision) string {
+// broken says why the machine must not be reused after cell c ("" when it can be).
+func broken(c job.Cell, col Collected, d verdict.Decision) string {
 	switch {
-	case cr.lost:
+	case col.Lost:
 		return "connection lost"
 	case d.Verdict == verdict.Crashed || d.Verdict == verdict.Hung:
-		return cr.c.ID + ": " + string(d.Verdict)
-	case cr.hung || cr.crashed:
-		return cr.c.ID + ": a step was stopped"
-	case !cr.windowStart:
+		return c.ID + ": " + string(d.Verdict)
+	case col.End == TimedOut || col.End == Crashed:
+		return c.ID + ": a step was stopped"
+	case col.Kernel.Window == nil:
 		return "kernel log unreadable"
 	}
-	for _, s := range cr.failed {
+	for _, s := range col.Failed {
 		if s.Phase == "setup" || s.Phase == "teardown" {
 			return fmt.Sprintf("%s step %q failed", s.Phase, s.Name)
 		}
@@ -149,8 +148,8 @@ func (cr *cellRun) broken(d verdict.Decision) string {
 	return ""
 }
 
-// do runs the cell's phases and returns its verdict.
-func (cr *cellRun) do(ctx context.Context) verdict.Decision {
+// do runs the cell's phases and returns its verdict and what it was judged from.
+func (cr *cellRun) do(ctx context.Context) (verdict.Decision, Collected) {
 	p, rc := cr.p, cr.rc
 	rc.Kernel, rc.ImageHash, rc.Accel, rc.Runner = p.info.KernelRelease, p.info.ImageHash, p.info.Accel, p.info.Name
 	rc.Replay = p.newCell(cr.c).Replay
@@ -159,55 +158,50 @@ func (cr *cellRun) do(ctx context.Context) verdict.Decision {
 	// The window starts after the newest kernel-log record now.
 	seq, err := cr.agentLast(ctx)
 	if err != nil {
-		cr.failed = append(cr.failed, verdict.Step{Phase: "collect", Name: "window start", Kind: verdict.FailError, Detail: err.Error()})
-		if errors.Is(err, runner.ErrConnectionLost) {
-			cr.lost = true
-		}
-		return cr.judge(nil)
+		col := Collected{Stop: notRun, Lost: errors.Is(err, runner.ErrConnectionLost)}
+		col.Failed = []verdict.Step{{Phase: "collect", Name: "window start", Kind: verdict.FailError, Detail: err.Error()}}
+		return cr.conclude(ctx, col), col
 	}
-	cr.windowStart = true
-	cr.follow = startFollower(ctx, cr.r, cr.agentPath(), seq, filepath.Join(rc.LogDir, "kern.log"), cr.onDivergence)
+	cr.follow = startFollower(ctx, cr.r, cr.agentPath(), seq, filepath.Join(rc.LogDir, "kern.log"), cr.stop.onDivergence)
+	cr.stop.follow(cr.follow.counts)
 	cr.watch = startWatcher(cr.r, cr.follow)
 	defer cr.watch.stop()
 
 	to := p.o.Job.Timeouts
-	cr.phase(ctx, "setup", p.o.Job.Setup, to.Setup.D(90*time.Second))
-	if cr.setupOK() {
-		cr.loadAddresses(ctx)
+	var steps Steps
+	var addrs map[string]uint64
+	stopped := notRun
+	steps.add(cr.phase(ctx, "setup", p.o.Job.Setup, to.Setup.D(90*time.Second), nil))
+	if steps.setupOK() {
+		addrs = cr.loadAddresses(ctx)
 		sctx, cancel := context.WithCancel(ctx)
-		cr.st.mu.Lock()
-		cr.st.cancel = cancel
-		cr.stressStart = time.Now()
-		cr.st.mu.Unlock()
-		cr.stressKernUS = cr.kernelNow(ctx)
-		cr.phase(sctx, "stress", p.o.Job.Stress, to.Stress.D(5*time.Minute))
+		cr.stop.start(cancel)
+		cr.stop.kernelClock(cr.kernelNow(ctx))
+		steps.add(cr.phase(sctx, "stress", p.o.Job.Stress, to.Stress.D(5*time.Minute), steps.Stress))
 		cancel()
-		cr.st.mu.Lock()
-		if cr.st.reason == "" {
-			cr.st.reason, cr.st.at = "stress finished", time.Now()
-			if len(cr.st.sized) > 0 {
-				cr.st.reason = cr.st.sizedReason + "; " + strings.Join(cr.st.sized, ", ")
-			}
-		}
-		cr.st.mu.Unlock()
+		stopped = cr.stop.finish()
 	}
-	if !cr.lost && !cr.hung && !cr.crashed {
-		cr.phase(ctx, "teardown", p.o.Job.Teardown, to.Setup.D(90*time.Second))
+	if steps.End.Usable() {
+		steps.add(cr.phase(ctx, "teardown", p.o.Job.Teardown, to.Setup.D(90*time.Second), steps.Stress))
 	}
 	t := time.Now()
 	p.progress(cr.c.ID, "collect", cr.start)
-	cr.collect(ctx, to.Collect.D(90*time.Second))
+	col := cr.collect(ctx, to.Collect.D(90*time.Second), steps, stopped, addrs)
 	rc.Timings["collect"] = time.Since(t).Seconds()
-	return cr.judge(cr.follow)
+	return cr.conclude(ctx, col), col
 }
 
-func (cr *cellRun) setupOK() bool {
-	for _, s := range cr.failed {
-		if s.Phase == "setup" {
-			return false
+// conclude judges what the cell collected, has a hung machine diagnosed (it is still
+// there to ask), and fills the report's cell.
+func (cr *cellRun) conclude(ctx context.Context, col Collected) verdict.Decision {
+	j := cr.p.judge(cr.c, col)
+	if j.Decision.Verdict == verdict.Hung {
+		if note := diagnose(ctx, cr.r, cr.rc.LogDir); note != "" {
+			j.Notes = append(j.Notes, note)
 		}
 	}
-	return !cr.lost && !cr.hung && !cr.crashed
+	record(cr.rc, j)
+	return j.Decision
 }
 
 func (cr *cellRun) agentPath() string { return cr.p.o.Job.Dest() + "/kmodlab-kmsg" }
@@ -259,17 +253,18 @@ func (cr *cellRun) kernelNow(ctx context.Context) int64 {
 }
 
 // loadAddresses reads where the job's modules' code was loaded, for symbolizing.
-func (cr *cellRun) loadAddresses(ctx context.Context) {
+func (cr *cellRun) loadAddresses(ctx context.Context) map[string]uint64 {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	cr.textAddrs = map[string]uint64{}
+	addrs := map[string]uint64{}
 	for _, m := range cr.p.o.Job.Build.Modules {
 		out, err := runner.Output(ctx, cr.r, "cat /sys/module/"+runner.Quote(m.Name)+"/sections/.text 2>/dev/null || true")
 		if err != nil {
-			return
+			return addrs
 		}
 		if v, err := strconv.ParseUint(strings.TrimPrefix(strings.TrimSpace(out), "0x"), 16, 64); err == nil && v != 0 {
-			cr.textAddrs[m.Name] = v
+			addrs[m.Name] = v
 		}
 	}
+	return addrs
 }

@@ -6,114 +6,89 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
-	"strings"
 	"time"
 
 	"github.com/kmodlab/kmodlab/lab/console"
-	"github.com/kmodlab/kmodlab/lab/kmsg"
+	"github.com/kmodlab/kmodlab/lab/job"
 	"github.com/kmodlab/kmodlab/lab/report"
 	"github.com/kmodlab/kmodlab/lab/runner"
 	"github.com/kmodlab/kmodlab/lab/symbolize"
-	"github.com/kmodlab/kmodlab/lab/trace"
 	"github.com/kmodlab/kmodlab/lab/verdict"
-	"github.com/kmodlab/kmodlab/stressreport"
 )
 
-// judge gathers the cell's evidence, asks lab/verdict, and fills the report's cell
-// with the verdict and the numbers behind it.
-func (cr *cellRun) judge(f *follower) verdict.Decision {
-	p, rc := cr.p, cr.rc
+// Judged is a cell's verdict with what it was decided from, for the report.
+type Judged struct {
+	Evidence verdict.Evidence
+	Decision verdict.Decision
+	Stop     Stopped
+	Source   *report.Source // the crash's first frame in the job's modules, at its line
+	Notes    []string       // what went wrong or was kept on the way: symbolizing, a diagnosis
+}
+
+// judge decides cell c of the target from what it collected: it gathers the evidence,
+// asks lab/verdict, and puts source lines on the crash from the job's built modules.
+// It reads no machine and writes no file, so an interactive cell and a batch cell
+// judge alike.
+func (p *targetRun) judge(c job.Cell, col Collected) Judged {
 	ev := verdict.Evidence{
-		Stress:  cr.stress,
-		Failed:  cr.failed,
-		Lost:    cr.lost,
+		Trace:   col.Kernel.Trace,
+		Stress:  col.Stress,
+		Failed:  col.Failed,
+		Tests:   col.Tests,
+		Window:  col.Kernel.Window,
+		Lost:    col.Lost,
 		Highmem: p.highmem,
 		Canary:  p.canary,
-		Tests:   cr.tests,
+		Pins:    p.pins(),
 	}
 	for _, m := range p.o.Job.Build.Modules {
 		ev.Modules = append(ev.Modules, m.Name)
 	}
-	ev.Pins = cr.pins()
-	con := ""
-	if cr.watch != nil {
-		con = cr.watch.consoleText()
-		if con != "" {
-			os.WriteFile(filepath.Join(rc.LogDir, "console.log"), []byte(con), 0o644)
-		}
-	}
-	var kernReports []console.Report
-	if f != nil {
-		tr, reps, win := f.stop()
-		ev.Trace, kernReports = tr, reps
-		w := win // the report's copy; the follower is done with it
-		w.End = cr.windowEnd
-		if w.End == 0 {
-			w.End = w.Last()
-		}
-		rc.Window = &w
-		if cr.windowStart {
-			ev.Window = &w
-		}
-	} else if cr.windowStart {
-		ev.Window = &kmsg.Window{}
-	}
 	// The console (guests) sees a crash even when the machine died before the kernel
 	// log could be streamed; the kernel log sees what the console's log level hides.
 	// Both are read; a report seen in both is counted once.
-	ev.Crashes = mergeReports(console.Find(con), kernReports)
-	if cr.watch != nil && cr.watch.panicked() && !console.Fatal(ev.Crashes) {
+	ev.Crashes = mergeReports(console.Find(col.Console), col.Kernel.Reports)
+	if col.Panicked && !console.Fatal(ev.Crashes) {
 		ev.Crashes = append(ev.Crashes, console.Report{Title: "kernel panic (the guest's pvpanic device said so)", Kind: console.KindPanic})
 	}
+	j := Judged{Evidence: ev, Decision: verdict.Decide(ev, verdict.Expect{Want: c.Expect, Min: p.o.Job.Expect.Evidence()}), Stop: col.Stop}
+	if j.Decision.Crash != nil {
+		var note string
+		j.Source, note = p.symbolize(j.Decision.Crash, col.TextAddrs)
+		if note != "" {
+			j.Notes = append(j.Notes, note)
+		}
+	}
+	return j
+}
 
-	d := verdict.Decide(ev, verdict.Expect{Want: cr.c.Expect, Min: p.o.Job.Expect.Evidence()})
-	rc.Verdict, rc.Met, rc.Reasons, rc.Attributed, rc.Attribution = d.Verdict, d.Met, d.Reasons, d.Attributed, d.Attribution
-	rc.Crash = d.Crash
-	rc.CanaryState = p.canary.State
-	if p.canary.State != "" {
-		rc.Canary = p.canary.State
-		if p.canary.Detail != "" {
-			rc.Canary += " (" + p.canary.Detail + ")"
-		}
-	}
-	if d.Verdict == verdict.Infra {
-		var errs []string
-		for _, s := range cr.failed {
-			errs = append(errs, fmt.Sprintf("%s step %q: %s", s.Phase, s.Name, s.Detail))
-		}
-		if len(errs) == 0 {
-			errs = d.Reasons
-		}
-		rc.Error = strings.Join(errs, "\n")
-	}
-	if d.Crash != nil {
-		cr.symbolize(d.Crash)
-	}
-	if d.Verdict == verdict.Hung {
-		cr.diagnose()
-	}
-	cr.summarize(ev, d)
-	return d
+// record puts a judged cell into its report cell.
+func record(rc *report.Cell, j Judged) {
+	rc.Record(report.Findings{Evidence: j.Evidence, Decision: j.Decision, StressKernelUS: j.Stop.KernelUS,
+		StopMS: j.Stop.MS, StopReason: j.Stop.Reason, CrashSource: j.Source, Notes: j.Notes})
 }
 
 // symbolize puts source lines on the crash's frames in the job's modules (from the
-// built .ko's DWARF and where the module was loaded) and names the first in the title.
-func (cr *cellRun) symbolize(r *console.Report) {
-	j := cr.p.o.Job
+// built .ko's DWARF and where the module was loaded, textAddrs) and names the first in
+// the title; it returns that frame's place, and a note when symbolizing failed.
+func (p *targetRun) symbolize(r *console.Report, textAddrs map[string]uint64) (*report.Source, string) {
+	j := p.o.Job
 	var mods []symbolize.Module
 	for _, m := range j.Build.Modules {
-		ko := cr.p.hostKOs[m.Name]
+		ko := p.hostKOs[m.Name]
 		if ko == "" {
 			continue // built on the machine: no host copy to read
 		}
-		mods = append(mods, symbolize.Module{Name: m.Name, KO: ko, TextAddr: cr.textAddrs[m.Name], SrcDir: m.Dir, Root: j.RootDir()})
+		mods = append(mods, symbolize.Module{Name: m.Name, KO: ko, TextAddr: textAddrs[m.Name], SrcDir: m.Dir, Root: j.RootDir()})
 	}
 	if len(mods) == 0 {
-		return
+		return nil, ""
 	}
+	var src *report.Source
+	note := ""
 	frames, err := symbolize.Report(r.Text, mods)
 	if err != nil {
-		cr.rc.Evidence = append(cr.rc.Evidence, "symbolize: "+firstLine(err.Error()))
+		note = "symbolize: " + firstLine(err.Error())
 	}
 	for _, f := range frames {
 		if f.File == "" {
@@ -125,44 +100,46 @@ func (cr *cellRun) symbolize(r *console.Report) {
 				fr.Source = fmt.Sprintf("%s:%d", f.File, f.Line)
 			}
 		}
-		if cr.rc.CrashSource == nil {
-			cr.rc.CrashSource = &report.Source{File: f.File, Line: f.Line, Frame: f.String()}
+		if src == nil {
+			src = &report.Source{File: f.File, Line: f.Line, Frame: f.String()}
 			r.Title += " at " + f.Func + " (" + fmt.Sprintf("%s:%d", f.File, f.Line) + ")"
 		}
 	}
 	r.Text = symbolize.Annotate(r.Text, frames)
+	return src, note
 }
 
-// diagnose asks a hung machine for its blocked tasks and stacks, where it can.
-func (cr *cellRun) diagnose() {
-	dg, ok := cr.r.(runner.Diagnoser)
+// diagnose asks a hung machine for its blocked tasks and stacks, where it can, keeps
+// the answer in logDir, and says so ("" when the machine cannot be asked).
+func diagnose(ctx context.Context, r runner.Runner, logDir string) string {
+	dg, ok := r.(runner.Diagnoser)
 	if !ok {
-		return
+		return ""
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	out, err := dg.Diagnose(ctx)
 	if err != nil {
-		cr.rc.Evidence = append(cr.rc.Evidence, "diagnosis failed: "+firstLine(err.Error()))
-		return
+		return "diagnosis failed: " + firstLine(err.Error())
 	}
-	file := filepath.Join(cr.rc.LogDir, "diagnose.log")
-	if os.WriteFile(file, []byte(out), 0o644) == nil {
-		cr.rc.Evidence = append(cr.rc.Evidence, "diagnosis (sysrq w, t): "+file)
+	file := filepath.Join(logDir, "diagnose.log")
+	if os.WriteFile(file, []byte(out), 0o644) != nil {
+		return ""
 	}
+	return "diagnosis (sysrq w, t): " + file
 }
 
 // pins compares the replay's --pin values with what this run has.
-func (cr *cellRun) pins() []string {
+func (p *targetRun) pins() []string {
 	var out []string
-	keys := make([]string, 0, len(cr.p.o.Pins))
-	for k := range cr.p.o.Pins {
+	keys := make([]string, 0, len(p.o.Pins))
+	for k := range p.o.Pins {
 		keys = append(keys, k)
 	}
 	sort.Strings(keys)
 	for _, k := range keys {
-		want := cr.p.o.Pins[k]
-		got := map[string]string{"image": cr.rc.ImageHash, "module": cr.rc.ModuleHash, "kernel": cr.rc.Kernel}[k]
+		want := p.o.Pins[k]
+		got := map[string]string{"image": p.info.ImageHash, "module": p.modHash, "kernel": p.info.KernelRelease}[k]
 		if want != "-" && got != want {
 			out = append(out, fmt.Sprintf("%s was %s when recorded, is %s now", k, want, orDash(got)))
 		}
@@ -185,149 +162,4 @@ func mergeReports(con, kern []console.Report) []console.Report {
 		}
 	}
 	return out
-}
-
-// summarize writes the evidence lines a person reads under the matrix, and the
-// structured numbers behind them.
-func (cr *cellRun) summarize(ev verdict.Evidence, d verdict.Decision) {
-	rc := cr.rc
-	evl := &rc.Evidence
-	if tr := ev.Trace; tr != nil {
-		rc.Trace = &report.TraceSummary{Transactions: tr.Transactions, Reads: tr.Reads, Writes: tr.Writes,
-			Diverged: tr.Diverged(), Unparsed: tr.Unparsed, Merged: tr.Merged, Long: tr.Long,
-			Integrity: tr.IntegrityTotal, UserFaults: tr.UserFaults, Unstable: tr.Unstable, Kinds: tr.Kinds}
-		if len(tr.Divergences) > 0 {
-			first := tr.Divergences[0]
-			rc.Trace.First = &first
-			rc.Trace.FirstTable = trace.Table(first.Events)
-		}
-		if len(tr.Problems) > 0 {
-			pr := tr.Problems[0]
-			rc.Trace.Problem = &pr
-		}
-		if cr.stressKernUS >= 0 {
-			// Times are after stress started: a divergence in setup (or an unknown
-			// time, -1) is not on the stress run's chart.
-			for _, ts := range tr.DivergenceTS {
-				if ts >= cr.stressKernUS {
-					rc.Divergences = append(rc.Divergences, (ts-cr.stressKernUS)/1000)
-				}
-			}
-			if len(rc.Divergences) > 0 {
-				rc.FirstDivergenceMS = rc.Divergences[0]
-			}
-		}
-		switch {
-		case tr.Diverged() > 0:
-			*evl = append(*evl, fmt.Sprintf("trace: %d of %d transactions diverged (%s)", tr.Diverged(), tr.Transactions, kinds(tr.Kinds)))
-		case tr.Transactions > 0:
-			*evl = append(*evl, fmt.Sprintf("trace: %d transactions (%d reads, %d writes checked), none diverged", tr.Transactions, tr.Reads, tr.Writes))
-		}
-		if tr.Unstable > 0 {
-			*evl = append(*evl, fmt.Sprintf("trace: %d writes whose page changed under I/O (both threads saw the new bytes; not counted)", tr.Unstable))
-		}
-		if tr.UserFaults > 0 {
-			*evl = append(*evl, fmt.Sprintf("trace: %d copies faulted on the daemon's own buffer (not the bug)", tr.UserFaults))
-		}
-	}
-	if len(ev.Stress) > 0 {
-		rc.Stress = cr.stressSummary(ev.Stress)
-		s := rc.Stress
-		switch {
-		case s.Mismatches > 0 && s.Example != "":
-			*evl = append(*evl, fmt.Sprintf("data: %d mismatches (first after %d ms of %s stress); %s", s.Mismatches, s.FirstMS, s.FirstStep, s.Example))
-		case s.Mismatches > 0:
-			*evl = append(*evl, fmt.Sprintf("data: %d mismatches (first after %d ms of %s stress)", s.Mismatches, s.FirstMS, s.FirstStep))
-		default:
-			*evl = append(*evl, fmt.Sprintf("data: %d reads, %d writes, %d other operations checked, no mismatch", s.Reads, s.Writes, s.Ops))
-		}
-		if s.IOErrors > 0 {
-			*evl = append(*evl, fmt.Sprintf("data: %d I/O errors", s.IOErrors))
-		}
-	}
-	if d.Crash != nil {
-		line := "crash: " + d.Crash.Title
-		if d.Attribution != "" {
-			line += " (" + d.Attribution + ")"
-		}
-		*evl = append(*evl, line)
-	}
-	if rc.Canary != "" {
-		*evl = append(*evl, "canary: "+rc.Canary)
-	}
-	if w := rc.Window; w != nil {
-		line := fmt.Sprintf("kernel log: records %d..%d (%d read)", w.Start+1, w.End, w.Records)
-		if w.Lost > 0 {
-			line += fmt.Sprintf(", %d LOST", w.Lost)
-		}
-		*evl = append(*evl, line)
-	}
-	cr.st.mu.Lock()
-	if !cr.stressStart.IsZero() && !cr.st.at.IsZero() {
-		rc.StopMS = cr.st.at.Sub(cr.stressStart).Milliseconds()
-		rc.StopReason = cr.st.reason
-		*evl = append(*evl, fmt.Sprintf("stress: stopped after %.1f s (%s)", float64(rc.StopMS)/1000, cr.st.reason))
-	}
-	cr.st.mu.Unlock()
-	cr.summarizeTests(ev)
-	for _, s := range ev.Failed {
-		*evl = append(*evl, fmt.Sprintf("%s step %q: %s", s.Phase, s.Name, s.Detail))
-	}
-	*evl = append(*evl, "verdict: "+strings.Join(d.Reasons, "; "))
-}
-
-// stressSummary adds up the stress reports; blkstress's details become an example,
-// any other tool's details are shown as text.
-func (cr *cellRun) stressSummary(st []verdict.Stress) *report.Stress {
-	t := verdict.Sum(st)
-	s := &report.Stress{FirstMS: -1, Reads: t.Reads, Writes: t.Writes, Ops: t.Ops, IOErrors: t.IOErrors, Mismatches: t.Mismatches}
-	var tools []string
-	seen := false // a mismatch
-	for _, x := range st {
-		r := x.Report
-		s.Seconds += r.Seconds
-		if r.Tool != "" && !contains(tools, r.Tool) {
-			tools = append(tools, r.Tool)
-		}
-		if r.Mismatches > 0 && !seen {
-			seen = true
-			s.FirstMS, s.FirstStep = r.FirstMS, x.Step
-			s.Example = example(r)
-		}
-	}
-	s.Tools = strings.Join(tools, ",")
-	return s
-}
-
-func example(r *stressreport.Report) string {
-	if m := r.BlockMismatches(); len(m) > 0 {
-		d := m[0]
-		return fmt.Sprintf("block %d: wanted gen %d crc %s, read crc %s, which holds %s (blocks read back wrong)", d.Block, d.WantGen, d.WantCRC, d.SeenCRC, d.Holds)
-	}
-	if len(r.Details) > 0 {
-		t := strings.Join(strings.Fields(string(r.Details)), " ")
-		if len(t) > 300 {
-			t = t[:300] + "…"
-		}
-		return "details: " + t
-	}
-	return ""
-}
-
-func contains(l []string, s string) bool {
-	for _, x := range l {
-		if x == s {
-			return true
-		}
-	}
-	return false
-}
-
-func kinds(m map[string]int) string {
-	var k []string
-	for n, c := range m {
-		k = append(k, fmt.Sprintf("%d %s", c, n))
-	}
-	sort.Strings(k)
-	return strings.Join(k, ", ")
 }

@@ -58,9 +58,7 @@ func (cr *cellRun) beginKTAP(s job.Step, name string) *tapCapture {
 	}
 	t := &tapCapture{step: s, name: name}
 	if s.TestsKind() == "kunit" && cr.follow != nil {
-		cr.follow.tapMu.Lock()
-		cr.follow.tap = t
-		cr.follow.tapMu.Unlock()
+		cr.follow.setTap(t)
 	}
 	return t
 }
@@ -79,10 +77,11 @@ func (t *tapCapture) record(text string) {
 	t.Write([]byte(strings.ReplaceAll(text, `\x0a`, "\n") + "\n"))
 }
 
-// endKTAP parses what the step produced and adds it to the cell's tests.
-func (cr *cellRun) endKTAP(ctx context.Context, t *tapCapture) {
+// endKTAP parses what the step produced into the step's tests; nil for a step that
+// is not a KTAP step.
+func (cr *cellRun) endKTAP(ctx context.Context, t *tapCapture) *verdict.Tests {
 	if t == nil {
-		return
+		return nil
 	}
 	source, text := "stdout", ""
 	if t.step.TestsKind() == "kunit" {
@@ -92,9 +91,7 @@ func (cr *cellRun) endKTAP(ctx context.Context, t *tapCapture) {
 			if end, err := cr.agentLast(ctx); err == nil {
 				cr.follow.waitFor(end, 20*time.Second)
 			}
-			cr.follow.tapMu.Lock()
-			cr.follow.tap = nil
-			cr.follow.tapMu.Unlock()
+			cr.follow.setTap(nil)
 		}
 		text = ktap.FromKernelLog(t.text())
 		if len(t.step.Suites) > 0 {
@@ -110,7 +107,7 @@ func (cr *cellRun) endKTAP(ctx context.Context, t *tapCapture) {
 	if t.full {
 		d.Problem = &ktap.Problem{Line: d.Lines, Msg: fmt.Sprintf("more than %d MiB of output: the rest was not kept", maxKTAP>>20), Truncated: true}
 	}
-	cr.tests = append(cr.tests, verdict.Tests{Step: t.name, Source: source, Cases: d.Cases(), Problem: d.Problem})
+	return &verdict.Tests{Step: t.name, Source: source, Cases: d.Cases(), Problem: d.Problem}
 }
 
 // parseKTAP parses one stream, or several (debugfs has one document per suite,
@@ -149,17 +146,4 @@ func (cr *cellRun) kunitDebugfs(ctx context.Context, suites []string) (string, b
 		parts = append(parts, out)
 	}
 	return strings.Join(parts, "\f\n"), true
-}
-
-// summarizeTests puts the KTAP steps' cases into the report's cell and one evidence
-// line per step.
-func (cr *cellRun) summarizeTests(ev verdict.Evidence) {
-	for _, t := range ev.Tests {
-		cr.rc.Tests = append(cr.rc.Tests, t)
-		line := fmt.Sprintf("tests: step %q (%s): %d cases, %s", t.Step, t.Source, len(t.Cases), ktap.Count(t.Cases))
-		if t.Problem != nil {
-			line += "; " + t.Problem.Error()
-		}
-		cr.rc.Evidence = append(cr.rc.Evidence, line)
-	}
 }

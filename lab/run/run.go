@@ -6,9 +6,11 @@
 // path.
 //
 // One file per stage: run.go (options and scheduling), target.go (a target's machine:
-// acquire, deploy, canary, release), cell.go (one cell: its phases), step.go (one step
-// and the crash watcher), stop.go (the stop rule fed while stress runs), collect.go
-// (kernel-log window, files, stress reports), evidence.go (from what was collected to the verdict and the report).
+// acquire, deploy, canary, release), cell.go (one cell: its phases, and the stages'
+// values), step.go (one step and its End, the crash watcher), stop.go (the stop rule
+// fed while stress runs, its Stopped), collect.go (kernel-log window, files, stress
+// reports: a Collected), evidence.go (from a Collected to the verdict: Judged; the
+// report's cell is filled by lab/report).
 package run
 
 import (

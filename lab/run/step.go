@@ -21,21 +21,68 @@ import (
 // it is stopped.
 const crashGrace = 3 * time.Second
 
-// phase runs a phase's steps in order, stopping at a lost or crashed machine.
-func (cr *cellRun) phase(ctx context.Context, name string, steps []job.Step, def time.Duration) {
-	t := time.Now()
-	cr.p.progress(cr.c.ID, name, cr.start)
-	for i, s := range steps {
-		if cr.lost || cr.hung || cr.crashed || ctx.Err() != nil || (name == "stress" && cr.stoppedOnPurpose()) {
-			break
-		}
-		cr.step(ctx, name, i, s, def)
-	}
-	cr.rc.Timings[name] = time.Since(t).Seconds()
+// End is how a step left the machine; the worst end of a cell's steps decides what
+// may still run on it.
+type End int
+
+// Ends of a step, least severe first.
+const (
+	Finished End = iota // the step ended by itself, well or not: the next may run
+	TimedOut            // the step did not finish within its timeout
+	Crashed             // the step was stopped because the kernel crashed under it
+	Lost                // the connection to the machine was lost
+)
+
+// Usable says whether more steps may run on the machine.
+func (e End) Usable() bool { return e == Finished }
+
+// Steps is what a cell's steps did: their failures, the stress reports read, and how
+// the last of them left the machine.
+type Steps struct {
+	Failed []verdict.Step
+	Stress []verdict.Stress
+	Tests  []verdict.Tests // KTAP steps' cases (ktap.go)
+	End    End
 }
 
-// step runs one step and records what went wrong, and reads its stress report.
-func (cr *cellRun) step(ctx context.Context, phase string, i int, s job.Step, def time.Duration) {
+// add takes one step's (or phase's) result.
+func (s *Steps) add(r Steps) {
+	s.Failed = append(s.Failed, r.Failed...)
+	s.Stress = append(s.Stress, r.Stress...)
+	s.Tests = append(s.Tests, r.Tests...)
+	if r.End > s.End {
+		s.End = r.End
+	}
+}
+
+// setupOK says whether the setup phase left something to stress.
+func (s Steps) setupOK() bool {
+	for _, f := range s.Failed {
+		if f.Phase == "setup" {
+			return false
+		}
+	}
+	return s.End.Usable()
+}
+
+// phase runs a phase's steps in order, stopping at a machine a step left unusable.
+func (cr *cellRun) phase(ctx context.Context, name string, steps []job.Step, def time.Duration, prior []verdict.Stress) Steps {
+	t := time.Now()
+	cr.p.progress(cr.c.ID, name, cr.start)
+	var out Steps
+	for i, s := range steps {
+		if !out.End.Usable() || ctx.Err() != nil || (name == "stress" && cr.stop.stoppedOnPurpose()) {
+			break
+		}
+		out.add(cr.step(ctx, name, i, s, def, append(prior[:len(prior):len(prior)], out.Stress...)))
+	}
+	cr.rc.Timings[name] = time.Since(t).Seconds()
+	return out
+}
+
+// step runs one step and says how it ended and what went wrong, with its stress
+// report; prior are the stress reports read before it (for the stop rule).
+func (cr *cellRun) step(ctx context.Context, phase string, i int, s job.Step, def time.Duration, prior []verdict.Stress) (out Steps) {
 	j, c, seed := cr.p.o.Job, cr.c, cr.p.o.Seed
 	name := s.Name
 	if name == "" {
@@ -46,12 +93,12 @@ func (cr *cellRun) step(ctx context.Context, phase string, i int, s job.Step, de
 		if phase == "stress" {
 			st.Policy = s.FailurePolicy()
 		}
-		cr.failed = append(cr.failed, st)
+		out.Failed = append(out.Failed, st)
 	}
 	cmd, err := j.Expand(s.Command(), c, seed, cr.extra)
 	if err != nil {
 		fail(verdict.FailError, err.Error())
-		return
+		return out
 	}
 	timeout := s.Timeout.D(def)
 	sctx, cancel := context.WithTimeout(ctx, timeout)
@@ -66,7 +113,7 @@ func (cr *cellRun) step(ctx context.Context, phase string, i int, s job.Step, de
 	if s.Report != "" {
 		if report, err = j.ExpandPath(s.Report, c, seed, cr.extra); err != nil {
 			fail(verdict.FailError, err.Error())
-			return
+			return out
 		}
 		cr.r.Run(sctx, "rm -f "+runner.Quote(report), nil, nil) // never read a previous cell's report
 	}
@@ -86,11 +133,11 @@ func (cr *cellRun) step(ctx context.Context, phase string, i int, s job.Step, de
 		// timeout) is killed on the machine too and does not hold the device during
 		// teardown.
 		pidfile := fmt.Sprintf("%s/.kmodlab-step-%s.pid", j.Dest(), name)
-		end := cr.beginStress(i, name, pidfile)
-		pw := &progressWriter{w: w, on: cr.onProgress}
+		end := cr.stop.begin(i, name, pidfile, prior)
+		pw := &progressWriter{w: w, on: cr.stop.onProgress}
 		err = cr.r.Run(sctx, stepCommand(pidfile, cmd), tap.stdout(pw), pw)
 		end()
-		if sctx.Err() != nil && !cr.lost && !crashed() {
+		if sctx.Err() != nil && !crashed() {
 			kctx, kcancel := context.WithTimeout(context.WithoutCancel(ctx), 15*time.Second)
 			cr.r.Run(kctx, killCommand(pidfile), nil, nil)
 			kcancel()
@@ -98,36 +145,42 @@ func (cr *cellRun) step(ctx context.Context, phase string, i int, s job.Step, de
 	} else {
 		err = cr.r.Run(sctx, cmd, tap.stdout(w), w)
 	}
-	if !cr.lost {
-		cr.endKTAP(ctx, tap)
+	if !errors.Is(err, runner.ErrConnectionLost) {
+		if t := cr.endKTAP(ctx, tap); t != nil {
+			out.Tests = append(out.Tests, *t)
+		}
 	}
-	stoppedOnPurpose := phase == "stress" && ctx.Err() != nil && cr.stoppedOnPurpose()
+	stoppedOnPurpose := phase == "stress" && ctx.Err() != nil && cr.stop.stoppedOnPurpose()
 	switch {
 	case err == nil || stoppedOnPurpose:
 	case errors.Is(err, runner.ErrConnectionLost):
-		cr.lost = true
+		out.End = Lost
 		fail(verdict.FailLost, err.Error())
 	case crashed():
-		cr.crashed = true
-		cr.st.mu.Lock()
-		if phase == "stress" && cr.st.reason == "" {
-			cr.st.reason, cr.st.at = "the kernel crashed", time.Now()
+		out.End = Crashed
+		if phase == "stress" {
+			cr.stop.crashed()
 		}
-		cr.st.mu.Unlock()
 		fail(verdict.FailCrashed, "stopped: the kernel crashed under it")
 	case sctx.Err() != nil && ctx.Err() == nil:
-		cr.hung = true
+		out.End = TimedOut
 		fail(verdict.FailTimeout, fmt.Sprintf("did not finish within %s", timeout))
 	case ctx.Err() != nil:
 		// The run itself was cancelled (Ctrl-C): the lab could not judge.
-		cr.failed = append(cr.failed, verdict.Step{Phase: phase, Name: name, Kind: verdict.FailError,
+		out.Failed = append(out.Failed, verdict.Step{Phase: phase, Name: name, Kind: verdict.FailError,
 			Detail: "cancelled: " + ctx.Err().Error(), Policy: verdict.PolicyInfra})
 	case !s.IgnoreFail:
 		fail(verdict.FailExit, err.Error())
 	}
-	if report != "" && !cr.lost && !cr.crashed && !stoppedOnPurpose && ctx.Err() == nil {
-		cr.readStress(ctx, name, report)
+	if report != "" && out.End != Lost && out.End != Crashed && !stoppedOnPurpose && ctx.Err() == nil {
+		st, bad := cr.readStress(ctx, name, report)
+		if bad != nil {
+			out.Failed = append(out.Failed, *bad)
+		} else {
+			out.Stress = append(out.Stress, st)
+		}
 	}
+	return out
 }
 
 // stepCommand runs a stress step's command in a session of its own (setsid; busybox

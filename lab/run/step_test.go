@@ -10,6 +10,9 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/kmodlab/kmodlab/lab/runner"
+	"github.com/kmodlab/kmodlab/lab/verdict"
 )
 
 // sleepers lists the pids of running "sleep MARK" processes (this test's own).
@@ -65,5 +68,25 @@ func TestStepKillReachesTheWholeStep(t *testing.T) {
 	}
 	if _, err := os.Stat(pidfile); err == nil {
 		t.Error("pidfile left behind")
+	}
+}
+
+// Item 1: a failed stress step is never ignored, even when it leaves a report behind.
+
+func TestFailedStepWithReport(t *testing.T) {
+	f := newFake()
+	good(f)
+	inner := f.steps["stress-step"]
+	f.steps["stress-step"] = func(ctx context.Context, f *fake) error {
+		inner(ctx, f)
+		return &runner.ExitError{Cmd: "stress-step", Status: 3}
+	}
+	c := one(t, runJob(t, f, testJob, Options{}))
+	if c.Verdict != verdict.Inconclusive || !strings.Contains(strings.Join(c.Reasons, "\n"), `stress step "io" failed`) {
+		t.Fatalf("%s %v", c.Verdict, c.Reasons)
+	}
+	c = one(t, runJob(t, f, strings.Replace(testJob, "report: /root/s.json}", "report: /root/s.json, on_failure: infra}", 1), Options{}))
+	if c.Verdict != verdict.Infra {
+		t.Fatalf("on_failure infra: %s %v", c.Verdict, c.Reasons)
 	}
 }

@@ -5,11 +5,13 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/kmodlab/kmodlab/lab/runner"
 	"github.com/kmodlab/kmodlab/lab/stop"
+	"github.com/kmodlab/kmodlab/lab/trace"
 	"github.com/kmodlab/kmodlab/lab/verdict"
 	"github.com/kmodlab/kmodlab/stressreport"
 )
@@ -36,42 +38,110 @@ type stressStep struct {
 	stopping bool
 }
 
-// stopState is where the stop rule stands while a cell's stress runs: written by the
+// stopper is where the stop rule stands while a cell's stress runs: written by the
 // step runner and by the streams' callbacks (onProgress, onDivergence), so behind mu.
-type stopState struct {
-	mu            sync.Mutex
-	cancel        context.CancelFunc // ends the running stress step at once
-	reason        string             // why stress was stopped early ("" while it runs)
-	sure          bool               // it was stopped for a sure verdict (stop.Decision.Sure)
-	at            time.Time          // when
-	firstDiverged time.Time
-	cur           *stressStep // the stress step running now, nil between steps
-	sized         []string    // stress steps stopped for enough evidence, and when
-	sizedReason   string      // the last such stop's reason
+// It is the cell's only shared state; finish hands back what it decided as a value.
+type stopper struct {
+	r    runner.Runner // to ask a step's tool to finish
+	rule stop.Rule
+
+	mu          sync.Mutex
+	counts      func() trace.Result // the kernel log's trace counts so far, nil before the window
+	prior       []verdict.Stress    // the finished stress steps' reports
+	cancel      context.CancelFunc  // ends the running stress step at once
+	started     time.Time           // when the stress phase began (zero: it never did)
+	kernelUS    int64               // the kernel's clock then (µs), -1 unknown
+	reason      string              // why stress was stopped ("" while it runs)
+	sure        bool                // it was stopped for a sure verdict (stop.Decision.Sure)
+	at          time.Time           // when
+	cur         *stressStep         // the stress step running now, nil between steps
+	sized       []string            // stress steps stopped for enough evidence, and when
+	sizedReason string              // the last such stop's reason
 }
 
-// evidence is the cell's evidence now (st.mu held).
-func (cr *cellRun) evidence() stop.Evidence {
+// Stopped is when and why a cell's stress phase ended, for the report.
+type Stopped struct {
+	KernelUS int64  // the kernel's clock when stress started (µs), -1 unknown
+	MS       int64  // ms after stress started that it stopped, -1: stress never ran
+	Reason   string // "stress finished", a sure verdict's reason, "the kernel crashed", …
+}
+
+// notRun is the Stopped of a cell whose stress never started.
+var notRun = Stopped{KernelUS: -1, MS: -1}
+
+func newStopper(r runner.Runner, rule stop.Rule) *stopper {
+	return &stopper{r: r, rule: rule, kernelUS: -1}
+}
+
+// follow gives the stopper the kernel log's trace counts.
+func (st *stopper) follow(counts func() trace.Result) {
+	st.mu.Lock()
+	st.counts = counts
+	st.mu.Unlock()
+}
+
+// start marks the start of the stress phase; cancel ends it at once.
+func (st *stopper) start(cancel context.CancelFunc) {
+	st.mu.Lock()
+	st.cancel, st.started = cancel, time.Now()
+	st.mu.Unlock()
+}
+
+// kernelClock records the kernel's clock at the stress phase's start.
+func (st *stopper) kernelClock(us int64) {
+	st.mu.Lock()
+	st.kernelUS = us
+	st.mu.Unlock()
+}
+
+// finish ends the stress phase and says when and why it stopped.
+func (st *stopper) finish() Stopped {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if st.started.IsZero() {
+		return notRun
+	}
+	if st.reason == "" {
+		st.reason, st.at = "stress finished", time.Now()
+		if len(st.sized) > 0 {
+			st.reason = st.sizedReason + "; " + strings.Join(st.sized, ", ")
+		}
+	}
+	return Stopped{KernelUS: st.kernelUS, MS: st.at.Sub(st.started).Milliseconds(), Reason: st.reason}
+}
+
+// crashed records that the kernel crashed under a stress step.
+func (st *stopper) crashed() {
+	st.mu.Lock()
+	if st.reason == "" {
+		st.reason, st.at = "the kernel crashed", time.Now()
+	}
+	st.mu.Unlock()
+}
+
+// evidence is the cell's evidence now (mu held).
+func (st *stopper) evidence() stop.Evidence {
 	var ev stop.Evidence
-	if cr.follow != nil {
-		tr := cr.follow.counts()
+	if st.counts != nil {
+		tr := st.counts()
 		ev.Diverged, ev.Transactions, ev.Integrity = tr.DivergedTotal, tr.Reads+tr.Writes, tr.IntegrityTotal
 	}
-	t := verdict.Sum(cr.stress)
-	if s := cr.st.cur; s != nil {
+	t := verdict.Sum(st.prior)
+	if s := st.cur; s != nil {
 		t.Add(s.progress)
 	}
 	ev.IO, ev.Ops, ev.IOErrors, ev.Mismatches = t.IO(), t.Ops, t.IOErrors, int64(t.Mismatches)
 	return ev
 }
 
-// beginStress marks the start of a stress step and watches it until the returned func
-// is called (when the step's command has returned).
-func (cr *cellRun) beginStress(index int, name, pidfile string) (end func()) {
-	cr.st.mu.Lock()
-	cr.st.cur = &stressStep{name: name, index: index, pidfile: pidfile, started: time.Now()}
-	cr.st.cur.atStart = cr.evidence()
-	cr.st.mu.Unlock()
+// begin marks the start of a stress step, after the steps whose reports are prior, and
+// watches it until the returned func is called (when the step's command has returned).
+func (st *stopper) begin(index int, name, pidfile string, prior []verdict.Stress) (end func()) {
+	st.mu.Lock()
+	st.prior = prior
+	st.cur = &stressStep{name: name, index: index, pidfile: pidfile, started: time.Now()}
+	st.cur.atStart = st.evidence()
+	st.mu.Unlock()
 	done := make(chan struct{})
 	var wg sync.WaitGroup
 	wg.Add(1)
@@ -84,81 +154,74 @@ func (cr *cellRun) beginStress(index int, name, pidfile string) (end func()) {
 			case <-done:
 				return
 			case <-t.C:
-				cr.evaluate()
+				st.evaluate()
 			}
 		}
 	}()
 	return func() {
 		close(done)
 		wg.Wait()
-		cr.st.mu.Lock()
-		cr.st.cur = nil
-		cr.st.mu.Unlock()
+		st.mu.Lock()
+		st.cur = nil
+		st.mu.Unlock()
 	}
 }
 
 // onProgress takes a progress line of the running step's tool.
-func (cr *cellRun) onProgress(p stressreport.Progress) {
-	cr.st.mu.Lock()
-	if cr.st.cur != nil {
-		cr.st.cur.progress, cr.st.cur.graceful = p, true
+func (st *stopper) onProgress(p stressreport.Progress) {
+	st.mu.Lock()
+	if st.cur != nil {
+		st.cur.progress, st.cur.graceful = p, true
 	}
-	cr.st.mu.Unlock()
-	cr.evaluate()
+	st.mu.Unlock()
+	st.evaluate()
 }
 
 // onDivergence is called as the trace confirms a divergence.
-func (cr *cellRun) onDivergence() {
-	cr.st.mu.Lock()
-	if cr.st.firstDiverged.IsZero() {
-		cr.st.firstDiverged = time.Now()
-	}
-	cr.st.mu.Unlock()
-	cr.evaluate()
-}
+func (st *stopper) onDivergence() { st.evaluate() }
 
 // evaluate applies the stop rule to the running step and acts on it.
-func (cr *cellRun) evaluate() {
-	cr.st.mu.Lock()
-	defer cr.st.mu.Unlock()
-	s := cr.st.cur
-	if s == nil || s.stopping || cr.st.cancel == nil || cr.st.reason != "" {
+func (st *stopper) evaluate() {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	s := st.cur
+	if s == nil || s.stopping || st.cancel == nil || st.reason != "" {
 		return
 	}
-	d := cr.rule.Decide(stop.Step{Index: s.index, AtStart: s.atStart, Now: cr.evidence(), Graceful: s.graceful})
+	d := st.rule.Decide(stop.Step{Index: s.index, AtStart: s.atStart, Now: st.evidence(), Graceful: s.graceful})
 	if !d.Stop {
 		return
 	}
 	s.stopping = true
 	if d.Sure {
-		cr.st.reason, cr.st.at, cr.st.sure = d.Reason, time.Now(), true
+		st.reason, st.at, st.sure = d.Reason, time.Now(), true
 		if !s.graceful {
-			cr.st.cancel()
+			st.cancel()
 			return
 		}
 		// Let the tool write its report (its data evidence), but not for long.
-		go cr.terminate(s.pidfile)
-		time.AfterFunc(graceGraceful, cr.st.cancel)
+		go st.terminate(s.pidfile)
+		time.AfterFunc(graceGraceful, st.cancel)
 		return
 	}
-	cr.st.sized = append(cr.st.sized, fmt.Sprintf("%s after %.1f s", s.name, time.Since(s.started).Seconds()))
-	cr.st.sizedReason = d.Reason
-	go cr.terminate(s.pidfile)
+	st.sized = append(st.sized, fmt.Sprintf("%s after %.1f s", s.name, time.Since(s.started).Seconds()))
+	st.sizedReason = d.Reason
+	go st.terminate(s.pidfile)
 }
 
 // terminate asks a stress step's tool to finish: SIGTERM to the step shell's children,
 // or to the step's process itself when the shell exec'd the tool.
-func (cr *cellRun) terminate(pidfile string) {
+func (st *stopper) terminate(pidfile string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
-	cr.r.Run(ctx, fmt.Sprintf("p=$(cat %s 2>/dev/null) && { pkill -TERM -P $p || kill -TERM $p; }", runner.Quote(pidfile)), nil, nil)
+	st.r.Run(ctx, fmt.Sprintf("p=$(cat %s 2>/dev/null) && { pkill -TERM -P $p || kill -TERM $p; }", runner.Quote(pidfile)), nil, nil)
 }
 
 // stoppedOnPurpose says whether stress was stopped by a sure verdict.
-func (cr *cellRun) stoppedOnPurpose() bool {
-	cr.st.mu.Lock()
-	defer cr.st.mu.Unlock()
-	return cr.st.sure
+func (st *stopper) stoppedOnPurpose() bool {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	return st.sure
 }
 
 // progressWriter passes a step's output through and hands its progress lines on.

@@ -62,6 +62,7 @@ func parseKV(items []string, flag string, lists bool) (map[string]string, error)
 func runCmd() *cobra.Command {
 	var (
 		cells       []string
+		targets     []string
 		seed        int64
 		out         string
 		parallel    int
@@ -106,6 +107,9 @@ git bisect run's "skip" (docs/bisect.md).`,
 			j, err := job.Load(args[0], f.Known)
 			if err != nil {
 				return &exitError{report.ExitInfra, err}
+			}
+			if err := j.Retarget(targets, f.Known); err != nil {
+				return err
 			}
 			if b := time.Duration(j.Timeouts.Boot); b > 0 && !cmd.Flags().Changed("boot-timeout") {
 				f.BootTimeout = b // the job's timeouts.boot; --boot-timeout overrides it
@@ -173,6 +177,7 @@ git bisect run's "skip" (docs/bisect.md).`,
 			return nil
 		},
 	}
+	c.Flags().StringSliceVar(&targets, "target", nil, "run the job's cells on these targets instead of its own (e.g. --target x86_64@trixie+debug)")
 	c.Flags().StringSliceVar(&cells, "cell", nil, "run only these cells (target/value, globs allowed)")
 	c.Flags().Int64Var(&seed, "seed", 0, "seed for the stress tools (default: random, printed)")
 	c.Flags().StringVar(&out, "out", "", "results directory (default results/<timestamp>)")

@@ -40,3 +40,33 @@ func TestKernelFragments(t *testing.T) {
 		}
 	}
 }
+
+func TestRetarget(t *testing.T) {
+	j, err := Parse("r.yaml", []byte("name: r\ntargets: [x86_64]\nmatrix: {m: [a, b]}\nstress: [{run: 'true'}]\n"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	known := func(s string) bool { return s == "x86_64@trixie+debug" || s == "i386-pae" }
+	for _, c := range []struct {
+		targets []string
+		want    string
+	}{
+		{[]string{"nope"}, "--target nope: unknown target or board"},
+		{[]string{"i386-pae", "i386-pae"}, "--target i386-pae given twice"},
+		{[]string{"x86_64@trixie+debug\n--out"}, "--target"},
+	} {
+		if err := j.Retarget(c.targets, known); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%q: %v, want %q", c.targets, err, c.want)
+		}
+	}
+	if err := j.Retarget([]string{"x86_64@trixie+debug", "i386-pae"}, known); err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	for _, c := range j.Cells() {
+		ids = append(ids, c.ID)
+	}
+	if got := strings.Join(ids, " "); got != "x86_64@trixie+debug/a x86_64@trixie+debug/b i386-pae/a i386-pae/b" {
+		t.Errorf("cells %s", got)
+	}
+}

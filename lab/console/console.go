@@ -107,6 +107,7 @@ var (
 	prefixRe = regexp.MustCompile(`^(?:<\d+>)?(?:\d+,\d+,\d+,[^;]*;)?(?:\[\s*\d+\.\d+\]\s*)?(?:\[\s*[CT]\d+\]\s*)?`)
 	// frameRe finds fn+0xoff/0xsize [module] anywhere in a call-trace line (x86's
 	// " fn+0x1/0x2 [mod]" and ARM's " a from fn+0x1/0x2 [mod]" alike).
+	heldRe    = regexp.MustCompile(`^\s*#\d+: [0-9a-f]+ \(.*\)\{.*\}, at: `)
 	frameRe   = regexp.MustCompile(`(\?\s+)?\(?([A-Za-z_][\w.]*)\+0x([0-9a-f]+)/0x([0-9a-f]+)\)?(?:\s+\[(\w+)\])?`)
 	faultRe   = regexp.MustCompile(`(?:at virtual address|for address:?|at address)\s+(?:0x)?([0-9a-fA-F]{8,16})`)
 	ignoreFns = map[string]bool{"dump_stack": true, "dump_stack_lvl": true, "show_stack": true, "panic": true,
@@ -280,7 +281,9 @@ func frames(body []string) []Frame {
 	}
 	for _, l := range body {
 		c := prefixRe.ReplaceAllString(l, "")
-		if pcRe.MatchString(c) || strings.Contains(c, "Stopper:") || strings.Contains(c, "allocated at") {
+		// lockdep's lists of locks held ("#4: … (plant_mutex){+.+.}-{3:3}, at: fn+…")
+		// say where each lock was taken, not where the kernel complained.
+		if pcRe.MatchString(c) || strings.Contains(c, "Stopper:") || strings.Contains(c, "allocated at") || heldRe.MatchString(c) {
 			continue
 		}
 		for _, m := range frameRe.FindAllStringSubmatch(c, -1) {

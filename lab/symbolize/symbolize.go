@@ -59,6 +59,8 @@ var (
 	// KFENCE's title names the faulting access's PC too (it comes from a page fault);
 	// KASAN's names the return address of its check, so it is not one.
 	pcRe = regexp.MustCompile(`PC is at |RIP: [0-9a-f]{4}:|EIP: |BUG: KFENCE: `)
+	// lockdep's "#4: ffff… (plant_mutex){+.+.}-{3:3}, at: plant_set+0xdc/0x1d0 [kbugs]".
+	heldRe = regexp.MustCompile(`#\d+: [0-9a-f]+ \(.*\)\{.*\}, at: `)
 )
 
 // Report finds the frames of report that lie in mods and symbolizes them, each distinct
@@ -88,7 +90,18 @@ func Report(report string, mods []Module) ([]Frame, error) {
 	}
 	var out []Frame
 	seen := map[string]bool{}
+	// Call-trace lines first, lockdep's lists of locks held (where each lock was
+	// taken, not where the kernel complained) after them: the first frame is the
+	// one a finding is named after.
+	var lines, held []string
 	for _, line := range strings.Split(report, "\n") {
+		if heldRe.MatchString(line) {
+			held = append(held, line)
+		} else {
+			lines = append(lines, line)
+		}
+	}
+	for _, line := range append(lines, held...) {
 		isPC := pcRe.MatchString(line)
 		for _, m := range symRe.FindAllStringSubmatch(line, -1) {
 			mod := byName[m[4]]

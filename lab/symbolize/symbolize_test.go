@@ -126,3 +126,20 @@ func TestParseAddr2line(t *testing.T) {
 		t.Errorf("parse = %v, want %v", got, want)
 	}
 }
+
+// lockdep lists the locks a task holds, each with where it was taken; those come after
+// the call trace, whose first module frame names the finding.
+func TestHeldLocksAfterCallTrace(t *testing.T) {
+	root, _ := filepath.Abs("../..")
+	mods := []Module{{Name: "kbugs", KO: "testdata/kbugs-amd64.ko", SrcDir: "examples/kbugs/kbugs", Root: root}}
+	report := "BUG: scheduling while atomic: sh/180/0x00000002\n" +
+		" #4: ffffffffc0210328 (plant_mutex){+.+.}-{3:3}, at: plant_set+0x1b/0xa0 [kbugs]\n" +
+		"Call Trace:\n kbugs_uaf+0x5a/0x92 [kbugs]\n plant_set+0x1b/0xa0 [kbugs]\n"
+	frames, err := Report(report, mods)
+	if err != nil || len(frames) == 0 {
+		t.Fatalf("frames %v, %v", frames, err)
+	}
+	if frames[0].Func != "kbugs_uaf" {
+		t.Errorf("first frame %s, want the call trace's kbugs_uaf before the held lock's plant_set", frames[0].Text)
+	}
+}

@@ -13,7 +13,7 @@
  * Locking and lifetime: lock_a and lock_b exist only to be taken in both orders; each
  * bug runs in the writing task's context, one at a time (plant_mutex).
  */
-#include <linux/delay.h>
+#include <linux/completion.h>
 #include <linux/highmem.h>
 #include <linux/jiffies.h>
 #include <linux/kfence.h>
@@ -39,7 +39,9 @@ static noinline int kbugs_uaf(void)
 		p = kmalloc(64, GFP_KERNEL);
 		if (!p)
 			return -ENOMEM;
-		if (!IS_ENABLED(CONFIG_KFENCE) || is_kfence_address(p) || time_after(jiffies, end))
+		/* KASAN sees every object (and not KFENCE's): no need to hunt then. */
+		if (IS_ENABLED(CONFIG_KASAN) || !IS_ENABLED(CONFIG_KFENCE) ||
+		    is_kfence_address(p) || time_after(jiffies, end))
 			break;
 		kfree(p);
 		cond_resched();
@@ -66,18 +68,20 @@ static noinline int kbugs_inversion(void)
 }
 
 /*
- * kbugs_atomic_sleep - sleep while holding a kmap_atomic() mapping, as the report's
- * driver did while it waited for its daemon. Sleeps in atomic context: the bug.
+ * kbugs_atomic_sleep - wait for a completion while holding a kmap_atomic() mapping,
+ * as the report's driver did while it waited for its daemon (nothing completes it:
+ * the wait times out after 20 ms). Sleeps in atomic context: the bug.
  */
 static noinline int kbugs_atomic_sleep(void)
 {
 	struct page *pg = alloc_page(GFP_HIGHUSER);
+	DECLARE_COMPLETION_ONSTACK(daemon_done);
 	void *addr;
 
 	if (!pg)
 		return -ENOMEM;
 	addr = kmap_atomic(pg);
-	msleep(20);		/* the bug */
+	wait_for_completion_timeout(&daemon_done, msecs_to_jiffies(20));	/* the bug */
 	kunmap_atomic(addr);
 	__free_page(pg);
 	return 0;

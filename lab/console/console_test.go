@@ -152,7 +152,8 @@ func TestScannerMatchesFind(t *testing.T) {
 
 // The debug kernels' reports. kfence-uaf-arm.log, kfence-uaf-x86.log and
 // sched-atomic.log are recorded kernel logs of examples/kbugs on the stock trixie
-// kernels (booted with kfence.sample_interval=1); the others are written in the
+// kernels (booted with kfence.sample_interval=1); the *-x86.log ones are recorded on
+// x86_64@trixie+debug (KASAN, lockdep, DEBUG_ATOMIC_SLEEP); the others are written in the
 // kernel's own format (mm/kasan/report.c, kernel/locking/lockdep.c,
 // kernel/sched/core.c, lib/list_debug.c, lib/ubsan.c) around the same planted bugs,
 // until a +debug line records them.
@@ -164,6 +165,9 @@ func TestDebugReports(t *testing.T) {
 		{"kfence-uaf-arm.log", "KFENCE: use-after-free read in kbugs_uaf", "kbugs"},
 		{"kfence-uaf-x86.log", "KFENCE: use-after-free read in kbugs_uaf.cold", "kbugs"},
 		{"lockdep-circular.log", "possible circular locking dependency detected in kbugs_inversion", "kbugs"},
+		{"kasan-uaf-x86.log", "KASAN: slab-use-after-free in kbugs_uaf", "kbugs"},
+		{"lockdep-circular-x86.log", "possible circular locking dependency detected in kbugs_inversion", "kbugs"},
+		{"atomic-sleep-x86.log", "BUG: sleeping function called from invalid context in kbugs_atomic_sleep", "kbugs"},
 		{"atomic-sleep.log", "BUG: sleeping function called from invalid context in kbugs_atomic_sleep", "kbugs"},
 		{"sched-atomic.log", "BUG: scheduling while atomic in kbugs_atomic_sleep", "kbugs"},
 		{"list-add.log", "list_add corruption in userblk_queue_req", "userblk"},
@@ -174,11 +178,13 @@ func TestDebugReports(t *testing.T) {
 			t.Fatal(err)
 		}
 		reps := Find(string(data))
-		if len(reps) != 1 {
+		// A recorded log may go on after the first report (the sleep under kmap_atomic
+		// also upsets RCU and the syscall exit): the first is what a cell is judged by.
+		if len(reps) == 0 || (len(reps) != 1 && !strings.HasSuffix(tc.file, "-x86.log")) {
 			t.Errorf("%s: %d reports, want 1: %v", tc.file, len(reps), titles(reps))
 			continue
 		}
-		r := reps[0]
+		r := *First(reps)
 		if r.Title != tc.title || r.Kind != KindBug || !Fatal(reps) {
 			t.Errorf("%s: title %q kind %s, want %q bug", tc.file, r.Title, r.Kind, tc.title)
 		}

@@ -355,7 +355,7 @@ func (f *fuzzer) apiRound(rng *rand.Rand) {
 	// CREATE with bad arguments: all refused, and no disk appears.
 	badCreates := []uapi.Create{
 		{Size: 0}, {Size: 4095}, {Size: 4096 + 512}, {Size: uapi.MaxSize + 4096}, {Size: 1 << 62},
-		{Size: 1 << 20, MapMode: 5}, {Size: 1 << 20, MapMode: 1 << 31}, {Size: 1 << 20, IOTimeout: uapi.MaxIOTimeout + 1},
+		{Size: 1 << 20, MapMode: uint32(len(uapi.ModeList))}, {Size: 1 << 20, MapMode: 1 << 31}, {Size: 1 << 20, IOTimeout: uapi.MaxIOTimeout + 1},
 	}
 	for _, bc := range badCreates {
 		x := bc
@@ -371,7 +371,7 @@ func (f *fuzzer) apiRound(rng *rand.Rand) {
 		}
 	}
 	if !unsafeAllowed() {
-		for _, m := range []uint32{uapi.MapAtomic, uapi.MapLocal} {
+		for _, m := range []uint32{uapi.MapAtomic, uapi.MapLocal, uapi.MapAtomicSleep} {
 			x := uapi.Create{Size: 1 << 20, MapMode: m}
 			if err := call(f, fd, uapi.IocCreate, &x); err == nil {
 				f.violate("bug mode accepted without unsafe_modes", fmt.Sprintf("map_mode %s made userblk%d", uapi.ModeList[m], x.Index))

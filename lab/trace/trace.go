@@ -250,7 +250,7 @@ func (a *Analyzer) add(ev Event) {
 		}
 		r.LastTS = ev.TS
 	}
-	if (ev.Mode == "atomic" || ev.Mode == "local") && ev.Addr != "" && len(a.pages) < MaxPages && !a.addrs[ev.Addr] {
+	if (ev.Mode == "atomic" || ev.Mode == "local" || ev.Mode == "atomic-sleep") && ev.Addr != "" && len(a.pages) < MaxPages && !a.addrs[ev.Addr] {
 		a.addrs[ev.Addr] = true
 		if v, err := strconv.ParseUint(ev.Addr, 16, 64); err == nil && !a.pages[v&^0xfff] {
 			a.pages[v&^0xfff] = true
@@ -472,7 +472,7 @@ func integrity(evs []Event) *Problem {
 // handsOver says whether one address is shared by both threads in mode ("" is the
 // original report's table, which did).
 func handsOver(mode string) bool {
-	return mode == "" || mode == "atomic" || mode == "local" || mode == "kmap"
+	return mode == "" || mode == "atomic" || mode == "local" || mode == "atomic-sleep" || mode == "kmap"
 }
 
 // check judges a transaction whose lines agree. It counts the transaction in res and

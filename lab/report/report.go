@@ -47,6 +47,9 @@ type Stress struct {
 	Example    string  `json:"example,omitempty"` // one mismatch, described
 	Ops        int64   `json:"ops,omitempty"`
 	Tools      string  `json:"tools,omitempty"` // the reports' writers
+	// Interleavings adds up the reports' stressreport.Report.Interleavings by name:
+	// coverage (how often a fuzzer reached each concurrency interleaving), not evidence.
+	Interleavings map[string]int64 `json:"interleavings,omitempty"`
 }
 
 // Source is a place in the job's sources.

@@ -175,6 +175,7 @@ pre{background:#f6f6f6;padding:.6em;overflow:auto;font-size:85%}
 {{if .Error}}<pre>{{.Error}}</pre>{{end}}
 {{if .Divergences}}<p>Divergences over the stress run (ms):</p>{{chart .Divergences}}{{end}}
 {{with .Trace}}{{with .First}}<p>First diverging transaction: {{.Kind}}: {{.Detail}}</p>{{end}}{{if .FirstTable}}<pre>{{.FirstTable}}</pre>{{end}}{{end}}
+{{with .Stress}}{{with .Interleavings}}<p>Interleavings reached: {{range $k, $n := .}}<code>{{$k}}</code> {{$n}} · {{end}}</p>{{end}}{{end}}
 {{with .Crash}}<p>Crash: {{.Title}}</p>{{if .Frames}}<ul class="frames">{{range .Frames}}{{if .Module}}<li><code>{{.String}}</code></li>{{end}}{{end}}</ul>{{end}}<pre>{{.Text}}</pre>{{end}}
 {{with .Runs}}<table class="m"><tr><th>repeat</th><th>verdict</th><th>first divergence</th><th>stopped</th></tr>{{range .}}<tr><td>{{.Repeat}}</td><td>{{.Verdict}}</td><td>{{if ge .FirstDivergenceMS 0}}{{.FirstDivergenceMS}} ms{{else}}-{{end}}</td><td>{{if ge .StopMS 0}}{{.StopMS}} ms{{end}}</td></tr>{{end}}</table>{{end}}
 <p>Kernel {{.Kernel}} · runner {{.Runner}} · logs in <code>{{.LogDir}}</code></p>

@@ -285,6 +285,12 @@ func (cr *cellRun) stressSummary(st []verdict.Stress) *report.Stress {
 		s.Ops += r.Ops
 		s.IOErrors += r.IOErrors
 		s.Seconds += r.Seconds
+		for k, n := range r.Interleavings {
+			if s.Interleavings == nil {
+				s.Interleavings = map[string]int64{}
+			}
+			s.Interleavings[k] += n
+		}
 		if r.Tool != "" && !contains(tools, r.Tool) {
 			tools = append(tools, r.Tool)
 		}

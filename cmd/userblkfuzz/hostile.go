@@ -118,3 +118,74 @@ func (c *child) race(s *stallRegion, seed int64, done chan<- struct{}) {
 	s.resolve()
 	unix.Munmap(rb)
 }
+
+// closeBusyAfter: an ioctl of serveNowait that has lasted this long is in its BUSY
+// section. Without a request a NOWAIT GET_REQUEST returns at once (well under a
+// millisecond, also under TCG); with one it copies for at least busy_delay_us, which the
+// parent sets to its maximum for close rounds.
+const closeBusyAfter = 4 * time.Millisecond
+
+// serveNowait serves honestly (the close kind's thread i): NOWAIT GET_REQUEST, then
+// COMPLETE with the right data, never asleep in the kernel, so once the fd is closed
+// every thread sees it at its next call and the kernel can release the disk. It marks
+// each ioctl's start in c.inside[i] for closeWhileBusy.
+func (c *child) serveNowait(i int) {
+	buf := alignedBuf(uapi.MaxSegment)
+	rbuf := alignedBuf(uapi.MaxSegment)
+	in := &c.inside[i]
+	for {
+		r := uapi.Request{Buf: uint64(ptr(&buf[0])), BufLen: uapi.MaxSegment, Flags: uapi.GetNowait}
+		in.Store(time.Now().UnixNano())
+		err := call(c.f, c.fd, uapi.IocGetRequest, &r)
+		in.Store(0)
+		if err == unix.ESHUTDOWN || c.gone(err) {
+			return
+		}
+		if err == unix.EAGAIN {
+			time.Sleep(200 * time.Microsecond)
+			continue
+		}
+		if err != nil {
+			continue
+		}
+		c.record(&r)
+		good := uapi.Complete{Xid: r.Xid}
+		if r.Op == uapi.OpRead {
+			c.readStore(r.Pos, rbuf[:r.Len])
+			good.Buf, good.Len = uint64(ptr(&rbuf[0])), r.Len
+		} else {
+			c.writeStore(r.Pos, buf[:r.Len])
+		}
+		in.Store(time.Now().UnixNano())
+		err = call(c.f, c.fd, uapi.IocComplete, &good)
+		in.Store(0)
+		if err == nil {
+			c.completed(r.Xid)
+		}
+		if err == unix.ESHUTDOWN || c.gone(err) {
+			return
+		}
+	}
+}
+
+// closeWhileBusy closes the control fd (closeUnder) once a serving thread has been
+// inside an ioctl for closeBusyAfter, after a random 150-600 ms of serving, or after 3 s
+// in any case: the close then meets a copy in progress (the module counts close_busy),
+// and the fd's release waits for that ioctl to return.
+func (c *child) closeWhileBusy(rng *rand.Rand) {
+	time.Sleep(time.Duration(150+rng.Intn(450)) * time.Millisecond)
+	giveUp := time.Now().Add(3 * time.Second)
+	for time.Now().Before(giveUp) {
+		now := time.Now().UnixNano()
+		for i := range c.inside {
+			if t := c.inside[i].Load(); t != 0 && time.Duration(now-t) >= closeBusyAfter {
+				c.closeUnder()
+				c.say("CLOSED %d", time.Duration(now-t).Milliseconds())
+				return
+			}
+		}
+		time.Sleep(500 * time.Microsecond)
+	}
+	c.closeUnder()
+	c.say("CLOSED -1")
+}

@@ -102,7 +102,7 @@ func main() {
 		hold     = flag.Duration("hold", 0, "-scenario: how long the daemon stays hostile (default 2 x io_timeout + 1 s)")
 		minInter = flag.Int64("min-interleavings", 0, "report (errors, stderr) each interleaving reached fewer times than this")
 	)
-	flag.IntVar(&f.busyDelay, "busy-delay", 6000, "the most busy_delay_us a round sets (the module holds copies open that long); 0: leave it alone")
+	flag.IntVar(&f.busyDelay, "busy-delay", 20000, "the most busy_delay_us a round sets (the module holds copies open that long); 0: leave it alone")
 	flag.StringVar(&f.ctl, "ctl", "/dev/"+uapi.CtlName, "control device")
 	flag.StringVar(&f.module, "module", "userblk", "module name, for rmmod attempts (empty: none)")
 	flag.Int64Var(&f.seed, "seed", 1, "random seed: the same seed draws the same rounds")

@@ -17,11 +17,17 @@ import (
 )
 
 // Serving round kinds, drawn by fuzz in these proportions (out of 10), after api rounds
-// (2 of 10).
+// (1 of 10). Each interleaving the fuzzer must reach has a kind that reaches it on
+// purpose: protnone the timeout meeting BUSY (and SENT, for reads), stall the timeout
+// meeting SENT, race COMPLETE naming a request being copied, close the fd closed during
+// a copy; every kind does multi-segment I/O that fails midway now and then.
 var roundKinds = []struct {
 	kind   string
 	weight int
-}{{kindAdversarial, 2}, {kindRace, 2}, {kindProtnone, 2}, {kindStall, 2}}
+}{{kindAdversarial, 2}, {kindRace, 2}, {kindProtnone, 2}, {kindStall, 1}, {kindClose, 2}}
+
+// apiWeight: api rounds per 10.
+const apiWeight = 1
 
 // fuzz draws rounds from the seed until duration is up.
 func (f *fuzzer) fuzz(size uint64, duration time.Duration) {
@@ -31,12 +37,12 @@ func (f *fuzzer) fuzz(size uint64, duration time.Duration) {
 	for time.Now().Before(deadline) && !f.isStopped() {
 		seed := rng.Int63()
 		n := rng.Intn(10)
-		if n < 2 {
+		if n < apiWeight {
 			rounds["api"]++
 			f.apiRound(rand.New(rand.NewSource(seed)))
 			continue
 		}
-		n -= 2
+		n -= apiWeight
 		kind := kindAdversarial
 		for _, k := range roundKinds {
 			if n < k.weight {
@@ -63,10 +69,10 @@ type servingChild struct {
 
 // startChild starts a serving child of the given kind and waits for its disk; nil if
 // it could not make one (noted; the module may be gone).
-func (f *fuzzer) startChild(kind string, seed int64, size uint64) *servingChild {
+func (f *fuzzer) startChild(kind string, seed int64, size uint64, ioTimeout uint32) *servingChild {
 	exe, _ := os.Executable()
 	cmd := exec.Command(exe, "-serve-child", "-kind", kind, "-seed", strconv.FormatInt(seed, 10), "-mode", f.modeName,
-		"-io-timeout", strconv.Itoa(int(f.timeout)), "-size", strconv.FormatUint(size, 10), "-ctl", f.ctl)
+		"-io-timeout", strconv.Itoa(int(ioTimeout)), "-size", strconv.FormatUint(size, 10), "-ctl", f.ctl)
 	cmd.Stderr = os.Stderr
 	out, err := cmd.StdoutPipe()
 	if err != nil {
@@ -147,6 +153,7 @@ const (
 	endClean        // SIGTERM after the I/O stopped
 	endClose        // the control fd closed under the serving threads (SIGUSR2)
 	numEndings
+	endSelf = numEndings // (close rounds, not drawn) the child closed its fd itself; SIGTERM at the end
 )
 
 // serveRound starts a serving child of the kind, does verified I/O on its disk from
@@ -156,14 +163,24 @@ func (f *fuzzer) serveRound(rng *rand.Rand, kind string, size uint64, left time.
 	delay := 0
 	if f.busyDelay > 0 {
 		switch {
-		case kind == kindRace || kind == kindProtnone:
+		case kind == kindProtnone || kind == kindClose:
+			// The longer a copy lasts, the likelier the timeout (protnone: a request
+			// handed back for ever is BUSY most of the time) or the close meets it.
+			delay = f.busyDelay
+		case kind == kindRace:
 			delay = f.busyDelay/3 + rng.Intn(f.busyDelay-f.busyDelay/3+1)
 		case rng.Intn(2) == 0:
 			delay = rng.Intn(f.busyDelay + 1)
 		}
 		setBusyDelay(delay)
 	}
-	ch := f.startChild(kind, rng.Int63(), size)
+	// The hostile kinds' disks time out after 1 s (at most the job's io_timeout): the
+	// timeout is what they exist to reach, and shorter rounds reach it more often.
+	tmoS := f.timeout
+	if kind == kindProtnone || kind == kindStall {
+		tmoS = min(tmoS, 1)
+	}
+	ch := f.startChild(kind, rng.Int63(), size, tmoS)
 	if ch == nil {
 		return
 	}
@@ -177,7 +194,7 @@ func (f *fuzzer) serveRound(rng *rand.Rand, kind string, size uint64, left time.
 		<-ch.readDone
 		return
 	}
-	tmo := time.Duration(f.timeout) * time.Second
+	tmo := time.Duration(tmoS) * time.Second
 	runFor := time.Duration(500+rng.Intn(2500)) * time.Millisecond
 	workers := 3
 	var endAt time.Duration
@@ -192,6 +209,12 @@ func (f *fuzzer) serveRound(rng *rand.Rand, kind string, size uint64, left time.
 		if rng.Intn(2) == 0 {
 			endHow = endClose
 		}
+	case kindClose:
+		// The child closes its fd itself (closeWhileBusy), 150-600 ms in.
+		runFor = time.Duration(900+rng.Intn(600)) * time.Millisecond
+		endAt = runFor
+		endHow = endSelf
+		workers = 4
 	}
 	if runFor > left {
 		runFor = max(left, 200*time.Millisecond)
@@ -229,13 +252,13 @@ func (f *fuzzer) serveRound(rng *rand.Rand, kind string, size uint64, left time.
 	}
 	time.Sleep(runFor - endAt)
 	stop.Store(true)
-	if endHow == endClean {
+	if endHow == endClean || endHow == endSelf {
 		p.Signal(syscall.SIGTERM)
 	}
 	wg.Wait()
 	f.tryRmmod("a disk was open")
 	unix.Close(bdev)
-	if endHow == endClose {
+	if endHow == endClose || endHow == endSelf {
 		// The threads exit once their ioctls fail; one asleep in GET_REQUEST on an idle
 		// disk is woken by nothing but a signal.
 		time.AfterFunc(2*time.Second, func() { p.Signal(syscall.SIGKILL) })
@@ -250,7 +273,7 @@ func (f *fuzzer) scenario(kind string, size uint64, hold time.Duration) {
 	if f.busyDelay > 0 {
 		setBusyDelay(f.busyDelay) // GET_REQUEST's copies held open: the timeout meets BUSY
 	}
-	ch := f.startChild(kind, f.seed, size)
+	ch := f.startChild(kind, f.seed, size, f.timeout)
 	if ch == nil {
 		return
 	}

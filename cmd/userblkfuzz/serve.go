@@ -21,6 +21,7 @@ import (
 //
 //	INDEX <n>               the disk it serves
 //	OPS <total>             ioctl calls so far (every 100 ms, and at exit)
+//	CLOSED <ms>             (kind close) it closed its control fd, <ms> into a copy
 //	GOT <xid>               (kind stall-after-get) it holds a request and will not serve on
 //	V <invariant>\t<detail> a violated invariant
 //	NOTE <text>             something the parent should report (no userfaultfd, …)
@@ -41,6 +42,9 @@ import (
 //	race             adversarial, and a racer thread fires COMPLETEs that can never be
 //	                 accepted at the xids GET_REQUEST is about to hand out: with
 //	                 busy_delay_us they name requests being copied
+//	close            serve honestly, never sleeping in the kernel (NOWAIT), and after a
+//	                 random 150-600 ms close the control fd while a thread is inside a
+//	                 copy (closeWhileBusy); say CLOSED
 //	stall-after-get  serve until a GET_REQUEST returns, say GOT and serve no more
 //	protnone-loop    loop GET_REQUEST with a PROT_NONE buffer for ever, answer nothing
 type child struct {
@@ -65,6 +69,9 @@ type child struct {
 	until   time.Time // protnone, stall: end of the hostile phase
 	closed  atomic.Bool
 	gotOnce sync.Once
+	// inside: per serving thread of the close kind, when its current ioctl began
+	// (UnixNano; 0: not in one).
+	inside [2]atomic.Int64
 }
 
 // Serving kinds (-kind).
@@ -73,12 +80,13 @@ const (
 	kindProtnone    = "protnone"
 	kindStall       = "stall"
 	kindRace        = "race"
+	kindClose       = "close"
 	kindStallGet    = "stall-after-get"
 	kindProtLoop    = "protnone-loop"
 )
 
 var childKinds = map[string]bool{kindAdversarial: true, kindProtnone: true, kindStall: true, kindRace: true,
-	kindStallGet: true, kindProtLoop: true}
+	kindClose: true, kindStallGet: true, kindProtLoop: true}
 
 // setIOFlusher makes the calling (locked) thread an I/O flusher, as userblkd's workers
 // are: the flag is per thread, and a serving thread must not wait in reclaim on
@@ -147,6 +155,9 @@ func runChild(f *fuzzer, mode uint32, size uint64, ioTimeout uint32, kind string
 	if kind == kindRace {
 		go c.raceBusy(rand.New(rand.NewSource(c.rng.Int63())), stopRace)
 	}
+	if kind == kindClose {
+		go c.closeWhileBusy(rand.New(rand.NewSource(c.rng.Int63())))
+	}
 	for i := 0; i < threads; i++ {
 		wg.Add(1)
 		seed := c.rng.Int63()
@@ -161,6 +172,8 @@ func runChild(f *fuzzer, mode uint32, size uint64, ioTimeout uint32, kind string
 				c.protnoneLoop(time.Time{})
 			case kindStallGet:
 				c.stallAfterGet()
+			case kindClose:
+				c.serveNowait(i)
 			default:
 				c.serve(rand.New(rand.NewSource(seed)), i == 0)
 			}

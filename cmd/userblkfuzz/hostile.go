@@ -169,11 +169,11 @@ func (c *child) serveNowait(i int) {
 }
 
 // closeWhileBusy closes the control fd (closeUnder) once a serving thread has been
-// inside an ioctl for closeBusyAfter, after a random 150-600 ms of serving, or after 3 s
+// inside an ioctl for closeBusyAfter, after a random 150-450 ms of serving, or after 3 s
 // in any case: the close then meets a copy in progress (the module counts close_busy),
 // and the fd's release waits for that ioctl to return.
 func (c *child) closeWhileBusy(rng *rand.Rand) {
-	time.Sleep(time.Duration(150+rng.Intn(450)) * time.Millisecond)
+	time.Sleep(time.Duration(150+rng.Intn(300)) * time.Millisecond)
 	giveUp := time.Now().Add(3 * time.Second)
 	for time.Now().Before(giveUp) {
 		now := time.Now().UnixNano()

@@ -24,7 +24,7 @@ import (
 var roundKinds = []struct {
 	kind   string
 	weight int
-}{{kindAdversarial, 2}, {kindRace, 2}, {kindProtnone, 2}, {kindStall, 1}, {kindClose, 2}}
+}{{kindAdversarial, 1}, {kindRace, 2}, {kindProtnone, 2}, {kindStall, 1}, {kindClose, 3}}
 
 // apiWeight: api rounds per 10.
 const apiWeight = 1
@@ -210,8 +210,9 @@ func (f *fuzzer) serveRound(rng *rand.Rand, kind string, size uint64, left time.
 			endHow = endClose
 		}
 	case kindClose:
-		// The child closes its fd itself (closeWhileBusy), 150-600 ms in.
-		runFor = time.Duration(900+rng.Intn(600)) * time.Millisecond
+		// The child closes its fd itself (closeWhileBusy), 150-450 ms in: one close
+		// per round, so these rounds are short and many.
+		runFor = time.Duration(700+rng.Intn(400)) * time.Millisecond
 		endAt = runFor
 		endHow = endSelf
 		workers = 4

@@ -43,7 +43,7 @@ import (
 //	                 accepted at the xids GET_REQUEST is about to hand out: with
 //	                 busy_delay_us they name requests being copied
 //	close            serve honestly, never sleeping in the kernel (NOWAIT), and after a
-//	                 random 150-600 ms close the control fd while a thread is inside a
+//	                 random 150-450 ms close the control fd while a thread is inside a
 //	                 copy (closeWhileBusy); say CLOSED
 //	stall-after-get  serve until a GET_REQUEST returns, say GOT and serve no more
 //	protnone-loop    loop GET_REQUEST with a PROT_NONE buffer for ever, answer nothing

@@ -60,6 +60,10 @@ func (c *child) serve(rng *rand.Rand, staller bool) {
 		if stall != nil {
 			stall.getDone.Store(true)
 			<-raced
+			if err == nil && badArg == 0 && r.Op == uapi.OpWrite && int(r.Len) <= len(buf) {
+				// The write's data is in the region, which close unmaps: keep it.
+				copy(buf, stall.mem[:r.Len])
+			}
 			stall.close()
 			c.stalls++
 		}
@@ -95,10 +99,7 @@ func (c *child) serve(rng *rand.Rand, staller bool) {
 		if r.Op == uapi.OpWrite && r.Buf != uint64(ptr(&buf[0])) && (stall == nil || r.Buf != uint64(stall.addr())) {
 			c.violation("GET_REQUEST copied a write into a bad buffer", fmt.Sprintf("buf %#x xid %08x", r.Buf, r.Xid))
 		}
-		data := buf[:r.Len]
-		if stall != nil {
-			data = stall.mem[:r.Len] // already resolved: the write's data is there
-		}
+		data := buf[:r.Len] // (a stalled write's data was copied here from its region)
 		if c.kind == kindStall && time.Now().Before(c.until) {
 			// Hold it, unanswered, until the submitter's timeout has failed it: the
 			// COMPLETE afterwards must be refused.

@@ -143,6 +143,15 @@ func (f *fuzzer) finish(ch *servingChild, name string, bound time.Duration) {
 	if disks()[name] {
 		f.violate("a disk left after close", name+" still exists after its serving process exited")
 	}
+	// The parent ends children with SIGKILL, SIGTERM, SIGUSR1 or a close; anything else
+	// (Go's fatal errors exit 2, a signal it did not send) is the fuzzer's own bug, and a
+	// round whose child died early raced nothing: it goes in the report's errors.
+	if st := ch.cmd.ProcessState; st != nil {
+		ws, _ := st.Sys().(syscall.WaitStatus)
+		if st.ExitCode() == 2 || (ws.Signaled() && ws.Signal() != syscall.SIGKILL) {
+			f.note(fmt.Sprintf("a serving child failed (%v): see its stderr", st))
+		}
+	}
 }
 
 // Ways a serving round ends.

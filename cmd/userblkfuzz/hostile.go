@@ -55,6 +55,7 @@ func (c *child) stallAfterGet() {
 // changes nothing; one that succeeds is a violation.
 func (c *child) raceBusy(rng *rand.Rand, stop <-chan struct{}) {
 	runtime.LockOSThread()
+	pinOthers()
 	for {
 		select {
 		case <-stop:
@@ -84,6 +85,7 @@ func (c *child) raceBusy(rng *rand.Rand, stop <-chan struct{}) {
 func (c *child) race(s *stallRegion, seed int64, done chan<- struct{}) {
 	defer close(done)
 	runtime.LockOSThread()
+	pinOthers()
 	rng := rand.New(rand.NewSource(seed))
 	if !s.waitFault() {
 		s.resolve()
@@ -173,6 +175,8 @@ func (c *child) serveNowait(i int) {
 // in any case: the close then meets a copy in progress (the module counts close_busy),
 // and the fd's release waits for that ioctl to return.
 func (c *child) closeWhileBusy(rng *rand.Rand) {
+	runtime.LockOSThread()
+	pinOthers()
 	time.Sleep(time.Duration(150+rng.Intn(300)) * time.Millisecond)
 	giveUp := time.Now().Add(3 * time.Second)
 	for time.Now().Before(giveUp) {

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/kmodlab/kmodlab/daemon/uapi"
+	"github.com/kmodlab/kmodlab/internal/daemoncpu"
 	"golang.org/x/sys/unix"
 )
 
@@ -87,6 +88,16 @@ const (
 
 var childKinds = map[string]bool{kindAdversarial: true, kindProtnone: true, kindStall: true, kindRace: true,
 	kindClose: true, kindStallGet: true, kindProtLoop: true}
+
+// pinOthers keeps the calling (locked) thread off the daemon's CPU: the threads that race
+// a serving thread's copy (raceBusy, race, closeWhileBusy) must run while it copies.
+func pinOthers() {
+	var set unix.CPUSet
+	for _, c := range daemoncpu.Others() {
+		set.Set(c)
+	}
+	unix.SchedSetaffinity(0, &set)
+}
 
 // setIOFlusher makes the calling (locked) thread an I/O flusher, as userblkd's workers
 // are: the flag is per thread, and a serving thread must not wait in reclaim on
@@ -164,6 +175,13 @@ func runChild(f *fuzzer, mode uint32, size uint64, ioTimeout uint32, kind string
 		go func() {
 			defer wg.Done()
 			runtime.LockOSThread()
+			// On the daemon's CPU, as userblkd: the guests isolate it, so without this
+			// every thread of both processes shares the others (on x86_64 one CPU), and a
+			// copy held open by busy_delay_us holds that CPU too, so that nothing could
+			// race it: the interleavings were never reached there.
+			if err := daemoncpu.Pin(daemoncpu.Daemon()); err != nil {
+				flusherOnce.Do(func() { c.say("NOTE pin a serving thread to the daemon's CPU: %v", err) })
+			}
 			if err := setIOFlusher(); err != nil {
 				flusherOnce.Do(func() { c.say("NOTE PR_SET_IO_FLUSHER on a serving thread: %v", err) })
 			}

@@ -12,9 +12,13 @@
  * Handing such an address to another thread, as the original report's driver did,
  * makes that thread read and write through whatever its own TLB still holds for the
  * address: on HIGHMEM machines two threads see different bytes "at the same address".
- * map_mode chooses between that bug (atomic, local) and its fixes (kmap, copier). The
- * bug modes are refused unless the module was loaded with unsafe_modes=1, and a disk
- * that uses one taints the kernel.
+ * map_mode chooses between that bug (atomic, local, atomic-sleep) and its fixes (kmap,
+ * copier). atomic-sleep is the report's driver as written: the submitter sleeps while it
+ * holds its kmap_atomic() mapping, which a kernel that counts preemption reports
+ * ("BUG: scheduling while atomic"; with DEBUG_ATOMIC_SLEEP "sleeping function called
+ * from invalid context") and one without PREEMPT_COUNT lets pass. The bug modes are
+ * refused unless the module was loaded with unsafe_modes=1, and a disk that uses one
+ * taints the kernel.
  *
  * Every event of a traced transaction is printed as one line (userblk_trace_line(),
  * which defines the format) for kmodlab's trace oracle.
@@ -61,6 +65,7 @@
  *   BUSY -> SENT       req_give_back() COMPLETE whose copy failed (the daemon may retry)
  *   BUSY -> DONE       req_end(), req_end_busy(), req_finish_busy()
  *                                      the owner: success, error, dead disk, timeout
+ *                                      (an expired request: the submitter's status)
  *
  * req_give_back() ends the request instead when the disk died meanwhile (fail_all could
  * not take a BUSY request; -EIO) or when the submitter's timeout found it BUSY and
@@ -77,21 +82,33 @@
  * slices of at most USERBLK_WAIT_SLICE, so no hung-task warning is possible even when
  * the daemon is stopped for ever. When the time is up it takes a QUEUED or SENT request
  * itself and ends it with -EIO. A BUSY one it marks expired: its owner ends it when it
- * leaves BUSY (success if COMPLETE's copy went through, else the submitter's status)
- * instead of handing it back, and the submitter looks again every USERBLK_BUSY_POLL (a
- * request given back all the same would be taken at the next look). So
+ * leaves BUSY, with the submitter's status whatever its copy did (the time was up: a
+ * COMPLETE whose copy went through still fails the segment and gets -ENOENT, as for any
+ * request that timed out), instead of handing it back or finishing it, and the
+ * submitter looks again every USERBLK_BUSY_POLL (a request given back all the same
+ * would be taken at the next look). So
  * every submitter returns within io_timeout plus one BUSY section, even when BUSY
  * owners keep handing the request back (a daemon whose buffer always faults) or the
  * daemon stops right after a GET_REQUEST.
  *
  * Atomic mode busy-waits instead (a kmap_atomic mapping is held, preemption is off) for
  * at most spin_timeout_ms (and io_timeout), then as above. A BUSY owner that was
- * preempted onto the spinner's CPU would never run again, so an atomic request's owner
- * runs its BUSY section with preemption disabled: while the spinner runs, the owner runs
- * on another CPU and leaves BUSY in bounded time. A traced atomic read's wait for the
+ * preempted onto the spinner's CPU would never run again, so whoever owns an atomic
+ * request runs with preemption disabled for the whole of BUSY, up to and including the
+ * transition that ends it (BUSY -> DONE, or the give-back): an ioctl from req_own() to
+ * busy_unpin(), fail_all around its take-and-end, the spinner itself (it holds
+ * kmap_atomic). The ioctl's section starts inside dev->lock and outlives the
+ * spin_unlock(), which is sound only where spinlock_t disables preemption itself: atomic
+ * mode is refused on PREEMPT_RT. While the spinner runs, the owner so runs on another CPU
+ * and leaves BUSY in bounded time. A traced atomic read's wait for the
  * daemon's "readx" is bounded the same way: COMPLETE claims req->xclaim and logs readx
  * with preemption disabled, or the submitter, after the spin limit, claims it first and
  * COMPLETE does not look through the mapping at all.
+ *
+ * atomic-sleep mode's submitter sleeps with preemption disabled (the bug): its waits are
+ * the sleeping modes', bounded the same way, and nobody busy-waits for it. A kernel with
+ * PREEMPT_COUNT resets the preemption count when it reports the sleep;
+ * atomic_sleep_repair() raises it back before kunmap_atomic().
  *
  * Mapping slots (kmap mode): a disk holds at most USERBLK_KMAP_DISK_SLOTS of the
  * module's USERBLK_KMAP_SLOTS, and a segment that finds either pool empty does not wait:
@@ -125,15 +142,16 @@ static const char * const mode_names[] = USERBLK_MODE_NAMES;
 static bool unsafe_modes;
 module_param(unsafe_modes, bool, 0444);
 MODULE_PARM_DESC(unsafe_modes,
-		 "Allow map_mode atomic|local, which hand a CPU-local mapping to another thread (a deliberate bug, for testing; taints the kernel)");
+		 "Allow map_mode atomic|local|atomic-sleep, which hand a CPU-local mapping to another thread (a deliberate bug, for testing; taints the kernel)");
 
 static int map_mode = USERBLK_MAP_COPIER;
 static bool userblk_loaded;	/* set at the end of init: map_mode is then checked at once */
 
-/* mode_is_unsafe - atomic and local, the bug modes. Does not sleep. */
+/* mode_is_unsafe - atomic, local and atomic-sleep, the bug modes. Does not sleep. */
 static bool mode_is_unsafe(int mode)
 {
-	return mode == USERBLK_MAP_ATOMIC || mode == USERBLK_MAP_LOCAL;
+	return mode == USERBLK_MAP_ATOMIC || mode == USERBLK_MAP_LOCAL ||
+	       mode == USERBLK_MAP_ATOMIC_SLEEP;
 }
 
 /* map_mode_set - parse map_mode=. Does not sleep. */
@@ -168,7 +186,7 @@ static const struct kernel_param_ops map_mode_ops = {
 };
 module_param_cb(map_mode, &map_mode_ops, NULL, 0644);
 MODULE_PARM_DESC(map_mode,
-		 "How a segment's page reaches the daemon: kmap|copier (correct), atomic|local (the bug; need unsafe_modes=1). Default copier; a disk may choose its own at creation.");
+		 "How a segment's page reaches the daemon: kmap|copier (correct), atomic|local|atomic-sleep (the bug; need unsafe_modes=1). Default copier; a disk may choose its own at creation.");
 
 static unsigned int io_timeout = 30;
 module_param(io_timeout, uint, 0644);
@@ -325,7 +343,7 @@ static u32 userblk_crc(const void *p, u32 len)
  *         the kernel's hashed %p
  *   tid   the printing thread, %d
  *   cpu   the CPU it ran on, decimal
- *   mode  the request's map mode name (atomic, local, kmap, copier)
+ *   mode  the request's map mode name (atomic, local, kmap, copier, atomic-sleep)
  *   dev   the disk instance's random id, %08x (also in the "created" line), so two
  *         disks, also across module reloads, never share an xid space
  *   side  rfault/wfault only: "kernel" when the handed-over mapping faulted, "user"
@@ -431,9 +449,13 @@ static void req_take(struct userblk_dev *ub, struct userblk_req *req)
 /*
  * req_own - QUEUED or SENT -> BUSY for an ioctl that copies (GET_REQUEST, COMPLETE):
  * as req_take(), and the request goes on dev->busy. An atomic-mode request's owner runs
- * with preemption disabled from here until req_disown() (its submitter busy-waits with
- * preemption off and must never wait for an owner preempted on its CPU). Called with
- * dev->lock held. Does not sleep.
+ * with preemption disabled from here until the request has left BUSY (busy_unpin(), the
+ * last step of req_end_busy(), req_finish_busy() and req_give_back()): its submitter
+ * busy-waits with preemption off and must never wait for an owner preempted on its CPU.
+ * The preempt_disable() is taken inside dev->lock and outlives its spin_unlock(): on
+ * !PREEMPT_RT spin_lock() disables preemption itself, so this only extends that section
+ * to the end of BUSY (atomic mode is refused on PREEMPT_RT, see userblk_create()).
+ * Called with dev->lock held. Does not sleep.
  */
 static void req_own(struct userblk_dev *ub, struct userblk_req *req)
 {
@@ -444,15 +466,26 @@ static void req_own(struct userblk_dev *ub, struct userblk_req *req)
 }
 
 /*
- * req_disown - the ioctl's BUSY section is over: off dev->busy, preemption as before
- * req_own(). The request stays BUSY until the caller gives it back or ends it. Called
- * with dev->lock held. Does not sleep.
+ * req_disown - the ioctl's copy is over: off dev->busy (the request stays BUSY, and
+ * preemption stays as req_own() left it, until the caller gives it back or ends it).
+ * Returns the expired status (0: not expired). Called with dev->lock held. Does not
+ * sleep.
  */
-static void req_disown(struct userblk_dev *ub, struct userblk_req *req)
+static int req_disown(struct userblk_dev *ub, struct userblk_req *req)
 {
 	lockdep_assert_held(&ub->lock);
 	list_del_init(&req->busy_node);
-	if (req->mode == USERBLK_MAP_ATOMIC)
+	return req->expired;
+}
+
+/*
+ * busy_unpin - the end of an ioctl's BUSY section: undo req_own()'s preempt_disable()
+ * for a request of @mode (read before the request left BUSY: it may be freed now).
+ * Does not sleep.
+ */
+static void busy_unpin(int mode)
+{
+	if (mode == USERBLK_MAP_ATOMIC)
 		preempt_enable();
 }
 
@@ -502,22 +535,13 @@ static void req_end(struct userblk_req *req, int status)
 /* req_end_busy - an ioctl ends the request it owns (req_own()). Does not sleep. */
 static void req_end_busy(struct userblk_dev *ub, struct userblk_req *req, int status)
 {
+	int mode = req->mode;
+
 	spin_lock(&ub->lock);
 	req_disown(ub, req);
 	spin_unlock(&ub->lock);
 	req_end(req, status);
-}
-
-/*
- * req_finish_busy - COMPLETE finishes the request it owns (req_own()), keeping the
- * owner's reference for readx. Does not sleep.
- */
-static void req_finish_busy(struct userblk_dev *ub, struct userblk_req *req, int status)
-{
-	spin_lock(&ub->lock);
-	req_disown(ub, req);
-	spin_unlock(&ub->lock);
-	req_finish(req, status);
+	busy_unpin(mode);
 }
 
 /*
@@ -533,6 +557,33 @@ static void req_note_timeout(struct userblk_dev *ub, struct userblk_req *req, in
 }
 
 /*
+ * req_finish_busy - COMPLETE finishes the request it owns (req_own()) with @status,
+ * keeping the owner's reference for readx (req_release() drops it), and returns 0. If
+ * the submitter's timeout found it BUSY meanwhile, it ends it with the submitter's
+ * status instead, whatever the copy did, and returns -ETIMEDOUT: the submitter's time
+ * was up, so its segment fails, and the daemon hears so (-ENOENT, as for any request
+ * that timed out), never that the data it just handed over landed. Does not sleep.
+ */
+static int req_finish_busy(struct userblk_dev *ub, struct userblk_req *req, int status)
+{
+	int mode = req->mode;
+	int expired;
+
+	spin_lock(&ub->lock);
+	expired = req_disown(ub, req);
+	spin_unlock(&ub->lock);
+	if (expired) {
+		req_note_timeout(ub, req, expired);
+		req_end(req, expired);
+		busy_unpin(mode);
+		return -ETIMEDOUT;
+	}
+	req_finish(req, status);
+	busy_unpin(mode);
+	return 0;
+}
+
+/*
  * req_give_back - an ioctl is done with the request it owns (req_own()): BUSY -> @to
  * (QUEUED at the head, or SENT). If the disk died meanwhile, it ends it with -EIO
  * instead and returns -ESHUTDOWN; if the submitter's timeout found it BUSY, it ends it
@@ -541,22 +592,24 @@ static void req_note_timeout(struct userblk_dev *ub, struct userblk_req *req, in
  */
 static int req_give_back(struct userblk_dev *ub, struct userblk_req *req, enum req_state to)
 {
+	int mode = req->mode;
 	int expired;
 
 	spin_lock(&ub->lock);
-	req_disown(ub, req);
+	expired = req_disown(ub, req);
 	if (ub->dead) {
 		spin_unlock(&ub->lock);
 		userblk_count(USERBLK_EV_DEAD_BUSY);
 		req_end(req, -EIO);
+		busy_unpin(mode);
 		return -ESHUTDOWN;
 	}
-	expired = req->expired;
 	if (expired) {
 		spin_unlock(&ub->lock);
 		/* The owner's reference keeps req alive until req_end() drops it. */
 		req_note_timeout(ub, req, expired);
 		req_end(req, expired);
+		busy_unpin(mode);
 		return -ETIMEDOUT;
 	}
 	req->state = to;
@@ -565,6 +618,7 @@ static int req_give_back(struct userblk_dev *ub, struct userblk_req *req, enum r
 	else
 		list_add_tail(&req->node, &ub->sent);
 	spin_unlock(&ub->lock);
+	busy_unpin(mode);
 	if (to == REQ_QUEUED)
 		wake_up(&ub->wq);
 	return 0;
@@ -632,9 +686,10 @@ static int userblk_down(struct semaphore *sem, unsigned long end)
 /*
  * req_wait_done - the submitter's wait for its segment, until jiffies reaches @end (the
  * segment's io_timeout) and then at most one BUSY section longer. Sleeps, except in
- * atomic mode, where a kmap_atomic mapping is held and the submitter busy-waits (the
- * original driver slept here; on 6.x that would tear the mapping down under the daemon),
- * for at most spin_timeout_ms.
+ * atomic mode, where a kmap_atomic mapping is held and the submitter busy-waits for at
+ * most spin_timeout_ms. The original driver slept here with the mapping held; that is
+ * atomic-sleep mode, which sleeps as the others do (on a HIGHMEM 6.x kernel the sleep
+ * also tears the mapping down under the daemon: kmap_local's sched-out clears it).
  */
 static int req_wait_done(struct userblk_dev *ub, struct userblk_req *req, unsigned long end)
 {
@@ -681,8 +736,8 @@ static int req_wait_done(struct userblk_dev *ub, struct userblk_req *req, unsign
 
 /*
  * userblk_map - make the mapping the request's mode hands over (none in copier mode),
- * waiting at most until jiffies reaches @end. May sleep (all modes but atomic, which
- * returns with preemption disabled).
+ * waiting at most until jiffies reaches @end. May sleep (all modes but atomic and
+ * atomic-sleep, which return with preemption disabled).
  */
 static int userblk_map(struct userblk_dev *ub, struct userblk_req *req, unsigned long end)
 {
@@ -709,6 +764,10 @@ static int userblk_map(struct userblk_dev *ub, struct userblk_req *req, unsigned
 		req->mode = USERBLK_MAP_KMAP;
 	}
 	switch (req->mode) {
+	case USERBLK_MAP_ATOMIC_SLEEP:
+		/* CPU-local, preemption off: and the submitter will sleep holding it */
+		base = kmap_atomic(req->page);
+		break;
 	case USERBLK_MAP_LOCAL:
 		base = kmap_local_page(req->page);	/* CPU- and task-local */
 		break;
@@ -746,6 +805,9 @@ static void userblk_unmap(struct userblk_dev *ub, struct userblk_req *req)
 	case USERBLK_MAP_ATOMIC:
 		kunmap_atomic(req->addr - req->offset);
 		up(&ub->spinners);
+		break;
+	case USERBLK_MAP_ATOMIC_SLEEP:
+		kunmap_atomic(req->addr - req->offset);
 		break;
 	case USERBLK_MAP_LOCAL:
 		kunmap_local(req->addr - req->offset);
@@ -786,9 +848,23 @@ static void userblk_wait_readx(struct userblk_req *req)
 }
 
 /*
+ * atomic_sleep_repair - atomic-sleep mode slept (waiting for the daemon, for its readx,
+ * in the pause) with the preemption count kmap_atomic() raised to @pc. A kernel that
+ * counts preemption said "scheduling while atomic" at the first sleep and, to carry on,
+ * reset the count; raise it back so that kunmap_atomic() balances, rather than leave
+ * the CPU's count below zero (and every later schedule() of it reported). Without
+ * PREEMPT_COUNT the count never moved and this does nothing. Does not sleep.
+ */
+static void atomic_sleep_repair(int pc)
+{
+	while (preempt_count() < pc)
+		preempt_disable();
+}
+
+/*
  * userblk_segment - hand one segment to the daemon and wait for it, at most the disk's
  * io_timeout from now (and one BUSY section). May sleep (all modes but atomic, which
- * busy-waits while holding kmap_atomic).
+ * busy-waits while holding kmap_atomic; atomic-sleep sleeps holding it, the bug).
  */
 static int userblk_segment(struct userblk_dev *ub, int op, u64 pos, struct bio_vec *bv)
 {
@@ -796,7 +872,7 @@ static int userblk_segment(struct userblk_dev *ub, int op, u64 pos, struct bio_v
 	unsigned long end = jiffies + ub->timeout;
 	struct userblk_req *req;
 	bool write = op == USERBLK_OP_WRITE;
-	int ret;
+	int ret, pc;
 
 	req = kzalloc(sizeof(*req), GFP_NOIO);
 	if (!req)
@@ -823,6 +899,7 @@ static int userblk_segment(struct userblk_dev *ub, int op, u64 pos, struct bio_v
 		req_put(req);
 		return ret;
 	}
+	pc = preempt_count();	/* atomic-sleep: what kmap_atomic() left, see below */
 	if (req->traced)
 		userblk_trace(ub, req, write ? "write" : "read0");
 
@@ -852,6 +929,8 @@ static int userblk_segment(struct userblk_dev *ub, int op, u64 pos, struct bio_v
 	}
 
 out_unmap:
+	if (req->mode == USERBLK_MAP_ATOMIC_SLEEP)
+		atomic_sleep_repair(pc);
 	userblk_unmap(ub, req);
 	req_put(req);
 	return ret;
@@ -910,13 +989,16 @@ static const struct block_device_operations userblk_fops = {
 /*
  * userblk_fail_all - fail every QUEUED and SENT request and wake everyone: the daemon
  * is gone or shutting down. A BUSY request's owner sees dead and ends it itself.
- * Does not sleep.
+ * The requests it takes are BUSY (its own) until it ends them: it does so with
+ * preemption disabled, as an ioctl's BUSY section in atomic mode, because an atomic
+ * submitter past its spin limit busy-waits for them. Does not sleep.
  */
 static void userblk_fail_all(struct userblk_dev *ub)
 {
 	struct userblk_req *req, *tmp;
 	LIST_HEAD(victims);
 
+	preempt_disable();
 	spin_lock(&ub->lock);
 	ub->dead = true;
 	list_for_each_entry_safe(req, tmp, &ub->queued, node) {
@@ -932,6 +1014,7 @@ static void userblk_fail_all(struct userblk_dev *ub)
 		list_del_init(&req->node);
 		req_end(req, -EIO);
 	}
+	preempt_enable();
 	wake_up_all(&ub->wq);
 }
 
@@ -953,6 +1036,11 @@ static long userblk_create(struct userblk_ctl *ctl, struct userblk_create __user
 		pr_warn_ratelimited("userblk: map_mode=%s refused: it hands a CPU-local mapping to another thread; load the module with unsafe_modes=1 to allow it\n",
 				    mode_name(mode));
 		return -EPERM;
+	}
+	if (IS_ENABLED(CONFIG_PREEMPT_RT) && mode == USERBLK_MAP_ATOMIC) {
+		/* spinlock_t sleeps there: req_own()'s preemption section would sleep in it */
+		pr_warn_ratelimited("userblk: map_mode=atomic is not supported on PREEMPT_RT kernels\n");
+		return -EOPNOTSUPP;
 	}
 	tmo = c.io_timeout ? c.io_timeout : clamp_t(unsigned int, READ_ONCE(io_timeout), 1, USERBLK_MAX_IO_TIMEOUT);
 
@@ -1288,8 +1376,9 @@ again:
 		if (req->traced)
 			userblk_trace(ub, req, "read1");
 	}
-	/* Also when it expired meanwhile: the data arrived, the wait was bounded. */
-	req_finish_busy(ub, req, c.status);
+	/* Expired meanwhile: the segment fails whatever we copied; the daemon hears so. */
+	if (req_finish_busy(ub, req, c.status))
+		return -ENOENT;
 	/*
 	 * The daemon's second look, after the submitter's (the report's readx). It reads
 	 * through the submitter's mapping: only if the submitter still waits for it (an

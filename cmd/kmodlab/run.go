@@ -158,6 +158,13 @@ git bisect run's "skip" (docs/bisect.md).`,
 				Vars: vars, Pins: pinned, Machines: f, CacheDir: f.Builder.CacheDir, Canary: !noCanary,
 				Version: version, Progress: stderr, StrictW1: strict, Repeat: repeat, Full: full})
 			if err != nil {
+				if rep != nil && len(rep.Cells) > 0 {
+					// The cells ran; only their reports could not be written (a disk
+					// that filled meanwhile): the verdicts still go to the terminal.
+					fmt.Fprintln(stdout)
+					fmt.Fprint(stdout, rep.Matrix())
+					fmt.Fprint(stdout, rep.Details())
+				}
 				return &exitError{infraExit, err}
 			}
 			if format == "ktap" {

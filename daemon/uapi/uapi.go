@@ -15,10 +15,14 @@ const (
 	MapLocal   = 2
 	MapKmap    = 3
 	MapCopier  = 4
+	// MapAtomicSleep: kmap_atomic() handed over, and the submitter sleeps holding it
+	// (the original report's driver as written).
+	MapAtomicSleep = 5
 )
 
 // ModeList is USERBLK_MODE_NAMES: the names map_mode= takes, indexed by MAP_* number.
-var ModeList = [...]string{MapDefault: "default", MapAtomic: "atomic", MapLocal: "local", MapKmap: "kmap", MapCopier: "copier"}
+var ModeList = [...]string{MapDefault: "default", MapAtomic: "atomic", MapLocal: "local", MapKmap: "kmap", MapCopier: "copier",
+	MapAtomicSleep: "atomic-sleep"}
 
 // ModeNames maps the module's mode names to their numbers.
 var ModeNames = func() map[string]uint32 {
@@ -31,7 +35,7 @@ var ModeNames = func() map[string]uint32 {
 
 // UnsafeMode reports whether a mode is one of the bug modes the module refuses unless
 // it was loaded with unsafe_modes=1.
-func UnsafeMode(m uint32) bool { return m == MapAtomic || m == MapLocal }
+func UnsafeMode(m uint32) bool { return m == MapAtomic || m == MapLocal || m == MapAtomicSleep }
 
 // Event counters (USERBLK_EV_*): files in EventsDir named by EventNames, each a decimal
 // count for every disk since the module was loaded.

@@ -137,6 +137,7 @@ var numericConstants = map[string]uintptr{
 	"USERBLK_MAP_LOCAL":         MapLocal,
 	"USERBLK_MAP_KMAP":          MapKmap,
 	"USERBLK_MAP_COPIER":        MapCopier,
+	"USERBLK_MAP_ATOMIC_SLEEP":  MapAtomicSleep,
 	"USERBLK_OP_READ":           OpRead,
 	"USERBLK_OP_WRITE":          OpWrite,
 	"USERBLK_GET_NOWAIT":        GetNowait,

@@ -20,7 +20,7 @@
 
 /*
  * How a bio segment's page reaches the daemon's copy (module parameter map_mode).
- * atomic and local are the bug under study; the module refuses them unless it was
+ * atomic, local and atomic-sleep are the bug under study; the module refuses them unless it was
  * loaded with unsafe_modes=1, and taints the kernel when a disk uses them.
  */
 #define USERBLK_MAP_DEFAULT	0	/* the module parameter's value */
@@ -28,9 +28,12 @@
 #define USERBLK_MAP_LOCAL	2	/* submitter kmap_local_page(), handed over (bug) */
 #define USERBLK_MAP_KMAP	3	/* submitter kmap(): global mapping (fix) */
 #define USERBLK_MAP_COPIER	4	/* the daemon's ioctl maps the page itself (fix) */
+#define USERBLK_MAP_ATOMIC_SLEEP 5	/* submitter kmap_atomic(), handed over, and it sleeps
+					 * holding it while the daemon serves: the report's
+					 * driver as written (bug) */
 
 /* The names map_mode= takes, in USERBLK_MAP_* order (index 0 is the default). */
-#define USERBLK_MODE_NAMES	{ "default", "atomic", "local", "kmap", "copier" }
+#define USERBLK_MODE_NAMES	{ "default", "atomic", "local", "kmap", "copier", "atomic-sleep" }
 
 /*
  * Event counters: how often the driver met the interleavings its tests must reach, for

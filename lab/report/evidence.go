@@ -158,6 +158,12 @@ func stressOf(st []verdict.Stress) *Stress {
 	for _, x := range st {
 		r := x.Report
 		s.Seconds += r.Seconds
+		for k, n := range r.Interleavings {
+			if s.Interleavings == nil {
+				s.Interleavings = map[string]int64{}
+			}
+			s.Interleavings[k] += n
+		}
 		if r.Tool != "" && !contains(tools, r.Tool) {
 			tools = append(tools, r.Tool)
 		}

@@ -168,6 +168,8 @@ func TestMergeRejectsBadShards(t *testing.T) {
 		{`{"job":"j","cells":[` + strings.Replace(good, `"stop_ms":-1`, `"stop_ms":-7,"runs":[null,{"verdict":"clean","first_divergence_ms":-2}]`, 1) + `]}`, "stop_ms: -7"},
 		{`{"job":"j","cells":[` + strings.Replace(good, `"stop_ms":-1`, `"stop_ms":-1,"runs":[{"verdict":"clean","first_divergence_ms":-2}]`, 1) + `]}`, "runs[0].first_divergence_ms: -2"},
 		{`{"job":"j","cells":[` + strings.Replace(good, `"stop_ms":-1`, `"stop_ms":-1,"trace":{"transactions":-1},"timings":{"stress":-3}`, 1) + `]}`, "trace.transactions: -1"},
+		{`{"job":"j","cells":[` + strings.Replace(good, `"stop_ms":-1`, `"stop_ms":-1,"stress":{"first_mismatch_ms":-1,"interleavings":{"close_busy":-4}}`, 1) + `]}`, "stress.interleavings.close_busy: -4"},
+		{`{"job":"j","cells":[` + strings.Replace(good, `"stop_ms":-1`, `"stop_ms":-1,"stress":{"first_mismatch_ms":-1,"interleavings":{"a\n::warning::x":1}}`, 1) + `]}`, "holds a control character"},
 		{`{"job":"j","seconds":-1,"cells":[` + good + `]}`, "seconds: -1"},
 		{`{"job":"j","cells":[]}`, "cells: no cells"},
 	} {

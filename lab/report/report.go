@@ -36,6 +36,9 @@ type Stress struct {
 	Example    string  `json:"example,omitempty"` // one mismatch, described
 	Ops        int64   `json:"ops,omitempty"`
 	Tools      string  `json:"tools,omitempty"` // the reports' writers
+	// Interleavings adds up the reports' stressreport.Report.Interleavings by name:
+	// coverage (how often a fuzzer reached each concurrency interleaving), not evidence.
+	Interleavings map[string]int64 `json:"interleavings,omitempty"`
 }
 
 // Source is a place in the job's sources.
@@ -203,6 +206,35 @@ func (r *Run) Write(dir string) error {
 		return err
 	}
 	return writeFile(filepath.Join(dir, "index.html"), []byte(r.HTML()), 0o644)
+}
+
+// ProbeSize is what CheckWritable writes: more than a cell's reports, less than its logs.
+const ProbeSize = 1 << 20
+
+// CheckWritable makes sure dir can take a run's results before any machine starts: it
+// creates dir and writes (and removes) a ProbeSize file in it. A read-only or full disk
+// fails here, in seconds and naming the directory, instead of after the whole run, when
+// the reports could not be written and the verdicts would be lost.
+func CheckWritable(dir string) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("results directory %s: %w", dir, err)
+	}
+	f, err := os.CreateTemp(dir, ".kmodlab-probe-*")
+	if err != nil {
+		return fmt.Errorf("results directory %s: %w", dir, err)
+	}
+	_, err = f.Write(make([]byte, ProbeSize))
+	if err == nil {
+		err = f.Sync() // a filesystem that delays allocation says ENOSPC here
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	os.Remove(f.Name())
+	if err != nil {
+		return fmt.Errorf("results directory %s: cannot write a run's results there: %w", dir, err)
+	}
+	return nil
 }
 
 // writeFile writes data to a temporary file beside file and renames it into place.

@@ -157,6 +157,10 @@ func (v *validator) cell(f string, c *Cell) {
 		v.count(sf+".io_errors", s.IOErrors)
 		v.count(sf+".mismatches", int64(s.Mismatches))
 		v.count(sf+".ops", s.Ops)
+		for k, n := range s.Interleavings {
+			v.text(sf+".interleavings key", k, true)
+			v.count(sf+".interleavings."+k, n)
+		}
 		v.ms(sf+".first_mismatch_ms", s.FirstMS, true)
 		v.seconds(sf+".seconds", s.Seconds)
 	}

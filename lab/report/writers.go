@@ -183,6 +183,7 @@ pre{background:#f6f6f6;padding:.6em;overflow:auto;font-size:85%}
 {{if .Error}}<pre>{{.Error}}</pre>{{end}}
 {{if .Divergences}}<p>Divergences over the stress run (ms):</p>{{chart .Divergences}}{{end}}
 {{with .Trace}}{{with .First}}<p>First diverging transaction: {{.Kind}}: {{.Detail}}</p>{{end}}{{if .FirstTable}}<pre>{{.FirstTable}}</pre>{{end}}{{end}}
+{{with .Stress}}{{with .Interleavings}}<p>Interleavings reached: {{range $k, $n := .}}<code>{{$k}}</code> {{$n}} · {{end}}</p>{{end}}{{end}}
 {{with .Crash}}<p>Crash: {{.Title}}</p>{{if .Frames}}<ul class="frames">{{range .Frames}}{{if .Module}}<li><code>{{.String}}</code></li>{{end}}{{end}}</ul>{{end}}<pre>{{.Text}}</pre>{{end}}
 {{range $t := .Tests}}<p>Test cases of step {{$t.Step}} ({{$t.Source}}):</p><table class="m"><tr><th>case</th><th>result</th><th>diagnostics</th></tr>{{range $t.Cases}}<tr><td>{{.Path}}</td><td class="{{.Status}}">{{.Status}}{{with .Directive}} ({{.}}){{end}}</td><td>{{if .Log}}<pre>{{range .Log}}{{.}}
 {{end}}</pre>{{end}}</td></tr>{{end}}</table>{{with $t.Problem}}<p>KTAP stream: {{.Error}}</p>{{end}}{{end}}

@@ -75,6 +75,9 @@ func Run(ctx context.Context, o Options) (*report.Run, error) {
 	if o.Repeat < 1 {
 		o.Repeat = 1
 	}
+	if err := report.CheckWritable(o.Out); err != nil {
+		return nil, err // before any machine starts: nothing to clean up
+	}
 	rep := &report.Run{Job: o.Job.Name, JobFile: o.Job.File, Started: time.Now().UTC(), Keys: o.Job.Keys(), Version: o.Version}
 	byTarget := map[string][]job.Cell{}
 	var targets []string

@@ -51,7 +51,7 @@ func integrity(evs []Event) *Problem {
 // handsOver says whether one address is shared by both threads in mode ("" is the
 // original report's table, which did).
 func handsOver(mode string) bool {
-	return mode == "" || mode == "atomic" || mode == "local" || mode == "kmap"
+	return mode == "" || mode == "atomic" || mode == "local" || mode == "atomic-sleep" || mode == "kmap"
 }
 
 // check judges a transaction whose lines agree. It counts the transaction in res and

@@ -248,7 +248,7 @@ func (a *Analyzer) add(ev Event) {
 		}
 		r.LastTS = ev.TS
 	}
-	if (ev.Mode == "atomic" || ev.Mode == "local") && ev.Addr != "" && len(a.pages) < MaxPages && !a.addrs[ev.Addr] {
+	if (ev.Mode == "atomic" || ev.Mode == "local" || ev.Mode == "atomic-sleep") && ev.Addr != "" && len(a.pages) < MaxPages && !a.addrs[ev.Addr] {
 		a.addrs[ev.Addr] = true
 		if v, err := strconv.ParseUint(ev.Addr, 16, 64); err == nil && !a.pages[v&^0xfff] {
 			a.pages[v&^0xfff] = true

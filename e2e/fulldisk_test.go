@@ -99,7 +99,9 @@ setup:
   - {name: small-tmp, run: "mount -o remount,size=2m /tmp"}
 stress:
   - name: fill
-    run: "dd if=/dev/zero of=/tmp/filler bs=64k 2>/dev/null || true; echo '%s' > /tmp/s.json"
+    run: |
+      dd if=/dev/zero of=/tmp/filler bs=64k 2>/dev/null || true
+      echo '%s' > /tmp/s.json
     report: /tmp/s.json
 teardown:
   - {name: clean-tmp, run: "rm -f /tmp/filler /tmp/s.json"}

@@ -232,11 +232,17 @@ func (o *object) frame(m *Module, fn string, off uint64, ret bool) (Frame, error
 	var err error
 	if int(sym.Section) == o.text {
 		chain, err = o.locate(fn, pc)
-	} else {
+	}
+	if len(chain) == 0 {
 		// A part GCC moved out of line (fn.cold in .text.unlikely, .init.text...): in a
 		// relocatable object its addresses collide with .text's, which only a
-		// section-aware reader tells apart.
-		chain, err = o.addr2line(sym, pc)
+		// section-aware reader tells apart. Also whatever debug/dwarf could not place
+		// (a large function's DWARF 5 ranges and views).
+		if c, aerr := o.addr2line(sym, pc); len(c) > 0 {
+			chain, err = c, nil
+		} else if err == nil {
+			err = aerr
+		}
 	}
 	if err != nil || len(chain) == 0 {
 		return fr, err

@@ -143,3 +143,21 @@ func TestHeldLocksAfterCallTrace(t *testing.T) {
 		t.Errorf("first frame %s, want the call trace's kbugs_uaf before the held lock's plant_set", frames[0].Text)
 	}
 }
+
+// userblk built against x86_64@trixie+debug (DWARF 5, a 9 KiB function with many
+// inlined calls): debug/dwarf finds no row for the frame, binutils does, so the frame
+// still gets its line (the wait in req_wait_done, inlined into userblk_submit_bio).
+func TestLargeFunctionFallsBackToAddr2line(t *testing.T) {
+	if _, err := exec.LookPath("addr2line"); err != nil {
+		t.Skip("no binutils addr2line on this host")
+	}
+	root, _ := filepath.Abs("../..")
+	mods := []Module{{Name: "userblk", KO: "testdata/userblk-amd64-debug.ko", SrcDir: "kmod", Root: root}}
+	frames, err := Report(" userblk_submit_bio+0x122e/0x2380 [userblk]\n", mods)
+	if err != nil || len(frames) != 1 {
+		t.Fatalf("frames %v, %v", frames, err)
+	}
+	if f := frames[0]; f.File != "kmod/userblk.c" || f.Line == 0 {
+		t.Errorf("frame %s at %s:%d, want a line of kmod/userblk.c", f.Text, f.File, f.Line)
+	}
+}

@@ -31,6 +31,9 @@ func newFleet(accel string, bootTimeout time.Duration) (*fleet.Fleet, error) {
 		return nil, err
 	}
 	f.Boards = cfg
+	if err := addLava(f, file); err != nil { // lava.go
+		return nil, err
+	}
 	return f, nil
 }
 
@@ -73,6 +76,7 @@ func runCmd() *cobra.Command {
 		repeat      int
 		full        bool
 		noSnapshot  bool
+		lavaRoutes  []string
 	)
 	c := &cobra.Command{
 		Use:   "run JOB",
@@ -137,8 +141,12 @@ Exit codes: 0 every cell as expected, 1 a cell's verdict differs from its expect
 				parallel = run.DefaultParallel()
 			}
 			fmt.Fprintf(stderr, "kmodlab: %s: %d cells, seed %d, %d in parallel, results in %s\n", j.Name, len(sel), seed, parallel, out)
+			machines, err := lavaMachines(cmd.Context(), f, j.Name, lavaRoutes, sel)
+			if err != nil {
+				return &exitError{exitInfra, err}
+			}
 			rep, err := run.Run(cmd.Context(), run.Options{Job: j, Cells: sel, Seed: seed, Out: out, Parallel: parallel,
-				Vars: vars, Pins: pinned, Machines: f, CacheDir: f.Builder.CacheDir, Canary: !noCanary,
+				Vars: vars, Pins: pinned, Machines: machines, CacheDir: f.Builder.CacheDir, Canary: !noCanary,
 				Version: version, Progress: stderr, StrictW1: strict, Repeat: repeat, Full: full})
 			if err != nil {
 				return &exitError{exitInfra, err}
@@ -153,6 +161,7 @@ Exit codes: 0 every cell as expected, 1 a cell's verdict differs from its expect
 			return nil
 		},
 	}
+	c.Flags().StringArrayVar(&lavaRoutes, "lava", nil, "run a target's cells as LAVA jobs on a lava: entry of runners.yaml, TARGET=ENTRY (repeatable)")
 	c.Flags().StringSliceVar(&cells, "cell", nil, "run only these cells (target/value, globs allowed)")
 	c.Flags().Int64Var(&seed, "seed", 0, "seed for the stress tools (default: random, printed)")
 	c.Flags().StringVar(&out, "out", "", "results directory (default results/<timestamp>)")

@@ -131,8 +131,8 @@ func Parse(file string, data []byte) ([]*Lab, error) {
 		dec := yaml.NewDecoder(bytes.NewReader(mustMarshal(n)))
 		dec.KnownFields(true)
 		if err := dec.Decode(&l); err != nil {
-			_, msg := yamlline.Locate(err)
-			return nil, fmt.Errorf("%s:%d: %s: %s", file, n.Line, where, strings.ReplaceAll(msg, " in type lava.", " in "))
+			line, msg := yamlline.Locate(err) // in the entry's own text
+			return nil, fmt.Errorf("%s:%d: %s: %s", file, n.Line+max(line, 1)-1, where, strings.ReplaceAll(msg, " in type lava.", " in "))
 		}
 		l.file, l.line = file, n.Line
 		if l.Name != "" && validName.MatchString(l.Name) {

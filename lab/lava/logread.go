@@ -7,7 +7,6 @@ import (
 	"compress/gzip"
 	"encoding/base64"
 	"fmt"
-	"io"
 	"os"
 	"strconv"
 	"strings"
@@ -198,5 +197,3 @@ func Pack(files []runner.CellFile) ([]byte, error) {
 
 // Inline is the archive as the test's one-line base64.
 func Inline(archive []byte) string { return base64.StdEncoding.EncodeToString(archive) }
-
-var _ = io.EOF

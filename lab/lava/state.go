@@ -3,7 +3,6 @@ package lava
 import (
 	"errors"
 	"fmt"
-	"strings"
 
 	"github.com/kmodlab/kmodlab/lab/console"
 	"github.com/kmodlab/kmodlab/lab/runner"
@@ -109,6 +108,3 @@ func (r *result) end(recs []Record, out *runner.CellLog) error {
 	}
 	return nil
 }
-
-// hasPrefixFold is strings.HasPrefix ignoring case.
-func hasPrefixFold(s, p string) bool { return len(s) >= len(p) && strings.EqualFold(s[:len(p)], p) }

@@ -8,7 +8,7 @@ JOB ?= jobs/highmem-coherency.yaml
 RUNFLAGS ?=
 E2E_TIMEOUT ?= 45m
 
-.PHONY: all setup build images kmod repro test unit e2e fuzz soak bench vet clean
+.PHONY: all setup build images kmod repro test unit e2e e2e-lava-run fuzz soak bench vet clean
 
 all: build
 
@@ -41,6 +41,13 @@ unit:
 
 e2e: build
 	$(GO) test -tags e2e -count=1 -timeout $(E2E_TIMEOUT) -v ./e2e/
+
+# kmodlab's rendered LAVA jobs executed by a real lava-run (Debian's lava-dispatcher) on an
+# ssh device that is a kmodlab guest, and judged from lava-run's logs (docs/lava.md).
+LAVA_CELLS ?= armv7-lpae:armv7-lpae/atomic,armv7-lpae/kmap x86_64:x86_64/kmap
+e2e-lava-run: build
+	@for tc in $(LAVA_CELLS); do t=$${tc%%:*}; c=$${tc#*:}; \
+		KMODLAB=$(KMODLAB) scripts/e2e-lava-run.sh $$t $${c//,/ } -- --set stress=6s --seed 7 --out results/lava-run-$$t || exit $$?; done
 
 fuzz:
 	$(GO) test ./lab/trace/ -run '^$$' -fuzz FuzzAnalyze -fuzztime 60s

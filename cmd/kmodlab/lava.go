@@ -241,3 +241,25 @@ func lavaMachines(ctx context.Context, f *fleet.Fleet, jobName string, items []s
 	lavaKind.JobName = jobName
 	return &lavaRoute{Fleet: f, to: routes}, nil
 }
+
+// checkLabs prints the health of the lava: entries (all, or those named) and returns
+// how many failed.
+func checkLabs(ctx context.Context, names []string) int {
+	if lavaKind == nil {
+		return 0
+	}
+	bad := 0
+	for _, l := range lavaKind.Labs {
+		if len(names) > 0 && !contains(names, l.Name) {
+			continue
+		}
+		h := l.Check(ctx)
+		if h.OK {
+			fmt.Fprintf(stdout, "%-14s ok    lava %s: token of %s works; %s devices: %d idle, %d busy, %d offline\n", l.Name, l.URL+l.Dispatcher, h.User, l.DeviceType, h.Idle, h.Busy, h.Offline)
+			continue
+		}
+		bad++
+		fmt.Fprintf(stdout, "%-14s FAIL  lava %s: %s\n", l.Name, l.URL+l.Dispatcher, h.Problem)
+	}
+	return bad
+}

@@ -20,7 +20,7 @@ func runnersCmd() *cobra.Command {
 			if f.Boards == nil {
 				return fmt.Errorf("no runners.yaml (give --runners FILE)")
 			}
-			bad := 0
+			bad := checkLabs(cmd.Context(), args) // lava.go
 			for _, b := range f.Boards.Boards {
 				if len(args) > 0 && !contains(args, b.Name) {
 					continue
@@ -38,7 +38,7 @@ func runnersCmd() *cobra.Command {
 				}
 			}
 			if bad > 0 {
-				return &exitError{exitMismatch, fmt.Errorf("%d board(s) failed the health check", bad)}
+				return &exitError{exitMismatch, fmt.Errorf("%d runner(s) failed the health check", bad)}
 			}
 			return nil
 		},

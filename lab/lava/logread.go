@@ -6,6 +6,7 @@ import (
 	"bytes"
 	"compress/gzip"
 	"encoding/base64"
+	"encoding/json"
 	"fmt"
 	"os"
 	"strconv"
@@ -17,26 +18,26 @@ import (
 
 // Record is one entry of a LAVA job log: `- {"dt": …, "lvl": …, "msg": …}`.
 type Record struct {
-	DT  string `yaml:"dt"`
-	Lvl string `yaml:"lvl"`
-	Msg any    `yaml:"msg"`
+	DT  string `yaml:"dt" json:"dt"`
+	Lvl string `yaml:"lvl" json:"lvl"`
+	Msg any    `yaml:"msg" json:"msg"`
 }
 
-// ParseLog reads a LAVA job log (lava-run's output, or the server's
-// scheduler.jobs.logs). A line that is not a record (a partial last line of a log
-// still being written) is skipped.
+// ParseLog reads a LAVA job log: the server's (scheduler.jobs.logs: a YAML list,
+// "- {dt: …}") or lava-run's output (one JSON object a line). A line that is not a
+// record (a partial last line of a log still being written, a traceback) is skipped.
 func ParseLog(data []byte) []Record {
 	var recs []Record
-	if err := yaml.Unmarshal(data, &recs); err == nil {
-		return recs
-	}
-	recs = nil
 	sc := bufio.NewScanner(bytes.NewReader(data))
 	sc.Buffer(make([]byte, 1<<20), 16<<20)
 	for sc.Scan() {
-		var one []Record
-		if yaml.Unmarshal(sc.Bytes(), &one) == nil {
-			recs = append(recs, one...)
+		line := bytes.TrimPrefix(bytes.TrimSpace(sc.Bytes()), []byte("- "))
+		if len(line) == 0 || line[0] != '{' {
+			continue
+		}
+		var r Record
+		if json.Unmarshal(line, &r) == nil || yaml.Unmarshal(line, &r) == nil {
+			recs = append(recs, r)
 		}
 	}
 	return recs

@@ -48,6 +48,10 @@ const jobLog = `- {"dt": "2025-01-01T10:00:00.1", "lvl": "info", "msg": "start: 
 - {"dt": "2025-01-01T10:00:09.6", "lvl": "inf`
 
 func TestReadLog(t *testing.T) {
+	// lava-run writes one JSON object a line, the server a YAML list: both are read.
+	if r := ParseLog([]byte(strings.ReplaceAll(jobLog, "- {", "{"))); len(r) != 14 || r[13].Lvl != "results" {
+		t.Fatalf("lava-run's format: %d records", len(r))
+	}
 	recs := ParseLog([]byte(jobLog))
 	if len(recs) != 14 {
 		t.Fatalf("%d records (a torn last line is skipped, the rest kept)", len(recs))

@@ -72,7 +72,10 @@ func Read(recs []Record, c runner.CellJob) *runner.CellLog {
 		if r.Lvl != "target" {
 			continue
 		}
-		for _, line := range strings.Split(strings.ReplaceAll(r.Text(), "\r", ""), "\n") {
+		// LAVA logs the device's output with every double quote escaped (and carriage
+		// returns, escape characters and empty lines dropped): the quotes are undone.
+		text := strings.ReplaceAll(strings.ReplaceAll(r.Text(), "\r", ""), `\"`, `"`)
+		for _, line := range strings.Split(text, "\n") {
 			i := strings.Index(line, "KMODLAB-")
 			if i < 0 {
 				if file == "" {
@@ -123,12 +126,11 @@ func Read(recs []Record, c runner.CellJob) *runner.CellLog {
 				fileBuf.Reset()
 			case "KMODLAB-FILE:":
 				if file != "" {
-					fileBuf.WriteString(rest)
-					fileBuf.WriteByte('\n')
+					fileBuf.WriteString(strings.TrimSpace(rest))
 				}
 			case "KMODLAB-FILE-END":
-				if file != "" {
-					out.Files[file] = []byte(fileBuf.String())
+				if data, err := base64.StdEncoding.DecodeString(fileBuf.String()); file != "" && err == nil {
+					out.Files[file] = data
 				}
 				file = ""
 			}

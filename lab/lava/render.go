@@ -175,7 +175,9 @@ func copyMap(m map[string]any) map[string]any {
 // steps after a setup step failed; lab and collect steps always run. It prints
 // KMODLAB-STEP-BEGIN, each output line as "KMODLAB-OUT INDEX: …", KMODLAB-STEP-END
 // INDEX STATUS TIMEDOUT, and records a lava-test-case PHASE-NAME with the status.
-// kl_file PATH prints a file between KMODLAB-FILE markers.
+// kl_file PATH prints a file between KMODLAB-FILE markers, in base64: LAVA's log of
+// the device's output is not byte-exact (it drops carriage returns, escape characters
+// and empty lines, and escapes double quotes).
 const driver = `kl_step() {
 	kl_i=$1; kl_p=$2; kl_n=$3; kl_t=$4; kl_bg=$5; kl_c=$6
 	case "$kl_p" in setup|stress|teardown)
@@ -200,7 +202,7 @@ const driver = `kl_step() {
 kl_file() {
 	if [ -f "$1" ]; then
 		echo "KMODLAB-FILE-BEGIN $1"
-		sed 's/^/KMODLAB-FILE: /' "$1" || true
+		base64 "$1" | sed 's/^/KMODLAB-FILE: /' || true
 		echo "KMODLAB-FILE-END $1"
 	else
 		echo "KMODLAB-FILE-MISSING $1"

@@ -34,14 +34,14 @@ func TestOutcome(t *testing.T) {
 const jobLog = `- {"dt": "2025-01-01T10:00:00.1", "lvl": "info", "msg": "start: 1 deploy"}
 - {"dt": "2025-01-01T10:00:01.1", "lvl": "target", "msg": "Linux version 6.1.0"}
 - {"dt": "2025-01-01T10:00:02.1", "lvl": "target", "msg": "KMODLAB-STEP-BEGIN 0 setup insmod"}
-- {"dt": "2025-01-01T10:00:02.2", "lvl": "target", "msg": "KMODLAB-OUT 0: a line"}
+- {"dt": "2025-01-01T10:00:02.2", "lvl": "target", "msg": "KMODLAB-OUT 0: a \\\"quoted\\\" line"}
 - {"dt": "2025-01-01T10:00:02.2", "lvl": "target", "msg": "KMODLAB-OUT 0:"}
 - {"dt": "2025-01-01T10:00:02.3", "lvl": "target", "msg": "KMODLAB-STEP-END 0 0 0"}
 - {"dt": "2025-01-01T10:00:02.4", "lvl": "target", "msg": "[  3.1] userblk: loaded KMODLAB-STEP-BEGIN 1 stress odirect"}
 - {"dt": "2025-01-01T10:00:09.0", "lvl": "target", "msg": "KMODLAB-STEP-END 1 143 1"}
 - {"dt": "2025-01-01T10:00:09.1", "lvl": "target", "msg": "KMODLAB-FILE-BEGIN /root/s.json"}
-- {"dt": "2025-01-01T10:00:09.2", "lvl": "target", "msg": "KMODLAB-FILE: {\"mismatches\": 0,"}
-- {"dt": "2025-01-01T10:00:09.2", "lvl": "target", "msg": "KMODLAB-FILE:  \"reads\": 4}"}
+- {"dt": "2025-01-01T10:00:09.2", "lvl": "target", "msg": "KMODLAB-FILE: eyJtaXNtYXRjaGVzIjogMCwK"}
+- {"dt": "2025-01-01T10:00:09.2", "lvl": "target", "msg": "KMODLAB-FILE: ICJyZWFkcyI6IDR9Cg=="}
 - {"dt": "2025-01-01T10:00:09.3", "lvl": "target", "msg": "KMODLAB-FILE-END /root/s.json"}
 - {"dt": "2025-01-01T10:00:09.4", "lvl": "target", "msg": "KMODLAB-FILE-MISSING /root/t.json"}
 - {"dt": "2025-01-01T10:00:09.5", "lvl": "results", "msg": {"definition": "lava", "case": "job", "result": "fail", "error_type": "Test", "error_msg": "boom"}}
@@ -61,7 +61,7 @@ func TestReadLog(t *testing.T) {
 	if len(got.Steps) != 2 {
 		t.Fatalf("steps %+v (the teardown never began)", got.Steps)
 	}
-	if s := got.Steps[0]; s.Name != "insmod" || s.Status != 0 || s.Output != "a line\n\n" {
+	if s := got.Steps[0]; s.Name != "insmod" || s.Status != 0 || s.Output != "a \"quoted\" line\n\n" {
 		t.Errorf("insmod %+v", s)
 	}
 	if s := got.Steps[1]; s.Phase != "stress" || s.Status != 143 || !s.TimedOut {

@@ -14,7 +14,7 @@ FUZZTIME ?= 60s
 FUZZPARALLEL ?= 1
 FUZZMINIMIZE ?= 1s
 
-.PHONY: all setup build images kmod repro test unit e2e fuzz soak bench vet clean
+.PHONY: all setup build images kmod repro test unit e2e e2e-lava-run fuzz soak bench vet clean
 
 all: build
 
@@ -47,6 +47,16 @@ unit:
 
 e2e: build
 	$(GO) test -tags e2e -count=1 -timeout $(E2E_TIMEOUT) -v ./e2e/
+
+# kmodlab's rendered LAVA jobs executed by a real lava-run (Debian's lava-dispatcher) on an
+# ssh device that is a kmodlab guest, and judged from lava-run's logs (docs/lava.md).
+LAVA_CELLS ?= armv7-lpae:armv7-lpae/atomic,armv7-lpae/kmap x86_64:x86_64/kmap
+# Without lava-run it is skipped (exit 0), with a line that says so.
+e2e-lava-run: build
+	@if ! command -v lava-run >/dev/null; then \
+		echo "e2e-lava-run: SKIP: lava-run is not installed (apt-get install lava-dispatcher)"; exit 0; fi; \
+	for tc in $(LAVA_CELLS); do t=$${tc%%:*}; c=$${tc#*:}; \
+		KMODLAB=$(KMODLAB) scripts/e2e-lava-run.sh $$t $${c//,/ } -- --set stress=6s --seed 7 --out results/lava-run-$$t || exit $$?; done
 
 fuzz:
 	$(GO) test ./lab/trace/ -run '^$$' -fuzz FuzzAnalyze -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINIMIZE) -parallel $(FUZZPARALLEL)

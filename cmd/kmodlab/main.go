@@ -54,7 +54,7 @@ func main() {
 	}
 	root.PersistentFlags().StringVar(&flagCache, "cache", "", "cache directory (default $XDG_CACHE_HOME/kmodlab)")
 	root.PersistentFlags().BoolVarP(&flagVerbose, "verbose", "v", false, "debug logging")
-	root.AddCommand(versionCmd(), imagesCmd(), bootCmd(), buildCmd(), runCmd(), bisectCmd(), traceCmd(), benchCmd(), runnersCmd(), planCmd(), mergeCmd())
+	root.AddCommand(versionCmd(), imagesCmd(), bootCmd(), buildCmd(), runCmd(), bisectCmd(), traceCmd(), benchCmd(), runnersCmd(), planCmd(), mergeCmd(), lavaCmd())
 	err := root.ExecuteContext(ctx)
 	if err == nil {
 		return

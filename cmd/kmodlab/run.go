@@ -32,6 +32,9 @@ func newFleet(accel string, bootTimeout time.Duration) (*fleet.Fleet, error) {
 		return nil, err
 	}
 	f.Boards = cfg
+	if err := addLava(f, file); err != nil { // lava.go
+		return nil, err
+	}
 	return f, nil
 }
 
@@ -77,6 +80,7 @@ func runCmd() *cobra.Command {
 		noSnapshot  bool
 		format      string
 		infraExit   int
+		lavaRoutes  []string
 	)
 	c := &cobra.Command{
 		Use:   "run JOB",
@@ -154,8 +158,12 @@ git bisect run's "skip" (docs/bisect.md).`,
 				return fmt.Errorf("--infra-exit %d: want an exit code 0..255 (125 is git bisect run's skip)", infraExit)
 			}
 			fmt.Fprintf(stderr, "kmodlab: %s: %d cells, seed %d, %d in parallel, results in %s\n", j.Name, len(sel), seed, parallel, out)
+			machines, err := lavaMachines(cmd.Context(), f, j.Name, lavaRoutes, sel)
+			if err != nil {
+				return &exitError{infraExit, err}
+			}
 			rep, err := run.Run(cmd.Context(), run.Options{Job: j, Cells: sel, Seed: seed, Out: out, Parallel: parallel,
-				Vars: vars, Pins: pinned, Machines: f, CacheDir: f.Builder.CacheDir, Canary: !noCanary,
+				Vars: vars, Pins: pinned, Machines: machines, CacheDir: f.Builder.CacheDir, Canary: !noCanary,
 				Version: version, Progress: stderr, StrictW1: strict, Repeat: repeat, Full: full})
 			if err != nil {
 				if rep != nil && len(rep.Cells) > 0 {
@@ -185,6 +193,7 @@ git bisect run's "skip" (docs/bisect.md).`,
 		},
 	}
 	c.Flags().StringSliceVar(&targets, "target", nil, "run the job's cells on these targets instead of its own (e.g. --target x86_64@trixie+debug)")
+	c.Flags().StringArrayVar(&lavaRoutes, "lava", nil, "run a target's cells as LAVA jobs on a lava: entry of runners.yaml, TARGET=ENTRY (repeatable)")
 	c.Flags().StringSliceVar(&cells, "cell", nil, "run only these cells (target/value, globs allowed)")
 	c.Flags().Int64Var(&seed, "seed", 0, "seed for the stress tools (default: random, printed)")
 	c.Flags().StringVar(&out, "out", "", "results directory (default results/<timestamp>)")

@@ -21,7 +21,7 @@ func runnersCmd() *cobra.Command {
 			if f.Boards == nil {
 				return fmt.Errorf("no runners.yaml (give --runners FILE)")
 			}
-			bad := 0
+			bad := checkLabs(cmd.Context(), args) // lava.go
 			for _, b := range f.Boards.Boards {
 				if len(args) > 0 && !contains(args, b.Name) {
 					continue
@@ -39,7 +39,7 @@ func runnersCmd() *cobra.Command {
 				}
 			}
 			if bad > 0 {
-				return &exitError{report.ExitMismatch, fmt.Errorf("%d board(s) failed the health check", bad)}
+				return &exitError{report.ExitMismatch, fmt.Errorf("%d runner(s) failed the health check", bad)}
 			}
 			return nil
 		},

@@ -52,9 +52,10 @@ const (
 
 // Config is a runners.yaml.
 type Config struct {
-	Boards   []*Board `yaml:"boards"`
-	File     string   `yaml:"-"`
-	StateDir string   `yaml:"-"` // quarantine records and slot locks
+	Boards   []*Board  `yaml:"boards"`
+	Lava     yaml.Node `yaml:"lava"` // LAVA labs: read by lab/lava, not here
+	File     string    `yaml:"-"`
+	StateDir string    `yaml:"-"` // quarantine records and slot locks
 
 	// AttachTimeout bounds Attach: slot wait excluded, power-on, SSH and the first
 	// command included (default 2 min). ResetTimeout bounds the wait for SSH after a

@@ -90,6 +90,9 @@ func sumTimings(t map[string]float64) float64 {
 
 // once runs the cell one time.
 func (p *targetRun) once(ctx context.Context, c job.Cell, start time.Time, rep int) (*report.Cell, verdict.Decision) {
+	if b := p.batchOf(); b != nil { // a lab that takes the cell as one job (batch.go)
+		return p.batchOnce(ctx, b, c, start, rep)
+	}
 	rc := p.newCell(c)
 	if p.o.Repeat > 1 {
 		rc.LogDir = filepath.Join(rc.LogDir, fmt.Sprintf("run%02d", rep))

@@ -216,7 +216,10 @@ func runJob(t *testing.T, f *fake, jobText string, o Options) *report.Run {
 	t.Helper()
 	j := loadJob(t, jobText)
 	dir := filepath.Dir(j.File)
-	o.Job, o.Cells, o.Machines, o.CacheDir, o.Out = j, j.Cells(), machines{f}, cacheDir, filepath.Join(dir, "out")
+	if o.Machines == nil {
+		o.Machines = machines{f}
+	}
+	o.Job, o.Cells, o.CacheDir, o.Out = j, j.Cells(), cacheDir, filepath.Join(dir, "out")
 	o.Log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	var progress bytes.Buffer
 	o.Progress = &progress

@@ -37,6 +37,8 @@ type targetRun struct {
 	highmem  bool
 	r        runner.Runner
 	boots    int
+
+	batchFiles []runner.CellFile // a batch kind's cell files (batch.go)
 }
 
 func (p *targetRun) progress(cell, phase string, start time.Time) {
@@ -64,6 +66,9 @@ func (p *targetRun) run(ctx context.Context, cells []job.Cell) []*report.Cell {
 		return out
 	}
 	defer p.release(ctx, "")
+	if p.batchOf() != nil {
+		return p.runBatch(ctx, cells, start) // batch.go
+	}
 	for _, c := range cells {
 		if ctx.Err() != nil {
 			out = append(out, p.infraCell(c, fmt.Errorf("cancelled: %w", ctx.Err())))

@@ -7,6 +7,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -34,6 +35,9 @@ var kernelFormats = map[string]kernelFormat{
 	"vmlinux": {file: "vmlinux", make: ExtractVmlinux},
 	// The uncompressed ARM Image at kernel_addr, entered through a stub.
 	"arm-image": {file: "Image", make: ExtractArmImage, stub: true},
+	// The arm64 Image as Debian ships it (uncompressed): QEMU's -kernel boots it, and
+	// places it itself.
+	"arm64-image": {file: "Image", make: CheckArm64Image},
 }
 
 func copyKernel(_ context.Context, src, dst string) error { return fsutil.CopyFile(src, dst, 0o644) }
@@ -42,7 +46,7 @@ func copyKernel(_ context.Context, src, dst string) error { return fsutil.CopyFi
 func (t *Target) format() (kernelFormat, error) {
 	f, ok := kernelFormats[t.QEMU.KernelFormat]
 	if !ok {
-		return f, fmt.Errorf("%s: qemu.kernel_format %q: want bzimage, vmlinux or arm-image", t.File(), t.QEMU.KernelFormat)
+		return f, fmt.Errorf("%s: qemu.kernel_format %q: want bzimage, vmlinux, arm-image or arm64-image", t.File(), t.QEMU.KernelFormat)
 	}
 	return f, nil
 }
@@ -89,6 +93,22 @@ func ExtractVmlinux(ctx context.Context, image, dst string) error {
 		return err
 	}
 	return os.WriteFile(dst, out, 0o644)
+}
+
+// CheckArm64Image copies an arm64 Image after checking its header's magic ("ARM\x64"
+// at byte 56, the kernel's Documentation/arch/arm64/booting.rst): a compressed or
+// EFI-zboot kernel, which QEMU cannot boot as -kernel, is an error that says so.
+func CheckArm64Image(_ context.Context, src, dst string) error {
+	f, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	hdr := make([]byte, 64)
+	if _, err := io.ReadFull(f, hdr); err != nil || !bytes.Equal(hdr[56:60], []byte("ARM\x64")) {
+		return fmt.Errorf("%s: not an uncompressed arm64 Image (no ARM\\x64 magic at byte 56): qemu.kernel_format arm64-image needs one", src)
+	}
+	return fsutil.CopyFile(src, dst, 0o644)
 }
 
 // ExtractArmImage writes the uncompressed kernel (arch/arm/boot/Image) held by an ARM

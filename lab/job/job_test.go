@@ -8,7 +8,7 @@ import (
 	"testing"
 )
 
-func known(t string) bool { return t == "armv7-lpae" || t == "i386-pae" || t == "x86_64" }
+func known(t string) bool { return t == "armv7-lpae" || t == "arm64" || t == "i386-pae" || t == "x86_64" }
 
 func TestDefaultJob(t *testing.T) {
 	j, err := Load("../../jobs/highmem-coherency.yaml", known)
@@ -16,10 +16,11 @@ func TestDefaultJob(t *testing.T) {
 		t.Fatal(err)
 	}
 	cells := j.Cells()
-	if len(cells) != 12 {
-		t.Fatalf("%d cells, want 12", len(cells))
+	if len(cells) != 16 {
+		t.Fatalf("%d cells, want 16", len(cells))
 	}
-	want := map[string]string{"armv7-lpae/atomic": Reproduces, "i386-pae/local": Reproduces, "x86_64/atomic": Clean, "armv7-lpae/kmap": Clean}
+	want := map[string]string{"armv7-lpae/atomic": Reproduces, "i386-pae/local": Reproduces, "x86_64/atomic": Clean, "armv7-lpae/kmap": Clean,
+		"arm64/atomic": Clean, "arm64/local": Clean}
 	for _, c := range cells {
 		if w, ok := want[c.ID]; ok && c.Expect != w {
 			t.Errorf("%s expects %s, want %s", c.ID, c.Expect, w)

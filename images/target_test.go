@@ -84,6 +84,7 @@ func TestRecipeArchChecks(t *testing.T) {
 		{"cross_package: gcc-aarch64-linux-gnu", "cross_package: \"\"", "a.yaml: module_build.cross_package"},
 		{"package: qemu-system-arm", "package: \"\"", "a.yaml: qemu.package"},
 		{"kernel_format: arm64-image", "kernel_format: uimage", `a.yaml: qemu.kernel_format "uimage"`},
+		{"  kernel_format: arm64-image\n", "", `a.yaml: qemu.kernel_format ""`},
 	} {
 		bad := strings.Replace(string(good), c.old, c.new, 1)
 		if bad == string(good) {
@@ -91,6 +92,19 @@ func TestRecipeArchChecks(t *testing.T) {
 		}
 		if _, err := ParseTarget("a.yaml", []byte(bad)); err == nil || !strings.Contains(err.Error(), c.field) {
 			t.Errorf("%s -> %s: %v, want %q", c.old, c.new, err, c.field)
+		}
+	}
+}
+
+// A built or own kernel is made with the boot image its recipe's kernel format boots.
+func TestBootImageName(t *testing.T) {
+	for name, want := range map[string]string{"arm64": "Image", "arm64@sid": "Image", "armv7-lpae": "zImage", "i386-pae": "bzImage", "x86_64": "bzImage"} {
+		tg, err := Lookup(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := bootImageName(tg); got != want {
+			t.Errorf("%s: %s, want %s", name, got, want)
 		}
 	}
 }

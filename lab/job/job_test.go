@@ -8,7 +8,9 @@ import (
 	"testing"
 )
 
-func known(t string) bool { return t == "armv7-lpae" || t == "arm64" || t == "i386-pae" || t == "x86_64" }
+func known(t string) bool {
+	return t == "armv7-lpae" || t == "arm64" || t == "i386-pae" || t == "x86_64"
+}
 
 func TestDefaultJob(t *testing.T) {
 	j, err := Load("../../jobs/highmem-coherency.yaml", known)

@@ -134,7 +134,9 @@ func hostDebArch() string {
 // fixCompiler points the headers' CC at the host's compiler when the versioned one
 // they name (a newer suite's gcc-14, gcc-16) is not installed: the module is then built
 // by the host's gcc, which kbuild accepts (Debian's headers skip the version check).
-func fixCompiler(dir, build, cross string) error {
+// The fix needs to know what that gcc accepts, so a missing compiler is an error (naming
+// its package), never headers cached unfixed.
+func fixCompiler(dir, build, cross, crossPackage string) error {
 	vars := filepath.Join(build, ".kernelvariables")
 	data, err := os.ReadFile(vars)
 	if err != nil {
@@ -151,12 +153,15 @@ func fixCompiler(dir, build, cross string) error {
 	if err := os.WriteFile(vars, re.ReplaceAll(data, []byte("$(CROSS_COMPILE)gcc")), 0o644); err != nil {
 		return err
 	}
-	// gcc 14's -fmin-function-alignment (x86 kernels ask for it) is -falign-functions
+	// gcc 14's -fmin-function-alignment (x86 and arm64 kernels ask for it) is -falign-functions
 	// to an older gcc: the same function alignment for the module's code.
 	mks, _ := filepath.Glob(filepath.Join(dir, "usr/src/linux-headers-*-common/Makefile"))
 	for _, mk := range mks {
 		if data, err := os.ReadFile(mk); err == nil && bytes.Contains(data, []byte("-fmin-function-alignment=")) {
-			if _, ok := exec.LookPath(cross + "gcc"); ok == nil && !gccAccepts(cross+"gcc", "-fmin-function-alignment=16") {
+			if _, err := exec.LookPath(cross + "gcc"); err != nil {
+				return fmt.Errorf("%sgcc not found: install it with 'sudo apt-get install %s' (or run 'make setup'): these headers name a newer gcc and must be adapted to this one", cross, crossPackage)
+			}
+			if !gccAccepts(cross+"gcc", "-fmin-function-alignment=16") {
 				data = bytes.ReplaceAll(data, []byte("-fmin-function-alignment="), []byte("-falign-functions="))
 				if err := os.WriteFile(mk, data, 0o644); err != nil {
 					return err

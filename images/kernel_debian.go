@@ -168,7 +168,7 @@ func (debianKernel) headers(ctx context.Context, b *Builder, t *Target) (string,
 	if err := os.WriteFile(mk, []byte(fixed), 0o644); err != nil {
 		return "", err
 	}
-	if err := fixCompiler(dir, build, t.ModuleBuild.CrossCompile); err != nil {
+	if err := fixCompiler(dir, build, t.ModuleBuild.CrossCompile, t.ModuleBuild.CrossPackage); err != nil {
 		return "", err
 	}
 	if len(t.KbuildLibs) > 0 {

@@ -110,9 +110,10 @@ type QEMU struct {
 	NetDevice string   `yaml:"net_device"`
 	KVM       bool     `yaml:"kvm"` // the guest ISA can run under KVM on an x86_64 host
 	Devices   []string `yaml:"devices"`
-	// KernelFormat (required) is how the kernel boots; "bzimage" and "zimage": the
-	// packaged image as it is. "vmlinux": boot the uncompressed ELF through its PVH entry instead of
-	// the bzImage, skipping the XZ decompression that costs ~2 s under TCG.
+	// KernelFormat (required) is how the kernel boots (kernel_format.go). "bzimage",
+	// "zimage": the packaged image as it is. "vmlinux": boot the uncompressed ELF through
+	// its PVH entry instead of the bzImage, skipping the XZ decompression that costs ~2 s
+	// under TCG.
 	// "arm-image": boot the uncompressed ARM Image, placed at KernelAddr by QEMU's
 	// generic loader and entered through a two-word stub given as -kernel (so QEMU
 	// still passes the device tree, the initramfs and the command line), instead of

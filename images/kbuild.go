@@ -166,10 +166,32 @@ func fixCompiler(dir, build, cross, crossPackage string) error {
 				if err := os.WriteFile(mk, data, 0o644); err != nil {
 					return err
 				}
+				if err := dropCallOpsEntries(filepath.Dir(mk)); err != nil {
+					return err
+				}
 			}
 		}
 	}
 	return nil
+}
+
+// dropCallOpsEntries builds modules without patchable function entries for an arm64
+// kernel with DYNAMIC_FTRACE_WITH_CALL_OPS when the compiler cannot promise its minimum
+// function alignment: each patch site needs its function 8-byte aligned (a literal sits
+// before it), -falign-functions leaves cold functions (__init, __exit) unaligned in gcc
+// 12, and 6.12 then BUGs in ftrace while loading the module ("Misaligned patch-site",
+// arch/arm64/kernel/patching.c). The cost: the module's functions cannot be ftraced.
+func dropCallOpsEntries(common string) error {
+	mk := filepath.Join(common, "arch/arm64/Makefile")
+	data, err := os.ReadFile(mk)
+	if err != nil {
+		return nil // not arm64 headers
+	}
+	entries := []byte("CC_FLAGS_FTRACE := -fpatchable-function-entry=4,2")
+	if !bytes.Contains(data, entries) {
+		return nil
+	}
+	return os.WriteFile(mk, bytes.ReplaceAll(data, entries, []byte("CC_FLAGS_FTRACE := # kmodlab: no patch sites, see images/kbuild.go")), 0o644)
 }
 
 func gccAccepts(gcc, flag string) bool {

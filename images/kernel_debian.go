@@ -125,7 +125,7 @@ func kernelFromDepends(flavour, depends string) (Kernel, error) {
 
 // debianHeadersDir is where headers keeps t's headers tree, by its packages.
 func debianHeadersDir(b *Builder, t *Target) string {
-	h := sha256.Sum256([]byte(fmt.Sprintf("headers-v5\n%s\n%s\n%s\n%s", t.Kernel.Release, t.Kernel.Version,
+	h := sha256.Sum256([]byte(fmt.Sprintf("headers-v6\n%s\n%s\n%s\n%s", t.Kernel.Release, t.Kernel.Version,
 		strings.Join(t.HeaderPackages(hostDebArch()), "\n"), strings.Join(t.KbuildLibs, ","))))
 	return filepath.Join(b.CacheDir, "headers", t.Name+"-"+hex.EncodeToString(h[:8]))
 }

@@ -39,6 +39,7 @@ func TestFixCompilerArm64CallOps(t *testing.T) {
 	common := filepath.Join(dir, "usr/src/linux-headers-6.12.107+deb13-common")
 	os.MkdirAll(build, 0o755)
 	os.MkdirAll(filepath.Join(common, "arch/arm64"), 0o755)
+	os.WriteFile(filepath.Join(build, ".kernelvariables"), []byte("CC = $(CROSS_COMPILE)gcc-14\n"), 0o644)
 	os.WriteFile(filepath.Join(common, "Makefile"), []byte("KBUILD_CFLAGS += -fmin-function-alignment=$(CONFIG_FUNCTION_ALIGNMENT)\n"), 0o644)
 	arch := "ifeq ($(CONFIG_DYNAMIC_FTRACE_WITH_CALL_OPS),y)\n  CC_FLAGS_FTRACE := -fpatchable-function-entry=4,2\nelse\n  CC_FLAGS_FTRACE := -fpatchable-function-entry=2\nendif\n"
 	os.WriteFile(filepath.Join(common, "arch/arm64/Makefile"), []byte(arch), 0o644)

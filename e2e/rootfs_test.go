@@ -335,8 +335,16 @@ func TestWorkflowScriptInBookwormRootfs(t *testing.T) {
 	}
 
 	// It installed what it needs and built kmodlab in the clone.
-	for _, f := range []string{"usr/bin/qemu-system-x86_64", "usr/bin/qemu-system-arm", "usr/bin/arm-linux-gnueabihf-gcc",
-		filepath.Join(w.Workdir, "bin/kmodlab")} {
+	// Every recipe's QEMU and compiler (setup-host.sh reads them from the recipes).
+	want := []string{filepath.Join(w.Workdir, "bin/kmodlab")}
+	ts, err := images.Targets()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tg := range ts {
+		want = append(want, "usr/bin/"+tg.QEMU.Binary, "usr/bin/"+tg.ModuleBuild.CrossCompile+"gcc")
+	}
+	for _, f := range want {
 		if _, err := os.Stat(filepath.Join(dir, f)); err != nil {
 			t.Errorf("not installed or built in the rootfs: /%s", f)
 		}

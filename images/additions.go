@@ -329,7 +329,7 @@ func (r *initramfs) addPackages(t *Target, own string) error {
 	if err != nil {
 		return err
 	}
-	files, err := ELFClosure(r.stage, t.DebArch, bins)
+	files, err := ELFClosure(r.stage, t.LibDirs(), bins)
 	if err != nil {
 		return err
 	}

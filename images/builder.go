@@ -109,7 +109,11 @@ func (b *Builder) rootFor(ctx context.Context, suite string) (*debian.Root, erro
 		if suite != debian.HostSuite {
 			dir += "-" + suite
 		}
-		r = &debian.Root{Dir: dir, Suite: suite, Log: b.log()}
+		archs, err := DebArchs()
+		if err != nil {
+			return nil, err
+		}
+		r = &debian.Root{Dir: dir, Suite: suite, Log: b.log(), Architectures: archs}
 		b.apt[suite] = r
 	}
 	return r, r.Update(ctx, b.Refresh)

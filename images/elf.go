@@ -9,22 +9,16 @@ import (
 	"sort"
 )
 
-// libDirs are where Debian's loader looks for libraries, in its order, for each arch.
-var libDirs = map[string][]string{
-	"armhf": {"/lib/arm-linux-gnueabihf", "/usr/lib/arm-linux-gnueabihf", "/lib", "/usr/lib"},
-	"i386":  {"/lib/i386-linux-gnu", "/usr/lib/i386-linux-gnu", "/lib", "/usr/lib"},
-	"amd64": {"/lib/x86_64-linux-gnu", "/usr/lib/x86_64-linux-gnu", "/lib64", "/lib", "/usr/lib"},
-}
-
 // ELFClosure returns, for the given executables (paths inside root), every file they need
 // at run time: the program interpreter and the DT_NEEDED libraries, transitively, as
-// paths inside root. A library that cannot be found is an error naming who needs it.
-func ELFClosure(root, debArch string, bins []string) ([]string, error) {
-	dirs, ok := libDirs[debArch]
-	if !ok {
-		return nil, fmt.Errorf("no library path known for architecture %q", debArch)
+// paths inside root, looking for libraries in dirs (Target.LibDirs). A library that
+// cannot be found is an error naming who needs it.
+func ELFClosure(root string, dirs []string, bins []string) ([]string, error) {
+	if len(dirs) == 0 {
+		return nil, fmt.Errorf("no library directories to look in")
 	}
 	seen := map[string]bool{}
+	loaders := map[string]bool{} // the program interpreters' names: libc names its loader
 	var out []string
 	queue := append([]string(nil), bins...)
 	for len(queue) > 0 {
@@ -42,8 +36,12 @@ func ELFClosure(root, debArch string, bins []string) ([]string, error) {
 		}
 		if interp != "" {
 			queue = append(queue, interp)
+			loaders[path.Base(interp)] = true
 		}
 		for _, lib := range needed {
+			if loaders[lib] {
+				continue // the loader itself, wherever it lives (/lib64 on amd64)
+			}
 			found := ""
 			for _, d := range dirs {
 				if _, err := os.Lstat(filepath.Join(root, stagePath(root, path.Join(d, lib)))); err == nil {

@@ -23,7 +23,7 @@ func TestRecipes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := strings.Join(Names(), ","); got != "armv7-lpae,i386-pae,x86_64" {
+	if got := strings.Join(Names(), ","); got != "arm64,armv7-lpae,i386-pae,x86_64" {
 		t.Fatalf("targets = %s", got)
 	}
 	for _, tg := range ts {
@@ -47,7 +47,7 @@ func TestRecipes(t *testing.T) {
 	if i386.QEMU.Binary != "qemu-system-x86_64" {
 		t.Error("i386-pae must run under qemu-system-x86_64 (qemu-system-i386 crashes above 4 GiB)")
 	}
-	if _, err := Lookup("riscv"); err == nil || !strings.Contains(err.Error(), "armv7-lpae, i386-pae, x86_64") {
+	if _, err := Lookup("riscv"); err == nil || !strings.Contains(err.Error(), "arm64, armv7-lpae, i386-pae, x86_64") {
 		t.Errorf("unknown target error must list the known ones: %v", err)
 	}
 }
@@ -216,7 +216,9 @@ func TestELFClosureOnHost(t *testing.T) {
 	if runtime.GOARCH != "amd64" {
 		t.Skip("host layout assumed amd64")
 	}
-	files, err := ELFClosure("/", "amd64", []string{"/bin/true"})
+	x86, _ := Lookup("x86_64")
+	hostLibDirs := x86.LibDirs()
+	files, err := ELFClosure("/", hostLibDirs, []string{"/bin/true"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -226,7 +228,7 @@ func TestELFClosureOnHost(t *testing.T) {
 			t.Errorf("closure %v lacks %s", files, want)
 		}
 	}
-	if _, err := ELFClosure(t.TempDir(), "amd64", []string{"/bin/true"}); err == nil {
+	if _, err := ELFClosure(t.TempDir(), hostLibDirs, []string{"/bin/true"}); err == nil {
 		t.Error("a missing binary must be an error")
 	}
 }

@@ -121,7 +121,7 @@ func (r *initramfs) assemble(t *Target, modules []string, hostKey []byte, client
 	}
 	r.add("/init", 0o755, initScript)
 	bins := []string{"/bin/busybox", "/usr/sbin/dropbear", "/usr/bin/dropbearkey", "/usr/bin/scp", "/usr/lib/openssh/sftp-server"}
-	files, err := ELFClosure(r.stage, t.DebArch, bins)
+	files, err := ELFClosure(r.stage, t.LibDirs(), bins)
 	if err != nil {
 		return err
 	}

@@ -134,7 +134,9 @@ func hostDebArch() string {
 // fixCompiler points the headers' CC at the host's compiler when the versioned one
 // they name (a newer suite's gcc-14, gcc-16) is not installed: the module is then built
 // by the host's gcc, which kbuild accepts (Debian's headers skip the version check).
-func fixCompiler(dir, build, cross string) error {
+// The fix needs to know what that gcc accepts, so a missing compiler is an error (naming
+// its package), never headers cached unfixed.
+func fixCompiler(dir, build, cross, crossPackage string) error {
 	vars := filepath.Join(build, ".kernelvariables")
 	data, err := os.ReadFile(vars)
 	if err != nil {
@@ -151,20 +153,45 @@ func fixCompiler(dir, build, cross string) error {
 	if err := os.WriteFile(vars, re.ReplaceAll(data, []byte("$(CROSS_COMPILE)gcc")), 0o644); err != nil {
 		return err
 	}
-	// gcc 14's -fmin-function-alignment (x86 kernels ask for it) is -falign-functions
+	// gcc 14's -fmin-function-alignment (x86 and arm64 kernels ask for it) is -falign-functions
 	// to an older gcc: the same function alignment for the module's code.
 	mks, _ := filepath.Glob(filepath.Join(dir, "usr/src/linux-headers-*-common/Makefile"))
 	for _, mk := range mks {
 		if data, err := os.ReadFile(mk); err == nil && bytes.Contains(data, []byte("-fmin-function-alignment=")) {
-			if _, ok := exec.LookPath(cross + "gcc"); ok == nil && !gccAccepts(cross+"gcc", "-fmin-function-alignment=16") {
+			if _, err := exec.LookPath(cross + "gcc"); err != nil {
+				return fmt.Errorf("%sgcc not found: install it with 'sudo apt-get install %s' (or run 'make setup'): these headers name a newer gcc and must be adapted to this one", cross, crossPackage)
+			}
+			if !gccAccepts(cross+"gcc", "-fmin-function-alignment=16") {
 				data = bytes.ReplaceAll(data, []byte("-fmin-function-alignment="), []byte("-falign-functions="))
 				if err := os.WriteFile(mk, data, 0o644); err != nil {
+					return err
+				}
+				if err := dropCallOpsEntries(filepath.Dir(mk)); err != nil {
 					return err
 				}
 			}
 		}
 	}
 	return nil
+}
+
+// dropCallOpsEntries builds modules without patchable function entries for an arm64
+// kernel with DYNAMIC_FTRACE_WITH_CALL_OPS when the compiler cannot promise its minimum
+// function alignment: each patch site needs its function 8-byte aligned (a literal sits
+// before it), -falign-functions leaves cold functions (__init, __exit) unaligned in gcc
+// 12, and 6.12 then BUGs in ftrace while loading the module ("Misaligned patch-site",
+// arch/arm64/kernel/patching.c). The cost: the module's functions cannot be ftraced.
+func dropCallOpsEntries(common string) error {
+	mk := filepath.Join(common, "arch/arm64/Makefile")
+	data, err := os.ReadFile(mk)
+	if err != nil {
+		return nil // not arm64 headers
+	}
+	entries := []byte("CC_FLAGS_FTRACE := -fpatchable-function-entry=4,2")
+	if !bytes.Contains(data, entries) {
+		return nil
+	}
+	return os.WriteFile(mk, bytes.ReplaceAll(data, entries, []byte("CC_FLAGS_FTRACE := # kmodlab: no patch sites, see images/kbuild.go")), 0o644)
 }
 
 func gccAccepts(gcc, flag string) bool {

@@ -165,14 +165,6 @@ func stageBuildTree(t *Target, tree, release, stage string) (string, error) {
 	return kernel, nil
 }
 
-// bootImageName is the compressed image kbuild makes for the target's architecture.
-func bootImageName(t *Target) string {
-	if t.ModuleBuild.Arch == "arm" {
-		return "zImage"
-	}
-	return "bzImage"
-}
-
 // sourcePackage is the Debian source package of a kernel version: 6.12.107-1 is
 // linux-source-6.12.
 func sourcePackage(version string) (string, error) {

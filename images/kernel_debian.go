@@ -130,7 +130,7 @@ func kernelFromDepends(flavour, depends string) (Kernel, error) {
 
 // debianHeadersDir is where headers keeps t's headers tree, by its packages.
 func debianHeadersDir(b *Builder, t *Target) string {
-	h := sha256.Sum256([]byte(fmt.Sprintf("headers-v5\n%s\n%s\n%s\n%s", t.Kernel.Release, t.Kernel.Version,
+	h := sha256.Sum256([]byte(fmt.Sprintf("headers-v6\n%s\n%s\n%s\n%s", t.Kernel.Release, t.Kernel.Version,
 		strings.Join(t.HeaderPackages(hostDebArch()), "\n"), strings.Join(t.KbuildLibs, ","))))
 	return filepath.Join(b.CacheDir, "headers", t.Name+"-"+hex.EncodeToString(h[:8]))
 }
@@ -173,7 +173,7 @@ func (debianKernel) headers(ctx context.Context, b *Builder, t *Target) (string,
 	if err := os.WriteFile(mk, []byte(fixed), 0o644); err != nil {
 		return "", err
 	}
-	if err := fixCompiler(dir, build, t.ModuleBuild.CrossCompile); err != nil {
+	if err := fixCompiler(dir, build, t.ModuleBuild.CrossCompile, t.ModuleBuild.CrossPackage); err != nil {
 		return "", err
 	}
 	if len(t.KbuildLibs) > 0 {

@@ -7,6 +7,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -23,17 +24,22 @@ type kernelFormat struct {
 	// make writes the file from the compressed boot image.
 	make func(ctx context.Context, compressed, dst string) error
 	stub bool // -kernel is ArmBootStub, the kernel goes in by the generic loader
+	// kbuild is the boot image a kernel build makes (arch/ARCH/boot/NAME), the file
+	// Debian packages as /boot/vmlinuz: what make builds for a built or own kernel.
+	kbuild string
 }
 
 var kernelFormats = map[string]kernelFormat{
 	// The compressed image as it is: QEMU's -kernel boots bzImage and zImage.
-	"":        {file: "vmlinuz", make: copyKernel},
-	"bzimage": {file: "vmlinuz", make: copyKernel},
-	"zimage":  {file: "vmlinuz", make: copyKernel},
+	"bzimage": {file: "vmlinuz", make: copyKernel, kbuild: "bzImage"},
+	"zimage":  {file: "vmlinuz", make: copyKernel, kbuild: "zImage"},
 	// The uncompressed ELF through its PVH entry: no XZ decompression under TCG.
-	"vmlinux": {file: "vmlinux", make: ExtractVmlinux},
+	"vmlinux": {file: "vmlinux", make: ExtractVmlinux, kbuild: "bzImage"},
 	// The uncompressed ARM Image at kernel_addr, entered through a stub.
-	"arm-image": {file: "Image", make: ExtractArmImage, stub: true},
+	"arm-image": {file: "Image", make: ExtractArmImage, stub: true, kbuild: "zImage"},
+	// The arm64 Image as Debian ships it (uncompressed): QEMU's -kernel boots it, and
+	// places it itself.
+	"arm64-image": {file: "Image", make: CheckArm64Image, kbuild: "Image"},
 }
 
 func copyKernel(_ context.Context, src, dst string) error { return fsutil.CopyFile(src, dst, 0o644) }
@@ -42,9 +48,15 @@ func copyKernel(_ context.Context, src, dst string) error { return fsutil.CopyFi
 func (t *Target) format() (kernelFormat, error) {
 	f, ok := kernelFormats[t.QEMU.KernelFormat]
 	if !ok {
-		return f, fmt.Errorf("%s: qemu.kernel_format %q: want bzimage, vmlinux or arm-image", t.File(), t.QEMU.KernelFormat)
+		return f, fmt.Errorf("%s: qemu.kernel_format %q: want bzimage, zimage, vmlinux, arm-image or arm64-image", t.File(), t.QEMU.KernelFormat)
 	}
 	return f, nil
+}
+
+// bootImageName is the boot image kbuild makes for the target (zImage, bzImage, Image).
+func bootImageName(t *Target) string {
+	f, _ := t.format() // checked when the recipe was read
+	return f.kbuild
 }
 
 // stage writes the kernel file (and the stub) into the image directory out; it
@@ -89,6 +101,22 @@ func ExtractVmlinux(ctx context.Context, image, dst string) error {
 		return err
 	}
 	return os.WriteFile(dst, out, 0o644)
+}
+
+// CheckArm64Image copies an arm64 Image after checking its header's magic ("ARM\x64"
+// at byte 56, the kernel's Documentation/arch/arm64/booting.rst): a compressed or
+// EFI-zboot kernel, which QEMU cannot boot as -kernel, is an error that says so.
+func CheckArm64Image(_ context.Context, src, dst string) error {
+	f, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	hdr := make([]byte, 64)
+	if _, err := io.ReadFull(f, hdr); err != nil || !bytes.Equal(hdr[56:60], []byte("ARM\x64")) {
+		return fmt.Errorf("%s: not an uncompressed arm64 Image (no ARM\\x64 magic at byte 56): qemu.kernel_format arm64-image needs one", src)
+	}
+	return fsutil.CopyFile(src, dst, 0o644)
 }
 
 // ExtractArmImage writes the uncompressed kernel (arch/arm/boot/Image) held by an ARM

@@ -17,7 +17,7 @@ const OwnSuffix = "own"
 
 // ownKernel is a kernel the user built: a kbuild output directory with .config,
 // Module.symvers, include/config/kernel.release and the boot image
-// (arch/ARCH/boot/zImage or bzImage). Modules build against it; its modules.order
+// (arch/ARCH/boot/zImage, bzImage or Image: the recipe's kernel format says which). Modules build against it; its modules.order
 // modules go into the image.
 type ownKernel struct{}
 

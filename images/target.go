@@ -28,9 +28,12 @@ var recipeFS embed.FS
 type Target struct {
 	// Name is the target's name; a non-default kernel line is part of it
 	// ("armv7-lpae@trixie"), so reports and caches keep lines apart.
-	Name        string   `yaml:"name"`
-	Description string   `yaml:"description"`
-	DebArch     string   `yaml:"deb_arch"`
+	Name        string `yaml:"name"`
+	Description string `yaml:"description"`
+	DebArch     string `yaml:"deb_arch"`
+	// Multiarch is Debian's multiarch tuple of DebArch (aarch64-linux-gnu): the
+	// userland's libraries live in /lib/TUPLE and /usr/lib/TUPLE (LibDirs).
+	Multiarch   string   `yaml:"multiarch"`
 	GOARCH      string   `yaml:"goarch"`
 	GOARM       string   `yaml:"goarm,omitempty"`
 	Kernel      Kernel   `yaml:"kernel"`
@@ -110,12 +113,15 @@ type QEMU struct {
 	NetDevice string   `yaml:"net_device"`
 	KVM       bool     `yaml:"kvm"` // the guest ISA can run under KVM on an x86_64 host
 	Devices   []string `yaml:"devices"`
-	// KernelFormat "vmlinux": boot the uncompressed ELF through its PVH entry instead of
-	// the bzImage, skipping the XZ decompression that costs ~2 s under TCG.
+	// KernelFormat (required) is how the kernel boots (kernel_format.go). "bzimage",
+	// "zimage": the packaged image as it is. "vmlinux": boot the uncompressed ELF through
+	// its PVH entry instead of the bzImage, skipping the XZ decompression that costs ~2 s
+	// under TCG.
 	// "arm-image": boot the uncompressed ARM Image, placed at KernelAddr by QEMU's
 	// generic loader and entered through a two-word stub given as -kernel (so QEMU
 	// still passes the device tree, the initramfs and the command line), instead of
-	// the zImage, which decompresses itself for ~1.5 s under TCG.
+	// the zImage, which decompresses itself for ~1.5 s under TCG. "arm64-image": the
+	// arm64 Image Debian ships uncompressed, booted as it is (checked when built).
 	KernelFormat string `yaml:"kernel_format"`
 	// KernelAddr is where an arm-image kernel is loaded: a 2 MiB-aligned physical
 	// base (which becomes the kernel's PHYS_OFFSET) plus the 0x8000 TEXT_OFFSET.
@@ -176,7 +182,12 @@ func ParseTarget(file string, data []byte) (*Target, error) {
 	}
 	for _, err := range []error{
 		check(t.Name != "", "name", "missing"),
-		check(t.DebArch != "", "deb_arch", "missing"),
+		check(debArchRe.MatchString(t.DebArch), "deb_arch", "missing or not a Debian architecture name (arm64, armhf, amd64)"),
+		check(multiarchRe.MatchString(t.Multiarch), "multiarch", "missing or not a multiarch tuple (aarch64-linux-gnu)"),
+		check(t.ModuleBuild.CrossCompile == "" || t.ModuleBuild.CrossCompile == t.Multiarch+"-",
+			"module_build.cross_compile", fmt.Sprintf("a cross compiler for %s is %s-", t.Multiarch, t.Multiarch)),
+		check(t.ModuleBuild.CrossPackage != "", "module_build.cross_package", "missing (the Debian package of the compiler)"),
+		check(t.QEMU.Package != "", "qemu.package", "missing (the Debian package of qemu.binary)"),
 		check(t.GOARCH != "", "goarch", "missing"),
 		check(t.Kernel.Release != "", "kernel.release", "missing"),
 		check(t.Kernel.Version != "", "kernel.version", "missing"),
@@ -200,6 +211,9 @@ func ParseTarget(file string, data []byte) (*Target, error) {
 			return nil, fmt.Errorf("%s: qemu.append: %q: isolcpus= is derived from qemu.smp (the daemon's CPU, the last: %s); drop it", file, f, daemoncpu.Isolcpus(t.QEMU.SMP))
 		}
 	}
+	if _, err := t.format(); err != nil {
+		return nil, err
+	}
 	if !strings.HasPrefix(t.Kernel.Image, "linux-image-") {
 		return nil, fmt.Errorf("%s: kernel.image: %q is not a linux-image package", file, t.Kernel.Image)
 	}
@@ -215,7 +229,30 @@ func ParseTarget(file string, data []byte) (*Target, error) {
 	return &t, nil
 }
 
-var lineRe = regexp.MustCompile(`^[a-z][a-z0-9-]*$`)
+var (
+	lineRe      = regexp.MustCompile(`^[a-z][a-z0-9-]*$`)
+	debArchRe   = regexp.MustCompile(`^[a-z0-9]+$`)
+	multiarchRe = regexp.MustCompile(`^[a-z0-9_]+-linux-gnu[a-z0-9]*$`)
+)
+
+// LibDirs are where the guest's dynamic loader looks for libraries, in its order.
+func (t *Target) LibDirs() []string {
+	return []string{"/lib/" + t.Multiarch, "/usr/lib/" + t.Multiarch, "/lib", "/usr/lib"}
+}
+
+// DebArchs are the Debian architectures of the host and of every built-in target, the
+// package lists the private apt roots fetch.
+func DebArchs() ([]string, error) {
+	ts, err := Targets()
+	if err != nil {
+		return nil, err
+	}
+	archs := []string{hostDebArch()}
+	for _, t := range ts {
+		archs = append(archs, t.DebArch)
+	}
+	return sortedUnique(archs), nil
+}
 
 // ParseRef splits "TARGET@LINE"; line is "" when no line is named. Fragments of a
 // built kernel ("+detect") are not part of it: see SplitFragments.

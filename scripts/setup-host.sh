@@ -4,11 +4,24 @@
 # installed here: kmodlab fetches them itself into its cache through a private apt root.
 set -euo pipefail
 
+#
+#   scripts/setup-host.sh          install what is missing
+#   scripts/setup-host.sh --list   print the packages it would check, one a line
+recipes=("$(dirname "$0")"/../images/recipes/*.yaml)
+
 # dwarves: pahole, which the kbuild of newer amd64 kernels (trixie 6.12, sid) runs for BTF.
 # libssl-dev, ccache: the kernel lines the lab builds from source (certs/ tools; reuse).
-pkgs=(qemu-system-arm qemu-system-x86 gcc gcc-arm-linux-gnueabihf binutils-arm-linux-gnueabihf
-      make libc6-dev libelf-dev bc flex bison kmod cpio xz-utils dpkg apt debian-archive-keyring
+pkgs=(gcc make libc6-dev libelf-dev bc flex bison kmod cpio xz-utils dpkg apt debian-archive-keyring
       ca-certificates openssh-client dwarves libssl-dev ccache)
+# Each target's QEMU and cross compiler are its recipe's (qemu.package,
+# module_build.cross_package), as is its Debian architecture (deb_arch): a new target
+# needs no edit here. kmodlab checks both fields when it reads a recipe.
+mapfile -t -O ${#pkgs[@]} pkgs < <(sed -n 's/^  \(package\|cross_package\): *\([a-z0-9.+-]*\).*/\2/p' "${recipes[@]}" | sort -u)
+mapfile -t archs < <(sed -n 's/^deb_arch: *\([a-z0-9]*\).*/\1/p' "${recipes[@]}" | sort -u)
+if [ "${1:-}" = --list ]; then
+	printf '%s\n' "${pkgs[@]}" | sort -u
+	exit 0
+fi
 
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then
@@ -23,7 +36,9 @@ done
 
 # Foreign architectures: kmodlab's private apt root does not need them, but tools that
 # look at the host's apt (and apt-get download by hand) do.
-for a in armhf i386; do
+native=$(dpkg --print-architecture)
+for a in "${archs[@]}"; do
+	[ "$a" = "$native" ] && continue
 	dpkg --print-foreign-architectures | grep -qx "$a" || { $SUDO dpkg --add-architecture "$a"; missing+=(); }
 done
 

@@ -1,5 +1,5 @@
 // Command kmodlab is a QEMU-based, cross-architecture CI lab for Linux kernel modules:
-// it boots ARMv7 LPAE, i386 PAE and x86_64 guests (or reaches boards over SSH), builds
+// it boots ARMv7 LPAE, i386 PAE, arm64 and x86_64 guests (or reaches boards over SSH), builds
 // and deploys a module and its userspace, runs stress jobs and says, per target and per
 // module mode, whether data diverged between threads, with the evidence.
 package main

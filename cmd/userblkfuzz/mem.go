@@ -79,7 +79,8 @@ func newBadPointers() (*badPointers, error) {
 	}
 	b.roMem = ro
 	b.readOnly = uintptr(unsafe.Pointer(&ro[0]))
-	// An address in the kernel's half on every target: the x86_64 direct map, or above
+	// An address in the kernel's half on every target: the x86_64 direct map (in arm64's
+	// kernel half too: everything from 0xffff000000000000 up), or above
 	// the 3 GiB split of i386 and armhf.
 	if unsafe.Sizeof(uintptr(0)) == 8 {
 		b.kernel = uintptr(0xffff888000001000 & (^uint64(0) >> (64 - 8*unsafe.Sizeof(uintptr(0)))))

@@ -14,7 +14,7 @@ import (
 
 // TestMatchesCHeader compiles static assertions generated from the Go mirror against
 // kmod/uapi/userblk.h, for every compiler that is installed: a size, offset or ioctl
-// number that drifts on any of the three guest ABIs fails the build of the check.
+// number that drifts on any of the guest ABIs (x86_64, i386, armhf, arm64) fails the build of the check.
 func TestMatchesCHeader(t *testing.T) {
 	if runtime.GOARCH != "amd64" {
 		t.Skip("the generated checks assume Go's amd64 layout equals the padding-free C one")
@@ -68,7 +68,7 @@ func TestMatchesCHeader(t *testing.T) {
 	if err := os.WriteFile(src, []byte(b.String()), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	compilers := [][]string{{"gcc"}, {"gcc", "-m32"}, {"arm-linux-gnueabihf-gcc"}}
+	compilers := [][]string{{"gcc"}, {"gcc", "-m32"}, {"arm-linux-gnueabihf-gcc"}, {"aarch64-linux-gnu-gcc"}}
 	ran := 0
 	for _, cc := range compilers {
 		if _, err := exec.LookPath(cc[0]); err != nil {

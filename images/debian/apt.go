@@ -18,9 +18,6 @@ import (
 	"time"
 )
 
-// Architectures the private root knows: the host's and the guests'.
-var Architectures = []string{"amd64", "armhf", "i386"}
-
 // SourcesEnv names a file in sources.list or deb822 format that replaces the host's
 // sources (for non-Debian hosts, or to point at a snapshot).
 const SourcesEnv = "KMODLAB_APT_SOURCES"
@@ -33,7 +30,10 @@ type Root struct {
 	// entries with only the suite changed.
 	Suite   string
 	Sources string // optional sources file; default: the host's /etc/apt sources
-	Log     *slog.Logger
+	// Architectures are the Debian architectures whose package lists the root fetches:
+	// the host's and every guest's (the images package takes them from the recipes).
+	Architectures []string
+	Log           *slog.Logger
 	// MaxAge is how old the package lists may be before Update fetches them again.
 	MaxAge time.Duration
 }
@@ -49,6 +49,9 @@ func (r *Root) log() *slog.Logger {
 
 // Init writes the private configuration and copies the sources.
 func (r *Root) Init() error {
+	if len(r.Architectures) == 0 {
+		return fmt.Errorf("apt root %s: no architectures", r.Dir)
+	}
 	for _, d := range []string{"etc/apt/sources.list.d", "etc/apt/apt.conf.d", "etc/apt/preferences.d",
 		"etc/apt/trusted.gpg.d", "state/lists/partial", "cache/archives/partial", "debs"} {
 		if err := os.MkdirAll(filepath.Join(r.Dir, d), 0o755); err != nil {
@@ -71,7 +74,7 @@ func (r *Root) Init() error {
 	b.WriteString("Dir::Etc::TrustedParts \"/usr/share/keyrings/\";\n")
 	b.WriteString("Dir::Etc::Trusted \"/etc/apt/trusted.gpg\";\n")
 	b.WriteString("APT::Architectures {")
-	for _, a := range Architectures {
+	for _, a := range r.Architectures {
 		fmt.Fprintf(&b, " %q;", a)
 	}
 	b.WriteString(" };\nAcquire::Languages \"none\";\nDebug::NoLocking \"1\";\n")
@@ -127,15 +130,8 @@ func (r *Root) Update(ctx context.Context, force bool) error {
 	if err := r.Init(); err != nil {
 		return err
 	}
-	stamp := filepath.Join(r.Dir, "state/updated")
-	if st, err := os.Stat(stamp); err == nil && !force {
-		age := r.MaxAge
-		if age == 0 {
-			age = 24 * time.Hour
-		}
-		if time.Since(st.ModTime()) < age {
-			return nil
-		}
+	if !force && r.fresh() {
+		return nil
 	}
 	r.log().Info("apt update (private root)", "dir", r.Dir, "suite", r.suite())
 	out, err := r.update(ctx)
@@ -166,7 +162,7 @@ func (r *Root) Update(ctx context.Context, force bool) error {
 			os.Remove(filepath.Join(r.Dir, "state/suite"))
 			r.Init()
 			return fmt.Errorf("apt-get update for %s: the mirror serves no complete, correctly signed index for %s (nor under %s); "+
-				"try later or set %s: %s", r.suite(), strings.Join(Architectures, ", "), strings.Join(aliases, ", "), SourcesEnv, firstErr(out))
+				"try later or set %s: %s", r.suite(), strings.Join(r.Architectures, ", "), strings.Join(aliases, ", "), SourcesEnv, firstErr(out))
 		}
 	}
 	if err != nil {
@@ -176,7 +172,28 @@ func (r *Root) Update(ctx context.Context, force bool) error {
 		}
 		r.log().Warn("apt-get update reported errors; going on with the lists it got", "detail", firstErr(out))
 	}
-	return os.WriteFile(stamp, nil, 0o644)
+	return os.WriteFile(r.stamp(), r.stampText(), 0o644)
+}
+
+func (r *Root) stamp() string { return filepath.Join(r.Dir, "state/updated") }
+
+// stampText is what the stamp of a finished update holds: the architectures its lists
+// were fetched for.
+func (r *Root) stampText() []byte { return []byte(strings.Join(r.Architectures, " ") + "\n") }
+
+// fresh reports whether the lists are younger than MaxAge and were fetched for the
+// root's architectures: a new target's architecture makes them stale however young.
+func (r *Root) fresh() bool {
+	st, err := os.Stat(r.stamp())
+	if err != nil {
+		return false
+	}
+	age := r.MaxAge
+	if age == 0 {
+		age = 24 * time.Hour
+	}
+	had, _ := os.ReadFile(r.stamp())
+	return time.Since(st.ModTime()) < age && bytes.Equal(had, r.stampText())
 }
 
 // update runs apt-get update; a Release file past its Valid-Until (a mirror that lags,
@@ -198,7 +215,7 @@ func (r *Root) update(ctx context.Context) ([]byte, error) {
 // complete reports whether the lists hold a Packages index of the used suite for every
 // architecture.
 func (r *Root) complete() bool {
-	for _, a := range Architectures {
+	for _, a := range r.Architectures {
 		m, _ := filepath.Glob(filepath.Join(r.Dir, "state/lists", "*_dists_"+r.used()+"_*binary-"+a+"_Packages"))
 		if len(m) == 0 {
 			return false

@@ -10,7 +10,9 @@ import (
 	"github.com/kmodlab/kmodlab/lab/verdict"
 )
 
-func known(t string) bool { return t == "armv7-lpae" || t == "i386-pae" || t == "x86_64" }
+func known(t string) bool {
+	return t == "armv7-lpae" || t == "arm64" || t == "i386-pae" || t == "x86_64"
+}
 
 func TestDefaultJob(t *testing.T) {
 	j, err := Load("../../jobs/highmem-coherency.yaml", known)
@@ -18,10 +20,11 @@ func TestDefaultJob(t *testing.T) {
 		t.Fatal(err)
 	}
 	cells := j.Cells()
-	if len(cells) != 12 {
-		t.Fatalf("%d cells, want 12", len(cells))
+	if len(cells) != 16 {
+		t.Fatalf("%d cells, want 16", len(cells))
 	}
-	want := map[string]verdict.Expectation{"armv7-lpae/atomic": verdict.ExpectReproduces, "i386-pae/local": verdict.ExpectReproduces, "x86_64/atomic": verdict.ExpectClean, "armv7-lpae/kmap": verdict.ExpectClean}
+	want := map[string]verdict.Expectation{"armv7-lpae/atomic": verdict.ExpectReproduces, "i386-pae/local": verdict.ExpectReproduces, "x86_64/atomic": verdict.ExpectClean, "armv7-lpae/kmap": verdict.ExpectClean,
+		"arm64/atomic": verdict.ExpectClean, "arm64/local": verdict.ExpectClean}
 	for _, c := range cells {
 		if w, ok := want[c.ID]; ok && c.Expect != w {
 			t.Errorf("%s expects %s, want %s", c.ID, c.Expect, w)

@@ -36,6 +36,18 @@ func TestArgs(t *testing.T) {
 	if two := strings.Join(Args(Spec{Target: arm, Kernel: "K", Initrd: "I", Accel: AccelTCG, SSHPort: 1, QMP: "q", SMP: 2}), " "); !strings.Contains(two, "isolcpus=1") || strings.Contains(two, "isolcpus=3") {
 		t.Errorf("-smp 2 must isolate CPU 1:\n%s", two)
 	}
+	// arm64: Debian's Image goes straight to -kernel on the virt board's Cortex-A72s.
+	a64, _ := images.Lookup("arm64")
+	c := strings.Join(Args(Spec{Target: a64, Kernel: "/img/Image", Initrd: "I", Accel: AccelTCG, SSHPort: 1, QMP: "q"}), " ")
+	for _, want := range []string{"-M virt ", "-smp 4", "-accel tcg,thread=multi", "-cpu cortex-a72", "console=ttyAMA0",
+		"-kernel /img/Image -initrd I", "-device virtio-net-device,netdev=n0"} {
+		if !strings.Contains(c, want) {
+			t.Errorf("arm64 args lack %q:\n%s", want, c)
+		}
+	}
+	if strings.Contains(c, "-vga") || strings.Contains(c, "loader,") {
+		t.Errorf("arm64: no VGA option and no generic loader:\n%s", c)
+	}
 	x, _ := images.Lookup("i386-pae")
 	b := strings.Join(Args(Spec{Target: x, Kernel: "K", Initrd: "I", Accel: AccelKVM, SSHPort: 1, QMP: "q"}), " ")
 	for _, want := range []string{"-m 6144", "-accel kvm", "-cpu host", "console=ttyS0", "noisapnp isolcpus=1", "-device pvpanic", "virtio-net-pci"} {
@@ -52,6 +64,11 @@ func TestResolveAccel(t *testing.T) {
 	}
 	if _, _, err := ResolveAccel(AccelKVM, arm); err == nil {
 		t.Error("kvm for ARM on x86 must be refused")
+	}
+	if a64, _ := images.Lookup("arm64"); a64 != nil {
+		if a, _, err := ResolveAccel(AccelAuto, a64); err != nil || a != AccelTCG {
+			t.Errorf("arm64 on x86 must be TCG: %s %v", a, err)
+		}
 	}
 	if _, _, err := ResolveAccel("fast", arm); err == nil {
 		t.Error("unknown accel must be refused")

@@ -40,8 +40,10 @@ func TestBisectPlantedFlip(t *testing.T) {
 	if !strings.Contains(text, want) {
 		t.Errorf("want %q in:\n%s", want, text)
 	}
-	if !regexp.MustCompile(`step 1: \S+ bad: (REPRODUCED|CRASHED) 1/1`).MatchString(text) ||
-		!regexp.MustCompile(`step 2: \S+ bad: (REPRODUCED|CRASHED) 1/1`).MatchString(text) ||
+	// "step 1: 01ad8460b0f5 (notes: entry 2) bad: REPRODUCED 1/1": the commit's subject
+	// sits between the revision and its judgement.
+	if !regexp.MustCompile(`(?m)^step 1: [0-9a-f]{12} \(.*\) bad: (REPRODUCED|CRASHED) 1/1$`).MatchString(text) ||
+		!regexp.MustCompile(`(?m)^step 2: [0-9a-f]{12} \(.*\) bad: (REPRODUCED|CRASHED) 1/1$`).MatchString(text) ||
 		!strings.Contains(text, "replay: kmodlab bisect ") {
 		t.Errorf("steps or replay line missing:\n%s", text)
 	}

@@ -52,8 +52,9 @@ func TestKernelLines(t *testing.T) {
 	for _, c := range j.Cells() {
 		switch {
 		case c.Target == "armv7-lpae" || c.Target == "arm64": // bookworm's line: TestDefaultJob
-		case strings.HasPrefix(c.Target, "arm64@") && c.Params["map_mode"] != "atomic":
-			// The control's newer lines: the report's code alone is enough to show them clean.
+		case strings.HasPrefix(c.Target, "arm64@") && (c.Target != "arm64@trixie" || c.Params["map_mode"] != "atomic"):
+			// The control's newer lines: trixie's atomic cell alone guards the headers
+			// fix its modules need (gcc 14's ftrace patch sites); sid's is in the job.
 		case strings.Contains(c.Target, "+") && !builtReady[c.Target]:
 			skipped++
 		default:

@@ -3,9 +3,11 @@ package run
 import (
 	"context"
 	"fmt"
+	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/kmodlab/kmodlab/lab/job"
 	"github.com/kmodlab/kmodlab/lab/report"
 	"github.com/kmodlab/kmodlab/lab/verdict"
 	"github.com/kmodlab/kmodlab/stressreport"
@@ -149,5 +151,21 @@ func TestJudgeFromValues(t *testing.T) {
 	// No window: the lab could not judge.
 	if got := p.judge(c, Collected{Stop: notRun}); got.Decision.Verdict != verdict.Infra {
 		t.Errorf("no window: %s %v", got.Decision.Verdict, got.Decision.Reasons)
+	}
+}
+
+// KUnit names the file as the build's temporary copy had it; the evidence names the
+// job's own module source.
+func TestSourcePaths(t *testing.T) {
+	root, _ := filepath.Abs("../..")
+	j := &job.Job{File: filepath.Join(root, "examples/kunit/job.yaml"),
+		Build: job.Build{Modules: []job.Module{{Name: "kunit_example", Dir: "examples/kunit/kunit_example"}}}}
+	p := &targetRun{o: Options{Job: j}}
+	got := p.sourcePaths("fold_carry: EXPECTATION FAILED at /tmp/kmodlab-kbuild-1995613413/kunit_example.c:65")
+	if want := "fold_carry: EXPECTATION FAILED at examples/kunit/kunit_example/kunit_example.c:65"; got != want {
+		t.Errorf("got %q, want %q", got, want)
+	}
+	if got := p.sourcePaths("at /tmp/kmodlab-kbuild-7/other.c:3"); got != "at /tmp/kmodlab-kbuild-7/other.c:3" {
+		t.Errorf("a file no module holds is left as it is: %q", got)
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"time"
@@ -107,7 +108,32 @@ func (cr *cellRun) endKTAP(ctx context.Context, t *tapCapture) *verdict.Tests {
 	if t.full {
 		d.Problem = &ktap.Problem{Line: d.Lines, Msg: fmt.Sprintf("more than %d MiB of output: the rest was not kept", maxKTAP>>20), Truncated: true}
 	}
-	return &verdict.Tests{Step: t.name, Source: source, Cases: d.Cases(), Problem: d.Problem}
+	cases := d.Cases()
+	for i := range cases {
+		for k, l := range cases[i].Log {
+			cases[i].Log[k] = cr.p.sourcePaths(l)
+		}
+	}
+	return &verdict.Tests{Step: t.name, Source: source, Cases: cases, Problem: d.Problem}
+}
+
+// buildDirRe is a path into the temporary copy a module was built in (lab/build):
+// KUnit's "EXPECTATION FAILED at FILE:LINE" names it, as __FILE__ does.
+var buildDirRe = regexp.MustCompile(`/tmp/kmodlab-kbuild-\d+/([\w./-]+)`)
+
+// sourcePaths names the job's own module source instead of the build's copy: the
+// first of the job's module directories that holds the file.
+func (p *targetRun) sourcePaths(line string) string {
+	j := p.o.Job
+	return buildDirRe.ReplaceAllStringFunc(line, func(m string) string {
+		rel := buildDirRe.FindStringSubmatch(m)[1]
+		for _, mod := range j.Build.Modules {
+			if _, err := os.Stat(filepath.Join(j.Path(mod.Dir), rel)); err == nil {
+				return filepath.ToSlash(filepath.Join(mod.Dir, rel))
+			}
+		}
+		return m
+	})
 }
 
 // parseKTAP parses one stream, or several (debugfs has one document per suite,

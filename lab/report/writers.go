@@ -170,7 +170,7 @@ body{font-family:sans-serif;margin:2em;color:#222}
 table.m{border-collapse:collapse}
 .m td,.m th{border:1px solid #ccc;padding:.4em .8em;text-align:center}
 {{verdictCSS}}.fail{background:#f7c6a0}.pass{background:#d4f0d4}.skip,.todo{background:#eee}.missed{outline:3px solid #c00}
-pre{background:#f6f6f6;padding:.6em;overflow:auto;font-size:85%}
+pre{background:#f6f6f6;padding:.6em;overflow:auto;font-size:85%;text-align:left}
 </style></head><body>
 <h1>kmodlab: {{.R.Job}}</h1>
 <p>{{.R.JobFile}} · started {{.R.Started.Format "2006-01-02 15:04:05 MST"}} · {{printf "%.0f" .R.Seconds}} s · exit code {{.R.ExitCode}}</p>

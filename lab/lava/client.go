@@ -339,6 +339,12 @@ func (c *Client) Logs(ctx context.Context, id, start int) (finished bool, data [
 	case string:
 		data = []byte(d)
 	}
+	// A job whose log file is not there yet (just started, or cancelled before it ran)
+	// answers the YAML of an empty list: no line, and no newline after it, so kept it
+	// would glue itself to the first record of the next answer.
+	if string(bytes.TrimSpace(data)) == "[]" {
+		data = nil
+	}
 	return finished, data, nil
 }
 

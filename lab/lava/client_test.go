@@ -235,3 +235,43 @@ func TestClientBodyTooBig(t *testing.T) {
 		t.Errorf("small request: %v", err)
 	}
 }
+
+// TestClientLogsNotYet: lava-server 2023.01 answers scheduler.jobs.logs for a job whose
+// log file does not exist yet with Binary("[]") (recorded); it is no log text, and the
+// next answer's first record is read whole.
+func TestClientLogsNotYet(t *testing.T) {
+	const respNotYet = `<?xml version='1.0'?>
+<methodResponse>
+<params>
+<param>
+<value><array><data>
+<value><boolean>0</boolean></value>
+<value><base64>
+W10=
+</base64></value>
+</data></array></value>
+</param>
+</params>
+</methodResponse>
+`
+	first := `- {"dt": "2025-01-01T10:00:01", "lvl": "target", "msg": "KMODLAB-STEP-BEGIN 0 setup insmod"}` + "\n"
+	f := &fakeLab{t: t, answers: map[string][]string{"scheduler.jobs.logs": {respNotYet, logsResp(true, first)}}}
+	srv := httptest.NewServer(f)
+	defer srv.Close()
+	cl := &Client{URL: srv.URL + "/RPC2", User: "alice", Token: "s3cret"}
+	var log []byte
+	for i := 0; i < 2; i++ {
+		_, data, err := cl.Logs(context.Background(), 1, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if i == 0 && len(data) != 0 {
+			t.Errorf("a log not there yet gave %q", data)
+		}
+		log = append(log, data...)
+	}
+	recs := ParseLog(log)
+	if len(recs) != 1 || recs[0].Text() != "KMODLAB-STEP-BEGIN 0 setup insmod" {
+		t.Errorf("records %+v", recs)
+	}
+}

@@ -14,7 +14,7 @@ FUZZTIME ?= 60s
 FUZZPARALLEL ?= 1
 FUZZMINIMIZE ?= 1s
 
-.PHONY: all setup build images kmod repro test unit e2e e2e-lava-run fuzz soak bench vet clean
+.PHONY: all setup build images kmod repro test unit e2e e2e-lava-run e2e-lava fuzz soak bench vet clean
 
 all: build
 
@@ -57,6 +57,11 @@ e2e-lava-run: build
 		echo "e2e-lava-run: SKIP: lava-run is not installed (apt-get install lava-dispatcher)"; exit 0; fi; \
 	for tc in $(LAVA_CELLS); do t=$${tc%%:*}; c=$${tc#*:}; \
 		KMODLAB=$(KMODLAB) scripts/e2e-lava-run.sh $$t $${c//,/ } -- --set stress=6s --seed 7 --out results/lava-run-$$t || exit $$?; done
+
+# Opt-in: installs Debian's lava-server, starts it with a worker, and submits cells to
+# it (docs/lava.md). Root only; SKIP when lava-server cannot be installed.
+e2e-lava: build
+	@KMODLAB=$(KMODLAB) scripts/e2e-lava.sh
 
 fuzz:
 	$(GO) test ./lab/trace/ -run '^$$' -fuzz FuzzAnalyze -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINIMIZE) -parallel $(FUZZPARALLEL)

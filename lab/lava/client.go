@@ -10,6 +10,7 @@ import (
 	"html"
 	"io"
 	"net/http"
+	"regexp"
 	"sort"
 	"strconv"
 	"strings"
@@ -50,6 +51,7 @@ func (c *Client) Call(ctx context.Context, method string, params ...any) (any, e
 		b.WriteString("</param>")
 	}
 	b.WriteString(`</params></methodCall>`)
+	sent := b.Len()
 	req, err := http.NewRequestWithContext(ctx, "POST", c.URL, &b)
 	if err != nil {
 		return nil, err
@@ -75,7 +77,7 @@ func (c *Client) Call(ctx context.Context, method string, params ...any) (any, e
 		return nil, fmt.Errorf("%s: HTTP %d: %w", method, resp.StatusCode, ErrAuth)
 	}
 	if resp.StatusCode != 200 {
-		return nil, fmt.Errorf("%s: HTTP %s", method, resp.Status)
+		return nil, fmt.Errorf("%s: %w", method, &HTTPError{Status: resp.Status, Body: bodyText(body), Sent: sent})
 	}
 	v, err := decodeResponse(body)
 	var f *Fault
@@ -86,6 +88,47 @@ func (c *Client) Call(ctx context.Context, method string, params ...any) (any, e
 		return nil, fmt.Errorf("%s: %w", method, err)
 	}
 	return v, nil
+}
+
+// HTTPError is an answer that is not an XML-RPC response: the web server's or
+// Django's own (a body over DATA_UPLOAD_MAX_MEMORY_SIZE is a 400 with an HTML page).
+type HTTPError struct {
+	Status string // "400 Bad Request"
+	Body   string // the page's text, shortened
+	Sent   int    // the request's size in bytes
+}
+
+// djangoMaxBody is Django's default DATA_UPLOAD_MAX_MEMORY_SIZE, which a stock
+// lava-server keeps: a larger request body is refused with HTTP 400.
+const djangoMaxBody = 2621440
+
+func (e *HTTPError) Error() string {
+	msg := "HTTP " + e.Status
+	if e.Body != "" {
+		msg += ": " + e.Body
+	}
+	if strings.HasPrefix(e.Status, "400") && e.Sent > djangoMaxBody {
+		msg += fmt.Sprintf(" (the request was %d bytes: lava-server refuses bodies over its DATA_UPLOAD_MAX_MEMORY_SIZE, "+
+			"%d by default; lower artefacts.inline_max so the files travel by artefacts.url, or ask the lab to raise it)", e.Sent, djangoMaxBody)
+	}
+	return msg
+}
+
+var (
+	tags    = regexp.MustCompile(`<[^>]*>`)
+	titleRe = regexp.MustCompile(`(?is)<title>(.*?)</title>`)
+)
+
+// bodyText is an HTML or text body as one short line.
+func bodyText(b []byte) string {
+	if t := titleRe.FindSubmatch(b); t != nil {
+		b = t[1]
+	}
+	s := strings.Join(strings.Fields(html.UnescapeString(tags.ReplaceAllString(string(b), " "))), " ")
+	if len(s) > 200 {
+		s = s[:200] + "…"
+	}
+	return s
 }
 
 func encodeValue(b *bytes.Buffer, v any) error {
@@ -295,6 +338,12 @@ func (c *Client) Logs(ctx context.Context, id, start int) (finished bool, data [
 		data = d
 	case string:
 		data = []byte(d)
+	}
+	// A job whose log file is not there yet (just started, or cancelled before it ran)
+	// answers the YAML of an empty list: no line, and no newline after it, so kept it
+	// would glue itself to the first record of the next answer.
+	if string(bytes.TrimSpace(data)) == "[]" {
+		data = nil
 	}
 	return finished, data, nil
 }

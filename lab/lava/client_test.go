@@ -1,11 +1,13 @@
 package lava
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -198,5 +200,78 @@ func TestXMLRPCValues(t *testing.T) {
 	var f *Fault
 	if _, err := decodeResponse([]byte(respFault)); !errors.As(err, &f) || f.Code != 401 {
 		t.Errorf("fault: %v", err)
+	}
+}
+
+// TestClientBodyTooBig: a stock lava-server (Django) answers a submission over its
+// DATA_UPLOAD_MAX_MEMORY_SIZE with a bare HTML 400 (recorded from lava-server 2023.01);
+// the error says so and what to do, not just "HTTP 400".
+func TestClientBodyTooBig(t *testing.T) {
+	page, err := os.ReadFile("testdata/django-400-body-too-big.html")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		w.Header().Set("Content-Type", "text/html")
+		w.WriteHeader(400)
+		w.Write(page)
+	}))
+	defer srv.Close()
+	cl := &Client{URL: srv.URL + "/RPC2", User: "alice", Token: "s3cret"}
+	_, err = cl.Submit(context.Background(), bytes.Repeat([]byte("a"), 3<<20))
+	var he *HTTPError
+	if !errors.As(err, &he) || !strings.HasPrefix(he.Status, "400") {
+		t.Fatalf("err %v, want an HTTPError 400", err)
+	}
+	for _, want := range []string{"scheduler.submit_job: HTTP 400 Bad Request: Bad Request (400) (the request was", "DATA_UPLOAD_MAX_MEMORY_SIZE", "artefacts.inline_max"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q lacks %q", err, want)
+		}
+	}
+	// A small request refused with 400 is not blamed on the size.
+	_, err = cl.Submit(context.Background(), []byte("device_type: x\n"))
+	if err == nil || strings.Contains(err.Error(), "DATA_UPLOAD_MAX_MEMORY_SIZE") {
+		t.Errorf("small request: %v", err)
+	}
+}
+
+// TestClientLogsNotYet: lava-server 2023.01 answers scheduler.jobs.logs for a job whose
+// log file does not exist yet with Binary("[]") (recorded); it is no log text, and the
+// next answer's first record is read whole.
+func TestClientLogsNotYet(t *testing.T) {
+	const respNotYet = `<?xml version='1.0'?>
+<methodResponse>
+<params>
+<param>
+<value><array><data>
+<value><boolean>0</boolean></value>
+<value><base64>
+W10=
+</base64></value>
+</data></array></value>
+</param>
+</params>
+</methodResponse>
+`
+	first := `- {"dt": "2025-01-01T10:00:01", "lvl": "target", "msg": "KMODLAB-STEP-BEGIN 0 setup insmod"}` + "\n"
+	f := &fakeLab{t: t, answers: map[string][]string{"scheduler.jobs.logs": {respNotYet, logsResp(true, first)}}}
+	srv := httptest.NewServer(f)
+	defer srv.Close()
+	cl := &Client{URL: srv.URL + "/RPC2", User: "alice", Token: "s3cret"}
+	var log []byte
+	for i := 0; i < 2; i++ {
+		_, data, err := cl.Logs(context.Background(), 1, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if i == 0 && len(data) != 0 {
+			t.Errorf("a log not there yet gave %q", data)
+		}
+		log = append(log, data...)
+	}
+	recs := ParseLog(log)
+	if len(recs) != 1 || recs[0].Text() != "KMODLAB-STEP-BEGIN 0 setup insmod" {
+		t.Errorf("records %+v", recs)
 	}
 }

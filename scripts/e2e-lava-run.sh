@@ -11,6 +11,7 @@
 # with jinja2 (a lava-dispatcher dependency). KMODLAB names the binary. Exit status:
 # kmodlab run's; 0 with a SKIP line when lava-run is not installed.
 set -eu
+. "$(dirname "$0")/lava-ssh-device.sh"
 target=$1
 shift
 cells=""
@@ -62,15 +63,7 @@ key=$(echo "$line" | sed -n 's/.* -i \([^ ]*\) .*/\1/p')
 echo "e2e-lava-run: $target up, ssh port $port"
 
 # The device dictionary, rendered by the device-type template as lava-server would.
-cat > "$work/device.jinja2" <<DICT
-{% extends 'ssh.jinja2' %}
-{% set ssh_host = '127.0.0.1' %}
-{% set ssh_port = $port %}
-{% set ssh_user = 'root' %}
-{% set ssh_identity_file = '$key' %}
-{% set schroot = '' %}
-{% block schroot %}{% endblock schroot %}
-DICT
+ssh_device_dict "$port" "$key" > "$work/device.jinja2"
 python3 - "$work" "$types" <<'PY'
 import sys, jinja2
 work, types = sys.argv[1], sys.argv[2]

@@ -20,6 +20,7 @@
 # configures it, and boots no guest. Exit 0 with a SKIP line when lava-server cannot be
 # installed; 1 when a scenario failed.
 set -eu
+. "$(dirname "$0")/lava-ssh-device.sh"
 # LAVA's tools are Debian's Python programs: a python3 earlier in PATH (pyenv, a venv)
 # lacks their modules. kmodlab keeps the caller's PATH (go, the cross compilers).
 userpath=$PATH
@@ -153,15 +154,7 @@ for t in $guests; do
 	line=$(grep '^ssh ' "$work/boot-$t.out")
 	port=$(echo "$line" | sed -n 's/.* -p \([0-9]*\) .*/\1/p')
 	key=$(echo "$line" | sed -n 's/.* -i \([^ ]*\) .*/\1/p')
-	cat > "$devices/kmodlab-$t.jinja2" <<DICT
-{% extends 'ssh.jinja2' %}
-{% set ssh_host = '127.0.0.1' %}
-{% set ssh_port = $port %}
-{% set ssh_user = 'root' %}
-{% set ssh_identity_file = '$key' %}
-{% set schroot = '' %}
-{% block schroot %}{% endblock schroot %}
-DICT
+	ssh_device_dict "$port" "$key" > "$devices/kmodlab-$t.jinja2"
 	adddev "kmodlab-$t" ssh "kmodlab-$t" GOOD
 	say "device kmodlab-$t: the $t guest, ssh port $port"
 done

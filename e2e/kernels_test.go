@@ -65,7 +65,7 @@ func TestKernelLines(t *testing.T) {
 		t.Logf("%d cells of built lines left out: their kernels are not in the cache (kmodlab images build them, or KMODLAB_E2E_KERNEL_BUILD=1)", skipped)
 	}
 	rep, err := run.Run(ctx, run.Options{Job: j, Cells: cells, Seed: 3, Out: t.TempDir(), Parallel: run.DefaultParallel(),
-		Vars: map[string]string{"stress": "10s"}, Machines: f, CacheDir: f.Builder.CacheDir, Canary: true,
+		Vars: map[string]string{"stress": "20s"}, Machines: f, CacheDir: f.Builder.CacheDir, Canary: true,
 		Progress: testWriter{t}})
 	if err != nil {
 		t.Fatal(err)

@@ -28,6 +28,29 @@ func TestCleanWithEvidence(t *testing.T) {
 	}
 }
 
+// A stress report whose copy ends early is fetched again: two failed copies still give
+// a clean cell from the third; three make the step INFRA, saying how often it tried.
+func TestStressReportFetchRetried(t *testing.T) {
+	for _, tc := range []struct {
+		fails int
+		want  verdict.Verdict
+	}{{2, verdict.Clean}, {3, verdict.Infra}} {
+		f := newFake()
+		good(f)
+		f.fetchFails = map[string]int{"/root/s.json": tc.fails}
+		c := one(t, runJob(t, f, testJob, Options{}))
+		if c.Verdict != tc.want {
+			t.Errorf("%d failed copies: %s, want %s: %v", tc.fails, c.Verdict, tc.want, c.Evidence)
+		}
+		if tc.want == verdict.Clean && (c.Stress == nil || c.Stress.Reads != 20) {
+			t.Errorf("%d failed copies: stress %+v, want the report's 20 reads", tc.fails, c.Stress)
+		}
+		if tc.want == verdict.Infra && !strings.Contains(strings.Join(c.Evidence, "\n"), "(3 tries)") {
+			t.Errorf("INFRA evidence does not say how often it tried: %v", c.Evidence)
+		}
+	}
+}
+
 // --repeat runs a cell N times with a fresh module load each time and gives rates.
 func TestRepeat(t *testing.T) {
 	f := newFake()

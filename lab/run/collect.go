@@ -270,14 +270,34 @@ func (cr *cellRun) fetchFiles(ctx context.Context) {
 	}
 }
 
+// stressFetchTries is how often a stress report's fetch is tried: under load a guest's
+// scp once ended a transfer early (EOF) and made a clean i386 cell INFRA. Fetching is
+// idempotent, so a failed copy is tried again; a lost connection is not retried.
+const stressFetchTries = 3
+
 // readStress fetches a stress step's report, keeps it in the cell's logs and reads it
 // (parseStress); a report that cannot be fetched or read is a failed step.
 func (cr *cellRun) readStress(ctx context.Context, step, file string) (verdict.Stress, *verdict.Step) {
 	var buf bytes.Buffer
 	fctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
-	if err := cr.r.Fetch(fctx, file, &buf); err != nil {
-		return verdict.Stress{}, badStress(step, fmt.Sprintf("stress report %s: %v", file, err))
+	var err error
+	tries := 0
+	for tries < stressFetchTries && fctx.Err() == nil {
+		if tries > 0 {
+			select {
+			case <-fctx.Done():
+			case <-time.After(time.Duration(tries) * 500 * time.Millisecond):
+			}
+		}
+		tries++
+		buf.Reset()
+		if err = cr.r.Fetch(fctx, file, &buf); err == nil || errors.Is(err, runner.ErrConnectionLost) {
+			break
+		}
+	}
+	if err != nil {
+		return verdict.Stress{}, badStress(step, fmt.Sprintf("stress report %s: %v (%d tries)", file, err, tries))
 	}
 	os.WriteFile(filepath.Join(cr.rc.LogDir, "stress-"+step+".json"), buf.Bytes(), 0o644)
 	return parseStress(step, file, buf.Bytes())

@@ -51,8 +51,10 @@ type fake struct {
 	highmem  bool
 	canary   string // the canary's line, "" = insmod fails
 	lastErr  error  // returned by "kmodlab-kmsg last"
-	closed   int
-	ts       int64
+	// fetchFails is how many fetches of a path fail (an scp ended early) before one works.
+	fetchFails map[string]int
+	closed     int
+	ts         int64
 }
 
 func newFake() *fake {
@@ -151,6 +153,11 @@ func (f *fake) Copy(ctx context.Context, local, remote string, mode os.FileMode)
 func (f *fake) Fetch(ctx context.Context, remote string, w io.Writer) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if f.fetchFails[remote] > 0 {
+		f.fetchFails[remote]--
+		w.Write([]byte("{\"reads\": 1")) // a partial copy, which the retry must not keep
+		return fmt.Errorf("scp %s: %w", remote, io.EOF)
+	}
 	data, ok := f.files[remote]
 	if !ok {
 		return fmt.Errorf("%s: no such file", remote)

@@ -19,11 +19,35 @@ import (
 	"github.com/kmodlab/kmodlab/internal/fsutil"
 )
 
-//go:embed kconfig/*.config kconfig/build-kernel.sh
+//go:embed kconfig/*.config kconfig/base/*.config kconfig/build-kernel.sh kconfig/lean-base.sh
 var kconfigFS embed.FS
 
 // labFragment is merged into every built kernel; it is not a name a target can take.
 const labFragment = "lab"
+
+// LeanBase, named like a fragment (+lean), builds the line from a lean base, allnoconfig
+// plus kconfig/base/lean-ARCH.config, in place of its Debian config trimmed to the boot
+// modules: fewer options, a much shorter build, no modules beside the built-in drivers.
+const LeanBase = "lean"
+
+// leanBase returns the lean base of a kernel architecture (ARCH=).
+func leanBase(arch string) ([]byte, error) {
+	data, err := kconfigFS.ReadFile("kconfig/base/lean-" + arch + ".config")
+	if err != nil {
+		return nil, fmt.Errorf("+%s: no lean base for ARCH=%s (images/kconfig/base/lean-%s.config)", LeanBase, arch, arch)
+	}
+	return data, nil
+}
+
+// lean says whether t's kernel is built from the lean base.
+func lean(t *Target) bool {
+	for _, f := range t.Fragments {
+		if f == LeanBase {
+			return true
+		}
+	}
+	return false
+}
 
 // keepModules are kept (and built in) beside the recipe's boot modules, so jobs that
 // modprobe them work on a built line too.
@@ -46,6 +70,7 @@ func FragmentNames() []string {
 			n = append(n, name)
 		}
 	}
+	n = append(n, LeanBase)
 	sort.Strings(n)
 	return n
 }
@@ -114,7 +139,11 @@ func (builtKernel) stage(ctx context.Context, b *Builder, t *Target, stage strin
 	}
 	parts := []string{"linux-source " + k.version}
 	for _, f := range t.Fragments {
-		parts = append(parts, "fragment "+f)
+		if f == LeanBase {
+			parts = append(parts, "lean base")
+		} else {
+			parts = append(parts, "fragment "+f)
+		}
 	}
 	return kernel, parts, nil
 }
@@ -234,13 +263,9 @@ func (b *Builder) kernelPlan(ctx context.Context, t *Target) (*built, *kernelInp
 	if err := (debianKernel{}).resolve(ctx, b, deb); err != nil {
 		return nil, nil, nil, err
 	}
-	hdr, err := (debianKernel{}).headers(ctx, b, deb)
+	baseConfig, err := baseConfigOf(ctx, b, t, deb)
 	if err != nil {
 		return nil, nil, nil, err
-	}
-	baseConfig, err := os.ReadFile(filepath.Join(hdr, ".config"))
-	if err != nil {
-		return nil, nil, nil, fmt.Errorf("base config of %s: %w", deb.Name, err)
 	}
 	pkg, err := sourcePackage(deb.Kernel.Version)
 	if err != nil {
@@ -266,10 +291,29 @@ func (b *Builder) kernelPlan(ctx context.Context, t *Target) (*built, *kernelInp
 	return k, in, root, nil
 }
 
+// baseConfigOf is what t's build starts from: the lean base of its architecture, or
+// the .config of its Debian line's headers.
+func baseConfigOf(ctx context.Context, b *Builder, t, deb *Target) ([]byte, error) {
+	if lean(t) {
+		return leanBase(t.ModuleBuild.Arch)
+	}
+	hdr, err := (debianKernel{}).headers(ctx, b, deb)
+	if err != nil {
+		return nil, err
+	}
+	data, err := os.ReadFile(filepath.Join(hdr, ".config"))
+	if err != nil {
+		return nil, fmt.Errorf("base config of %s: %w", deb.Name, err)
+	}
+	return data, nil
+}
+
 // kernelInputs is everything a built kernel depends on.
 type kernelInputs struct {
 	pkg, version string
 	base         []byte
+	lean         bool   // base is a fragment over allnoconfig (LeanBase)
+	leanScript   []byte // kconfig/lean-base.sh, which makes the base config of a lean line
 	lsmod        []byte
 	fragments    map[string][]byte // name -> text
 	order        []string          // merge order: the lab's, the target's, the job's
@@ -284,7 +328,17 @@ func buildInputs(t *Target, base []byte, pkg, version string, job []JobFragment)
 	if in.script, err = kconfigFS.ReadFile("kconfig/build-kernel.sh"); err != nil {
 		return nil, err
 	}
-	names := append([]string{labFragment}, t.Fragments...)
+	if in.lean = lean(t); in.lean {
+		if in.leanScript, err = kconfigFS.ReadFile("kconfig/lean-base.sh"); err != nil {
+			return nil, err
+		}
+	}
+	names := []string{labFragment}
+	for _, f := range t.Fragments {
+		if f != LeanBase { // the base, not a fragment
+			names = append(names, f)
+		}
+	}
 	for _, n := range names {
 		data, err := Fragment(n)
 		if err != nil {
@@ -315,6 +369,11 @@ func buildInputs(t *Target, base []byte, pkg, version string, job []JobFragment)
 	in.compiler = strings.SplitN(string(out), "\n", 2)[0]
 	h := sha256.New()
 	fmt.Fprintf(h, "kmodlab-kernel-v1\n%s %s\n%s\n%s\n", pkg, version, in.compiler, t.ModuleBuild.Arch)
+	if in.lean {
+		// Only lean lines hash the lean step, so the keys of the others stay as they were.
+		fmt.Fprintf(h, "lean base %d\n", len(in.leanScript))
+		h.Write(in.leanScript)
+	}
 	for _, part := range [][]byte{base, in.lsmod, in.script} {
 		fmt.Fprintf(h, "%d\n", len(part))
 		h.Write(part)

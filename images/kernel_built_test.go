@@ -17,7 +17,9 @@ func TestBuiltLineNames(t *testing.T) {
 		{ref: "armv7-lpae@trixie", name: "armv7-lpae@trixie"},
 		{ref: "armv7-lpae+detect+debug", err: `name fragments once each, in sorted order (debug+detect)`},
 		{ref: "armv7-lpae+detect+detect", err: `in sorted order (detect)`},
-		{ref: "armv7-lpae+fast", err: `no kernel config fragment "fast" (known: debug, detect, kunit)`},
+		{ref: "armv7-lpae+fast", err: `no kernel config fragment "fast" (known: debug, detect, kunit, lean)`},
+		{ref: "armv7-lpae@trixie+detect+lean", name: "armv7-lpae@trixie+detect+lean", frags: []string{"detect", "lean"}},
+		{ref: "x86_64@trixie+lean", err: `no lean base for ARCH=x86`},
 		{ref: "armv7-lpae+lab", err: `no kernel config fragment "lab"`},
 		{ref: "armv7-lpae+", err: `no kernel config fragment ""`},
 		{ref: "nosuch+detect", err: `unknown target "nosuch"`},
@@ -102,6 +104,7 @@ func TestBuiltKernelKey(t *testing.T) {
 		t.Errorf("same inputs, two keys")
 	}
 	debug, _ := Lookup("armv7-lpae@trixie+debug+detect")
+	leanTg, _ := Lookup("armv7-lpae@trixie+detect+lean")
 	mods := *tg
 	mods.Modules = append([]string{"virtio_scsi"}, tg.Modules...)
 	for what, k := range map[string]string{
@@ -111,6 +114,7 @@ func TestBuiltKernelKey(t *testing.T) {
 		"modules":     key(&mods, "CONFIG_A=y\n", "linux-source-6.12", "6.12.118-1"),
 		"job fragment": key(tg, "CONFIG_A=y\n", "linux-source-6.12", "6.12.118-1",
 			JobFragment{Name: "mine.config", Data: []byte("CONFIG_KCSAN=y\n")}),
+		"lean base": key(leanTg, "CONFIG_A=y\n", "linux-source-6.12", "6.12.118-1"),
 	} {
 		if k == k0 {
 			t.Errorf("a change of %s kept the key", what)
@@ -122,6 +126,16 @@ func TestBuiltKernelKey(t *testing.T) {
 	}
 	if !strings.Contains(string(in.lsmod), "\nvirtio_blk 1 0\n") || !strings.Contains(string(in.lsmod), "\nloop 1 0\n") {
 		t.Errorf("lsmod keeps the recipe's modules and loop:\n%s", in.lsmod)
+	}
+	// +lean is the base, not a fragment: it is not merged, and brings its config step.
+	if li, err := buildInputs(leanTg, nil, "p", "v", nil); err != nil {
+		t.Errorf("lean line: %v", err)
+	} else if !li.lean || len(li.leanScript) == 0 || strings.Join(li.order, " ") != "lab detect" {
+		t.Errorf("lean line: order %q lean %v", li.order, li.lean)
+	}
+	// The keys of lines that are not lean do not depend on the lean step.
+	if in.lean || in.leanScript != nil {
+		t.Errorf("a Debian-based line took the lean base")
 	}
 	if !strings.HasPrefix(in.compiler, "arm-linux-gnueabihf-gcc") {
 		t.Errorf("compiler %q", in.compiler)

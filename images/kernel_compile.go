@@ -58,10 +58,20 @@ func (b *Builder) buildKernel(ctx context.Context, t *Target, root *debian.Root,
 		frags = append(frags, p)
 	}
 	cmd := exec.CommandContext(ctx, "sh", scriptPath)
+	if in.lean {
+		leanPath, err := write("lean-base.sh", in.leanScript)
+		if err != nil {
+			return err
+		}
+		cmd = exec.CommandContext(ctx, "sh", leanPath)
+	}
 	cmd.Env = append(os.Environ(), "SRC="+k.src, "OUT="+k.out, "KARCH="+t.ModuleBuild.Arch,
 		"CROSS="+t.ModuleBuild.CrossCompile, "BASE="+basePath, "LSMOD="+lsmodPath,
 		"FRAGMENTS="+strings.Join(frags, " "), "TARGETS="+bootImageName(t)+" modules",
 		"JOBS="+fmt.Sprint(buildJobs()), "LC_ALL=C")
+	if in.lean {
+		cmd.Env = append(cmd.Env, "LEANBASE="+basePath, "BUILD="+scriptPath, "LEANCONFIG="+filepath.Join(inputs, "lean.config"))
+	}
 	if p, err := exec.LookPath("ccache"); err == nil {
 		cmd.Env = append(cmd.Env, "CCACHE="+p, "CCACHE_DIR="+filepath.Join(b.CacheDir, "ccache"),
 			"CCACHE_BASEDIR="+filepath.Join(b.CacheDir, "kernels"))

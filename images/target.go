@@ -410,7 +410,13 @@ func Lookup(name string) (*Target, error) {
 			if err != nil {
 				return nil, err
 			}
-			return lt.WithFragments(frags), nil
+			bt := lt.WithFragments(frags)
+			if lean(bt) {
+				if _, err := leanBase(bt.ModuleBuild.Arch); err != nil {
+					return nil, fmt.Errorf("%q: %w", name, err)
+				}
+			}
+			return bt, nil
 		}
 	}
 	return nil, fmt.Errorf("unknown target %q (known: %s)", base, strings.Join(Names(), ", "))

@@ -1,49 +1,59 @@
 package canary
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 )
 
+// sample is one canary run's counters, as the module prints them.
+type sample struct {
+	local, of, highmem, user, pan int
+	oneCPU                        bool
+}
+
+func (s sample) line() string {
+	cpus := "0,3"
+	if s.oneCPU {
+		cpus = "0,0"
+	}
+	return fmt.Sprintf("kmodlab-canary: local=%d kmap=0 of %d highmem=%d cpus=%s user_local=%d user_kmap=0 ttbr0_pan=%d",
+		s.local, s.of, s.highmem, cpus, s.user, s.pan)
+}
+
 func TestParseStates(t *testing.T) {
 	for _, tc := range []struct {
-		name, log, state, reason string
-		user, kthread            int
+		name          string
+		runs          []sample // the log's canary lines; the last one is the result
+		state, reason string
 	}{
-		{"6.1: both writers see it",
-			"kmodlab-canary: local=1874 kmap=0 of 2000 highmem=16 cpus=0,3 user_local=1871 user_kmap=0 ttbr0_pan=0",
-			Positive, "", 1871, 1874},
-		{"6.12 under TCG: the kernel thread only",
-			"kmodlab-canary: local=1866 kmap=0 of 2000 highmem=16 cpus=0,3 user_local=0 user_kmap=0 ttbr0_pan=1",
-			Negative, KthreadOnly + " under TCG (CPU_TTBR0_PAN)", 0, 1866},
-		{"kernel thread only, no PAN",
-			"kmodlab-canary: local=5 kmap=0 of 2000 highmem=16 cpus=0,3 user_local=0 user_kmap=0 ttbr0_pan=0",
-			Negative, KthreadOnly, 0, 5},
-		{"nothing stale",
-			"kmodlab-canary: local=0 kmap=0 of 2000 highmem=16 cpus=0,3 user_local=0 user_kmap=0 ttbr0_pan=0",
-			Negative, "no stale mapping seen by any writer", 0, 0},
-		{"a single stale handover to the consumer is enough",
-			"kmodlab-canary: local=0 kmap=0 of 2000 highmem=16 cpus=0,3 user_local=1 user_kmap=0 ttbr0_pan=1",
-			Positive, "", 1, 0},
-		{"x86_64",
-			"kmodlab-canary: local=0 kmap=0 of 0 highmem=0 cpus=0,3 user_local=0 user_kmap=0 ttbr0_pan=0",
-			NoHighmem, "", 0, 0},
-		{"one CPU",
-			"kmodlab-canary: local=0 kmap=0 of 0 highmem=16 cpus=0,0 user_local=0 user_kmap=0 ttbr0_pan=0",
-			Negative, "one CPU online: no handover to another CPU to measure", 0, 0},
-		{"the last line counts",
-			"[ 1.0] kmodlab-canary: local=9 kmap=0 of 2000 highmem=16 cpus=0,3 user_local=9 user_kmap=0 ttbr0_pan=0\n" +
-				"[ 2.0] kmodlab-canary: local=7 kmap=0 of 2000 highmem=16 cpus=0,3 user_local=0 user_kmap=0 ttbr0_pan=1\n",
-			Negative, KthreadOnly + " under TCG (CPU_TTBR0_PAN)", 0, 7},
+		{"6.1: both writers see it", []sample{{local: 1874, of: 2000, highmem: 16, user: 1871}}, Positive, ""},
+		{"6.12 under TCG: the kernel thread only", []sample{{local: 1866, of: 2000, highmem: 16, pan: 1}},
+			Negative, KthreadOnly + " under TCG (CPU_TTBR0_PAN)"},
+		{"kernel thread only, no PAN", []sample{{local: 5, of: 2000, highmem: 16}}, Negative, KthreadOnly},
+		{"nothing stale", []sample{{of: 2000, highmem: 16}}, Negative, "no stale mapping seen by any writer"},
+		{"a single stale handover to the consumer is enough", []sample{{of: 2000, highmem: 16, user: 1, pan: 1}}, Positive, ""},
+		{"x86_64", []sample{{}}, NoHighmem, ""},
+		{"one CPU", []sample{{highmem: 16, oneCPU: true}}, Negative, "one CPU online: no handover to another CPU to measure"},
+		{"the last line counts", []sample{{local: 9, of: 2000, highmem: 16, user: 9}, {local: 7, of: 2000, highmem: 16, pan: 1}},
+			Negative, KthreadOnly + " under TCG (CPU_TTBR0_PAN)"},
 	} {
-		r, err := Parse(tc.log)
+		log := tc.runs[0].line()
+		if len(tc.runs) > 1 { // lines as dmesg prints them, with a timestamp
+			log = ""
+			for i, s := range tc.runs {
+				log += fmt.Sprintf("[ %d.0] %s\n", i+1, s.line())
+			}
+		}
+		want := tc.runs[len(tc.runs)-1]
+		r, err := Parse(log)
 		if err != nil {
 			t.Fatalf("%s: %v", tc.name, err)
 		}
-		if r.State != tc.state || r.Reason != tc.reason || r.UserLocal != tc.user || r.Local != tc.kthread {
-			t.Errorf("%s: got %+v, want state %s reason %q user %d kthread %d", tc.name, r, tc.state, tc.reason, tc.user, tc.kthread)
+		if r.State != tc.state || r.Reason != tc.reason || r.UserLocal != want.user || r.Local != want.local {
+			t.Errorf("%s: got %+v, want state %s reason %q user %d kthread %d", tc.name, r, tc.state, tc.reason, want.user, want.local)
 		}
 	}
 }

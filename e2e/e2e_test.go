@@ -23,6 +23,7 @@ import (
 
 	"github.com/kmodlab/kmodlab/internal/fsutil"
 	"github.com/kmodlab/kmodlab/lab/canary"
+	"github.com/kmodlab/kmodlab/lab/report"
 	"github.com/kmodlab/kmodlab/lab/verdict"
 
 	"github.com/kmodlab/kmodlab/images"
@@ -51,6 +52,65 @@ func repoRoot(t *testing.T) string {
 }
 
 // qemuChildren counts QEMU processes whose parent is this test process.
+// buildCLI builds the kmodlab command into a temporary directory, as a user runs it.
+func buildCLI(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "kmodlab")
+	if out, err := exec.Command("go", "build", "-o", bin, "../cmd/kmodlab").CombinedOutput(); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	return bin
+}
+
+// runExit runs the command and wants it to exit with code want (report.Exit*);
+// it returns what the command printed.
+func runExit(t *testing.T, want int, bin string, args ...string) string {
+	t.Helper()
+	log, err := exec.Command(bin, args...).CombinedOutput()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != want {
+		t.Fatalf("exit: %v, want %d\n%s", err, want, log)
+	}
+	return string(log)
+}
+
+// onlyCell reads the results of a one-cell run from its results directory.
+func onlyCell(t *testing.T, out string) *report.Cell {
+	t.Helper()
+	rep, err := report.Read(filepath.Join(out, "results.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.Cells) != 1 {
+		t.Fatalf("%d cells in %s, want 1", len(rep.Cells), out)
+	}
+	return rep.Cells[0]
+}
+
+// loadJob loads a job file of the repository (rel to its root) for a QEMU fleet.
+func loadJob(t *testing.T, rel string) (*fleet.Fleet, *job.Job) {
+	t.Helper()
+	f := &fleet.Fleet{Builder: builder(t), Accel: "auto"}
+	j, err := job.Load(filepath.Join(repoRoot(t), rel), f.Known)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return f, j
+}
+
+// runCells runs cells of j side by side (run.DefaultParallel), with the canary, and
+// logs the verdict matrix.
+func runCells(t *testing.T, ctx context.Context, f *fleet.Fleet, j *job.Job, cells []job.Cell, seed int64, out string, vars map[string]string) *report.Run {
+	t.Helper()
+	rep, err := run.Run(ctx, run.Options{Job: j, Cells: cells, Seed: seed, Out: out, Parallel: run.DefaultParallel(),
+		Vars: vars, Machines: f, CacheDir: f.Builder.CacheDir, Canary: true, Progress: testWriter{t}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("\n%s", rep.Matrix())
+	return rep
+}
+
 func qemuChildren(t *testing.T) int {
 	out, _ := exec.Command("pgrep", "-P", strconv.Itoa(os.Getpid()), "qemu-system").Output()
 	return len(strings.Fields(string(out)))
@@ -160,24 +220,14 @@ func TestBootTimeoutCleansUp(t *testing.T) {
 func TestDefaultJob(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
 	defer cancel()
-	f := &fleet.Fleet{Builder: builder(t), Accel: "auto"}
-	j, err := job.Load(filepath.Join(repoRoot(t), "jobs/highmem-coherency.yaml"), f.Known)
-	if err != nil {
-		t.Fatal(err)
-	}
+	f, j := loadJob(t, "jobs/highmem-coherency.yaml")
 	out := t.TempDir()
 	// The targets side by side, as kmodlab run does by default on a host with the memory.
 	// The stress cap is 20 s a step although clean cells stop at enough evidence in ~7 s:
 	// on a cold CI machine x86_64/atomic, starved by the ARM cold boots beside it, once
 	// reached only 34 of the 40 verified I/O in two 10 s steps (INCONCLUSIVE). The cap
 	// costs nothing when the host keeps up, and REPRODUCED cells stop at their sure verdict.
-	rep, err := run.Run(ctx, run.Options{Job: j, Cells: j.Cells(), Seed: 1, Out: out, Parallel: run.DefaultParallel(),
-		Vars: map[string]string{"stress": "20s"}, Machines: f, CacheDir: f.Builder.CacheDir, Canary: true,
-		Progress: testWriter{t}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Logf("\n%s", rep.Matrix())
+	rep := runCells(t, ctx, f, j, j.Cells(), 1, out, map[string]string{"stress": "20s"})
 	sized := 0
 	for _, c := range rep.Cells {
 		t.Logf("%s: %s: %s", c.ID, c.Verdict, strings.Join(c.Evidence, "; "))
@@ -451,10 +501,7 @@ func ed25519Key() (ssh.Signer, string, error) {
 // its own) ends `kmodlab run` with exit code 2, reports written, and no QEMU process or
 // temp dir left behind.
 func TestRunInterrupted(t *testing.T) {
-	bin := filepath.Join(t.TempDir(), "kmodlab")
-	if out, err := exec.Command("go", "build", "-o", bin, "../cmd/kmodlab").CombinedOutput(); err != nil {
-		t.Fatalf("%v\n%s", err, out)
-	}
+	bin := buildCLI(t)
 	out := t.TempDir()
 	cmd := exec.Command(bin, "run", "../jobs/highmem-coherency.yaml", "--cell", "x86_64/copier", "--set", "stress=60s", "--full", "--out", out)
 	log := &syncBuffer{}

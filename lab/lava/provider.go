@@ -14,13 +14,6 @@ import (
 	"github.com/kmodlab/kmodlab/lab/runner"
 )
 
-// Base is what a lab entry's image: target is made of: the fleet's QEMU kind says
-// what the target is and how modules are built for its kernel.
-type Base interface {
-	Describe(target string) (runner.Info, error)
-	Strategy(ctx context.Context, target, cacheDir string, strict bool) (build.Strategy, error)
-}
-
 // ImageFiles gives a kmodlab target's kernel and initramfs on the host, and its QEMU
 // settings, for a qemu device that deploys them (kernel: kmodlab).
 type ImageFiles func(ctx context.Context, target string) (*Images, error)
@@ -29,7 +22,7 @@ type ImageFiles func(ctx context.Context, target string) (*Images, error)
 // fleet.Provider and runner.Batch.
 type Provider struct {
 	Labs     []*Lab
-	Base     Base
+	Base     build.Targets // the QEMU kind: what a lab entry's image: target is, how modules are built for its kernel
 	Images   ImageFiles
 	Progress io.Writer // progress lines while a job waits and runs
 	JobName  string    // the kmodlab job's name, for the LAVA job's name
@@ -39,7 +32,7 @@ type Provider struct {
 }
 
 // NewProvider makes the kind for labs.
-func NewProvider(labs []*Lab, base Base, im ImageFiles, progress io.Writer) *Provider {
+func NewProvider(labs []*Lab, base build.Targets, im ImageFiles, progress io.Writer) *Provider {
 	p := &Provider{Labs: labs, Base: base, Images: im, Progress: progress, Poll: 5 * time.Second, sems: map[string]chan struct{}{}}
 	for _, l := range labs {
 		p.sems[l.Name] = make(chan struct{}, l.MaxJobs)

@@ -32,11 +32,7 @@ import (
 
 // Machines gives the pipeline its machines; QEMU targets and boards both.
 type Machines interface {
-	// Describe says what a target is without starting it.
-	Describe(target string) (runner.Info, error)
-	// Strategy says how the target's machine gets kernel modules (cross-built on the
-	// host, built natively on the machine, or prebuilt).
-	Strategy(ctx context.Context, target, cacheDir string, strict bool) (build.Strategy, error)
+	build.Targets // what a target is, how its machine gets kernel modules
 	// Acquire returns a ready machine; consoleLog, if set, receives its console.
 	Acquire(ctx context.Context, target, consoleLog string) (runner.Runner, error)
 }

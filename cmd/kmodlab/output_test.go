@@ -55,11 +55,11 @@ func TestMergeNeutralisesShardText(t *testing.T) {
 	os.WriteFile(plan, data, 0o644)
 	table := "oper trans\n```\n# INJECTED-HEADING\n````\n[click](https://example.invalid)"
 	r := &report.Run{Job: "p", JobFile: "p.yaml", Keys: []string{"mode"}, Cells: []*report.Cell{
-		{ID: "x86_64/a", Target: "x86_64", Verdict: verdict.Reproduced, Expect: "clean",
+		{ID: "x86_64/a", Target: "x86_64", Outcome: report.Outcome{Verdict: verdict.Reproduced, Reasons: []string{"a | b | c"}}, Expect: "clean",
 			Evidence: []string{"::warning title=injected::from a shard", "trace:\n  \t::add-mask::x", "\u00a0::error::nbsp"},
-			Reasons:  []string{"a | b | c"}, Error: "first\r::notice::cr", Replay: "kmodlab run p.yaml ##[warning]x",
+			Error:    "first\r::notice::cr", Replay: "kmodlab run p.yaml ##[warning]x",
 			Trace: &report.TraceSummary{First: &trace.Divergence{Kind: "write data differs", Detail: "::debug::d"}, FirstTable: table}},
-		{ID: "x86_64/b", Target: "x86_64", Verdict: verdict.Clean, Expect: "clean", Met: true, Evidence: []string{}},
+		{ID: "x86_64/b", Target: "x86_64", Outcome: report.Outcome{Verdict: verdict.Clean, Met: true}, Expect: "clean", Evidence: []string{}},
 	}}
 	shard := t.TempDir()
 	if err := r.Write(shard); err != nil {

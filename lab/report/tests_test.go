@@ -18,9 +18,8 @@ func kunitRun(t *testing.T) *Run {
 	}
 	d := ktap.Parse(ktap.FromKernelLog(string(data)))
 	r := sample()
-	r.Cells = append(r.Cells, &Cell{ID: "x86/kunit", Target: "x86", Verdict: TestFailed, Expect: "clean",
-		Reasons: []string{"step \"kunit\": test case kmodlab_example_fold.fold_carry failed"},
-		Tests:   []verdict.Tests{{Step: "kunit", Source: "kernel log", Cases: d.Cases()}}})
+	r.Cells = append(r.Cells, &Cell{ID: "x86/kunit", Target: "x86", Outcome: Outcome{Verdict: TestFailed, Reasons: []string{"step \"kunit\": test case kmodlab_example_fold.fold_carry failed"}}, Expect: "clean",
+		Tests: []verdict.Tests{{Step: "kunit", Source: "kernel log", Cases: d.Cases()}}})
 	return r
 }
 

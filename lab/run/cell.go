@@ -73,9 +73,7 @@ func (p *targetRun) cell(ctx context.Context, c job.Cell, start time.Time) *repo
 	out.Verdict, out.Met, out.Rate, out.MetRuns = sum.Verdict, sum.Met, sum.Rate, sum.MetRuns
 	out.LogDir = filepath.Dir(out.LogDir)
 	for i, rc := range runs {
-		out.Runs = append(out.Runs, report.RunResult{Repeat: i + 1, Verdict: rc.Verdict, Met: rc.Met, Reasons: rc.Reasons,
-			FirstDivergenceMS: rc.FirstDivergenceMS, StopMS: rc.StopMS, StopReason: rc.StopReason,
-			Seconds: sumTimings(rc.Timings), LogDir: rc.LogDir})
+		out.Runs = append(out.Runs, report.RunResult{Repeat: i + 1, Outcome: rc.Outcome, Seconds: sumTimings(rc.Timings)})
 	}
 	return &out
 }

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kmodlab/kmodlab/internal/yamlline"
 	"github.com/kmodlab/kmodlab/lab/runner"
 )
 
@@ -176,7 +177,7 @@ func TestQueueTimeoutCancels(t *testing.T) {
 	defer srv.Close()
 	t.Setenv("KMODLAB_TEST_LAVA_TOKEN", "s3cret")
 	l := serverLab(t, srv.URL)
-	l.QueueTimeout = Duration(20 * time.Millisecond)
+	l.QueueTimeout = yamlline.Duration(20 * time.Millisecond)
 	p := NewProvider([]*Lab{l}, nil, nil, nil)
 	p.Poll = 5 * time.Millisecond
 	_, err := p.RunCell(context.Background(), runner.CellJob{Target: "rpi4", Cell: "rpi4/x", LogDir: t.TempDir()})

@@ -37,9 +37,9 @@ type Lab struct {
 	MaxJobs    int      `yaml:"max_jobs"`   // cells in flight at once (default 1)
 	// QueueTimeout bounds the wait for a device: a job still queued after it is
 	// cancelled and its cell is INFRA ("no device of type … took it"). Default 1h.
-	QueueTimeout Duration `yaml:"queue_timeout"`
-	JobTimeout   Duration `yaml:"job_timeout"` // the LAVA job's own timeout (default 30m)
-	Boot         Boot     `yaml:"boot"`
+	QueueTimeout yamlline.Duration `yaml:"queue_timeout"`
+	JobTimeout   yamlline.Duration `yaml:"job_timeout"` // the LAVA job's own timeout (default 30m)
+	Boot         Boot              `yaml:"boot"`
 	// Dispatcher runs jobs with a local lava-run instead of a server: the device
 	// configuration file (a rendered device dictionary). For tests and for a device
 	// on this machine.
@@ -78,27 +78,6 @@ type Artefacts struct {
 	InlineMax int64  `yaml:"inline_max"` // default 16 MiB
 	Upload    string `yaml:"upload"`     // host command; {path} the archive, {name} its file name
 	URL       string `yaml:"url"`        // where the device fetches it; {name}
-}
-
-// Duration is a YAML duration ("30m").
-type Duration time.Duration
-
-// UnmarshalYAML reads "90s", "30m", "1h".
-func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
-	v, err := time.ParseDuration(n.Value)
-	if err != nil || v < 0 {
-		return fmt.Errorf("line %d: %q: want a duration such as 30m", n.Line, n.Value)
-	}
-	*d = Duration(v)
-	return nil
-}
-
-// D is the duration, def when unset.
-func (d Duration) D(def time.Duration) time.Duration {
-	if d == 0 {
-		return def
-	}
-	return time.Duration(d)
 }
 
 var (
@@ -192,6 +171,10 @@ func (l *Lab) check(bad func(field, format string, args ...any) error) error {
 		return bad("device_type", "missing (the lab's device type: qemu, ssh, bcm2711-rpi-4-b, …)")
 	case !validName.MatchString(l.DeviceType):
 		return bad("device_type", "%q: not a device type name", l.DeviceType)
+	case l.QueueTimeout < 0:
+		return bad("queue_timeout", "%s: a timeout cannot be negative", time.Duration(l.QueueTimeout))
+	case l.JobTimeout < 0:
+		return bad("job_timeout", "%s: a timeout cannot be negative", time.Duration(l.JobTimeout))
 	}
 	if l.URL != "" {
 		u, err := url.Parse(l.URL)

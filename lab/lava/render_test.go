@@ -134,6 +134,8 @@ func TestConfigErrors(t *testing.T) {
 		{"lava:\n  - name: a\n    url: http://x\n    user: u\n    token_env: T\n    device_type: rpi\n    boot:\n      kernel: lab\n      image: x86_64\n", "runners.yaml:8: lava a: boot.deploy: missing"},
 		{"lava:\n  - name: a\n    url: http://x\n    user: u\n    token_env: T\n    device_type: ssh\n    max_jobs: 1000\n    boot: {kernel: lab, image: x86_64}\n", "runners.yaml:7: lava a: max_jobs: 1000"},
 		{"lava:\n  - name: a\n    color: red\n", "runners.yaml:3: lava[0]: field color not found in Lab"},
+		{"lava:\n  - {name: a, url: http://x, device_type: qemu, queue_timeout: soon}\n", "runners.yaml:2: lava[0]: \"soon\" is not a duration (like 30s or 2m)"},
+		{"lava:\n  - name: a\n    url: http://x\n    device_type: qemu\n    job_timeout: -1m\n", "runners.yaml:5: lava a: job_timeout: -1m0s: a timeout cannot be negative"},
 		{"lava:\n  - name: a\n    url: http://x\n    user: u\n    token_env: T\n    device_type: ssh\n    boot: {kernel: lab, image: x86_64}\n  - name: a\n    url: http://x\n    user: u\n    token_env: T\n    device_type: ssh\n    boot: {kernel: lab, image: x86_64}\n", "runners.yaml:8: lava a: name: used twice"},
 	} {
 		_, err := Parse("runners.yaml", []byte(tc.text))

@@ -14,8 +14,8 @@ import (
 	"github.com/kmodlab/kmodlab/images"
 	"github.com/kmodlab/kmodlab/lab/fleet"
 	"github.com/kmodlab/kmodlab/lab/job"
-	"github.com/kmodlab/kmodlab/lab/qemu"
-	"github.com/kmodlab/kmodlab/lab/runner"
+	"github.com/kmodlab/kmodlab/lab/machine/qemu"
+	"github.com/kmodlab/kmodlab/lab/machine/runner"
 )
 
 // TestExampleJob runs examples/byom/job.yaml as a user would: sumdev.ko, the in-tree

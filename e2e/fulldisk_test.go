@@ -11,7 +11,7 @@ import (
 	"syscall"
 	"testing"
 
-	"github.com/kmodlab/kmodlab/lab/verdict"
+	"github.com/kmodlab/kmodlab/lab/judge/verdict"
 )
 
 // kmodlabTemps lists the lab's temporary directories (QEMU's, the run's).

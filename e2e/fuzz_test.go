@@ -8,8 +8,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/kmodlab/kmodlab/lab/judge/verdict"
 	"github.com/kmodlab/kmodlab/lab/report"
-	"github.com/kmodlab/kmodlab/lab/verdict"
 )
 
 // TestFuzzJob runs jobs/userblk-fuzz.yaml as a user would (`kmodlab run`): userblkfuzz

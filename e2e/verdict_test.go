@@ -8,7 +8,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/kmodlab/kmodlab/lab/verdict"
+	"github.com/kmodlab/kmodlab/lab/judge/verdict"
 )
 
 // TestNothingRunsIsInconclusive: a job whose stress step does nothing has no evidence,

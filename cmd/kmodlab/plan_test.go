@@ -10,8 +10,8 @@ import (
 
 	"github.com/kmodlab/kmodlab/lab/fleet"
 	"github.com/kmodlab/kmodlab/lab/job"
+	"github.com/kmodlab/kmodlab/lab/judge/verdict"
 	"github.com/kmodlab/kmodlab/lab/report"
-	"github.com/kmodlab/kmodlab/lab/verdict"
 )
 
 const planJob = `name: p

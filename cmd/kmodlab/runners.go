@@ -3,7 +3,7 @@ package main
 import (
 	"fmt"
 
-	"github.com/kmodlab/kmodlab/lab/board"
+	"github.com/kmodlab/kmodlab/lab/machine/board"
 	"github.com/kmodlab/kmodlab/lab/report"
 	"github.com/spf13/cobra"
 )

@@ -10,7 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 
-	"github.com/kmodlab/kmodlab/lab/runner"
+	"github.com/kmodlab/kmodlab/lab/machine/runner"
 )
 
 // Targets says what a named machine is and how it gets kernel modules: the part of a

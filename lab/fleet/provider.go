@@ -5,7 +5,7 @@ import (
 	"errors"
 
 	"github.com/kmodlab/kmodlab/lab/build"
-	"github.com/kmodlab/kmodlab/lab/runner"
+	"github.com/kmodlab/kmodlab/lab/machine/runner"
 )
 
 // Provider is one kind of runner: built-in QEMU targets (qemu.go), configured boards

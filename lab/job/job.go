@@ -16,7 +16,7 @@ import (
 	"time"
 
 	"github.com/kmodlab/kmodlab/internal/yamlline"
-	"github.com/kmodlab/kmodlab/lab/verdict"
+	"github.com/kmodlab/kmodlab/lab/judge/verdict"
 	"gopkg.in/yaml.v3"
 )
 

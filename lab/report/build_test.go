@@ -5,7 +5,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/kmodlab/kmodlab/lab/verdict"
+	"github.com/kmodlab/kmodlab/lab/judge/verdict"
 )
 
 func buildRun() *Run {

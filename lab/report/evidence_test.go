@@ -4,9 +4,9 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/kmodlab/kmodlab/lab/kmsg"
-	"github.com/kmodlab/kmodlab/lab/trace"
-	"github.com/kmodlab/kmodlab/lab/verdict"
+	"github.com/kmodlab/kmodlab/lab/judge/verdict"
+	"github.com/kmodlab/kmodlab/lab/observe/kmsg"
+	"github.com/kmodlab/kmodlab/lab/observe/trace"
 	"github.com/kmodlab/kmodlab/stressreport"
 )
 

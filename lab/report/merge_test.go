@@ -9,8 +9,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/kmodlab/kmodlab/lab/console"
-	"github.com/kmodlab/kmodlab/lab/verdict"
+	"github.com/kmodlab/kmodlab/lab/judge/verdict"
+	"github.com/kmodlab/kmodlab/lab/observe/console"
 )
 
 // shards writes sample()'s cells as two shards (one per target) and reads them back.

@@ -12,10 +12,10 @@ import (
 	"strings"
 	"time"
 
-	"github.com/kmodlab/kmodlab/lab/console"
-	"github.com/kmodlab/kmodlab/lab/kmsg"
-	"github.com/kmodlab/kmodlab/lab/trace"
-	"github.com/kmodlab/kmodlab/lab/verdict"
+	"github.com/kmodlab/kmodlab/lab/judge/verdict"
+	"github.com/kmodlab/kmodlab/lab/observe/console"
+	"github.com/kmodlab/kmodlab/lab/observe/kmsg"
+	"github.com/kmodlab/kmodlab/lab/observe/trace"
 )
 
 // Meets says whether a verdict satisfies an expectation, for a crash that is

@@ -6,8 +6,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/kmodlab/kmodlab/lab/trace"
-	"github.com/kmodlab/kmodlab/lab/verdict"
+	"github.com/kmodlab/kmodlab/lab/judge/verdict"
+	"github.com/kmodlab/kmodlab/lab/observe/trace"
 )
 
 func sample() *Run {

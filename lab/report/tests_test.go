@@ -7,12 +7,12 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/kmodlab/kmodlab/lab/ktap"
-	"github.com/kmodlab/kmodlab/lab/verdict"
+	"github.com/kmodlab/kmodlab/lab/judge/verdict"
+	"github.com/kmodlab/kmodlab/lab/observe/ktap"
 )
 
 func kunitRun(t *testing.T) *Run {
-	data, err := os.ReadFile("../ktap/testdata/nested.log")
+	data, err := os.ReadFile("../observe/ktap/testdata/nested.log")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -11,10 +11,10 @@ import (
 	"time"
 
 	"github.com/kmodlab/kmodlab/lab/job"
+	"github.com/kmodlab/kmodlab/lab/judge/stop"
+	"github.com/kmodlab/kmodlab/lab/judge/verdict"
+	"github.com/kmodlab/kmodlab/lab/machine/runner"
 	"github.com/kmodlab/kmodlab/lab/report"
-	"github.com/kmodlab/kmodlab/lab/runner"
-	"github.com/kmodlab/kmodlab/lab/stop"
-	"github.com/kmodlab/kmodlab/lab/verdict"
 )
 
 // A cell's stages each return a value, and the next stage takes it:

@@ -8,8 +8,8 @@ import (
 	"testing"
 
 	"github.com/kmodlab/kmodlab/lab/job"
+	"github.com/kmodlab/kmodlab/lab/judge/verdict"
 	"github.com/kmodlab/kmodlab/lab/report"
-	"github.com/kmodlab/kmodlab/lab/verdict"
 	"github.com/kmodlab/kmodlab/stressreport"
 )
 

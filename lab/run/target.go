@@ -13,12 +13,12 @@ import (
 	"time"
 
 	"github.com/kmodlab/kmodlab/lab/build"
-	"github.com/kmodlab/kmodlab/lab/canary"
 	"github.com/kmodlab/kmodlab/lab/job"
-	"github.com/kmodlab/kmodlab/lab/kmsg"
+	"github.com/kmodlab/kmodlab/lab/judge/verdict"
+	"github.com/kmodlab/kmodlab/lab/machine/runner"
+	"github.com/kmodlab/kmodlab/lab/observe/canary"
+	"github.com/kmodlab/kmodlab/lab/observe/kmsg"
 	"github.com/kmodlab/kmodlab/lab/report"
-	"github.com/kmodlab/kmodlab/lab/runner"
-	"github.com/kmodlab/kmodlab/lab/verdict"
 )
 
 // targetRun runs the cells of one target on one machine at a time.

@@ -23,8 +23,8 @@ import (
 	"github.com/kmodlab/kmodlab/images/debian"
 	"github.com/kmodlab/kmodlab/lab/build"
 	"github.com/kmodlab/kmodlab/lab/job"
+	"github.com/kmodlab/kmodlab/lab/judge/verdict"
 	"github.com/kmodlab/kmodlab/lab/report"
-	"github.com/kmodlab/kmodlab/lab/verdict"
 )
 
 // Options of one sweep.

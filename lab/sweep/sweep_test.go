@@ -4,8 +4,8 @@ import (
 	"testing"
 
 	"github.com/kmodlab/kmodlab/images"
+	"github.com/kmodlab/kmodlab/lab/judge/verdict"
 	"github.com/kmodlab/kmodlab/lab/report"
-	"github.com/kmodlab/kmodlab/lab/verdict"
 )
 
 func TestKeep(t *testing.T) {

@@ -64,13 +64,13 @@ e2e-lava: build
 	@KMODLAB=$(KMODLAB) scripts/e2e-lava.sh
 
 fuzz:
-	$(GO) test ./lab/trace/ -run '^$$' -fuzz FuzzAnalyze -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINIMIZE) -parallel $(FUZZPARALLEL)
-	$(GO) test ./lab/ktap/ -run '^$$' -fuzz FuzzParse -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINIMIZE) -parallel $(FUZZPARALLEL)
+	$(GO) test ./lab/observe/trace/ -run '^$$' -fuzz FuzzAnalyze -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINIMIZE) -parallel $(FUZZPARALLEL)
+	$(GO) test ./lab/observe/ktap/ -run '^$$' -fuzz FuzzParse -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINIMIZE) -parallel $(FUZZPARALLEL)
 	$(GO) test ./lab/job/ -run '^$$' -fuzz FuzzParse -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINIMIZE) -parallel $(FUZZPARALLEL)
-	$(GO) test ./lab/console/ -run '^$$' -fuzz FuzzFind -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINIMIZE) -parallel $(FUZZPARALLEL)
+	$(GO) test ./lab/observe/console/ -run '^$$' -fuzz FuzzFind -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINIMIZE) -parallel $(FUZZPARALLEL)
 	$(GO) test ./lab/report/ -run '^$$' -fuzz FuzzReadShard -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINIMIZE) -parallel $(FUZZPARALLEL)
-	$(GO) test ./lab/board/ -run '^$$' -fuzz FuzzParse -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINIMIZE) -parallel $(FUZZPARALLEL)
-	$(GO) test ./lab/qemu/ -run '^$$' -fuzz FuzzConsoleRead -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINIMIZE) -parallel $(FUZZPARALLEL)
+	$(GO) test ./lab/machine/board/ -run '^$$' -fuzz FuzzParse -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINIMIZE) -parallel $(FUZZPARALLEL)
+	$(GO) test ./lab/machine/qemu/ -run '^$$' -fuzz FuzzConsoleRead -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINIMIZE) -parallel $(FUZZPARALLEL)
 	$(GO) test ./internal/sanitize/ -run '^$$' -fuzz FuzzCommands -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINIMIZE) -parallel $(FUZZPARALLEL)
 
 # userblkfuzz against userblk.ko for a long time on every target (SOAK=10m per cell).
@@ -81,7 +81,7 @@ soak: build
 bench: build
 	$(KMODLAB) bench boot --baseline
 	$(KMODLAB) bench trace
-	$(GO) test -run '^$$' -bench . ./lab/trace/ ./lab/console/
+	$(GO) test -run '^$$' -bench . ./lab/observe/trace/ ./lab/observe/console/
 
 clean:
 	rm -rf bin results e2e.log

@@ -16,8 +16,8 @@ import (
 	"sync"
 	"syscall"
 
+	"github.com/kmodlab/kmodlab/daemon/daemoncpu"
 	"github.com/kmodlab/kmodlab/daemon/uapi"
-	"github.com/kmodlab/kmodlab/internal/daemoncpu"
 	"golang.org/x/sys/unix"
 )
 
@@ -219,7 +219,7 @@ func workerThread(cpu int) {
 }
 
 // pinTo keeps the calling thread on one CPU: by default the daemon's (see
-// internal/daemoncpu), which blkstress leaves free.
+// daemon/daemoncpu), which blkstress leaves free.
 func pinTo(cpu int) {
 	if cpu == -2 {
 		return

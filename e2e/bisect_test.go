@@ -14,11 +14,7 @@ import (
 // flip that shows on x86_64 too; kmodlab bisect runs the bad revision, then the
 // first, and names the first as the first bad commit, in two steps.
 func TestBisectPlantedFlip(t *testing.T) {
-	tmp := t.TempDir()
-	bin := filepath.Join(tmp, "kmodlab")
-	if out, err := exec.Command("go", "build", "-o", bin, "../cmd/kmodlab").CombinedOutput(); err != nil {
-		t.Fatalf("%v\n%s", err, out)
-	}
+	bin, tmp := buildCLI(t), t.TempDir()
 	hist := filepath.Join(tmp, "hist")
 	gen := exec.Command("../scripts/bisect-history.sh", hist, "2", "1")
 	gen.Env = append(gen.Environ(), "BUG=flip")

@@ -15,10 +15,10 @@ import (
 	"github.com/kmodlab/kmodlab/internal/fsutil"
 	"github.com/kmodlab/kmodlab/lab/fleet"
 	"github.com/kmodlab/kmodlab/lab/job"
+	"github.com/kmodlab/kmodlab/lab/judge/verdict"
 	"github.com/kmodlab/kmodlab/lab/report"
 	"github.com/kmodlab/kmodlab/lab/run"
 	"github.com/kmodlab/kmodlab/lab/sweep"
-	"github.com/kmodlab/kmodlab/lab/verdict"
 )
 
 // planted is examples/byom's sumdev with a compile error that only 6.12 and newer see.

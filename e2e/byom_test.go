@@ -14,9 +14,8 @@ import (
 	"github.com/kmodlab/kmodlab/images"
 	"github.com/kmodlab/kmodlab/lab/fleet"
 	"github.com/kmodlab/kmodlab/lab/job"
-	"github.com/kmodlab/kmodlab/lab/qemu"
-	"github.com/kmodlab/kmodlab/lab/run"
-	"github.com/kmodlab/kmodlab/lab/runner"
+	"github.com/kmodlab/kmodlab/lab/machine/qemu"
+	"github.com/kmodlab/kmodlab/lab/machine/runner"
 )
 
 // TestExampleJob runs examples/byom/job.yaml as a user would: sumdev.ko, the in-tree
@@ -24,24 +23,15 @@ import (
 func TestExampleJob(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
-	f := &fleet.Fleet{Builder: builder(t), Accel: "auto"}
-	j, err := job.Load(filepath.Join(repoRoot(t), "examples/byom/job.yaml"), f.Known)
-	if err != nil {
-		t.Fatal(err)
-	}
+	f, j := loadJob(t, "examples/byom/job.yaml")
 	if err := f.CheckGuest(ctx, j); err != nil {
 		t.Fatal(err)
 	}
 	if f.Guest.Empty() {
 		t.Fatal("the example must use guest:")
 	}
-	out := t.TempDir()
-	rep, err := run.Run(ctx, run.Options{Job: j, Cells: j.Cells(), Seed: 1, Out: out, Parallel: run.DefaultParallel(),
-		Machines: f, CacheDir: f.Builder.CacheDir, Canary: true, Progress: testWriter{t}}) // without the canary a clean HIGHMEM cell is CANNOT-DETECT
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Logf("\n%s", rep.Matrix())
+	// runCells runs the canary: without it a clean HIGHMEM cell is CANNOT-DETECT.
+	rep := runCells(t, ctx, f, j, j.Cells(), 1, t.TempDir(), nil)
 	if len(rep.Cells) != 2 {
 		t.Fatalf("want the x86_64 and armv7-lpae cells, got %d", len(rep.Cells))
 	}

@@ -22,18 +22,18 @@ import (
 	"time"
 
 	"github.com/kmodlab/kmodlab/internal/fsutil"
-	"github.com/kmodlab/kmodlab/lab/canary"
-	"github.com/kmodlab/kmodlab/lab/verdict"
+	"github.com/kmodlab/kmodlab/lab/judge/verdict"
+	"github.com/kmodlab/kmodlab/lab/observe/canary"
 
 	"github.com/kmodlab/kmodlab/images"
-	"github.com/kmodlab/kmodlab/lab/board"
 	"github.com/kmodlab/kmodlab/lab/build"
 	"github.com/kmodlab/kmodlab/lab/fleet"
 	"github.com/kmodlab/kmodlab/lab/job"
-	"github.com/kmodlab/kmodlab/lab/qemu"
-	"github.com/kmodlab/kmodlab/lab/remote"
+	"github.com/kmodlab/kmodlab/lab/machine/board"
+	"github.com/kmodlab/kmodlab/lab/machine/qemu"
+	"github.com/kmodlab/kmodlab/lab/machine/remote"
+	"github.com/kmodlab/kmodlab/lab/machine/runner"
 	"github.com/kmodlab/kmodlab/lab/run"
-	"github.com/kmodlab/kmodlab/lab/runner"
 	"golang.org/x/crypto/ssh"
 )
 
@@ -172,11 +172,7 @@ func shortStress(j *job.Job) {
 func TestDefaultJob(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
 	defer cancel()
-	f := &fleet.Fleet{Builder: builder(t), Accel: "auto"}
-	j, err := job.Load(filepath.Join(repoRoot(t), "jobs/highmem-coherency.yaml"), f.Known)
-	if err != nil {
-		t.Fatal(err)
-	}
+	f, j := loadJob(t, "jobs/highmem-coherency.yaml")
 	shortStress(j)
 	out := t.TempDir()
 	// The targets side by side, as kmodlab run does by default on a host with the memory.
@@ -184,13 +180,7 @@ func TestDefaultJob(t *testing.T) {
 	// on a cold CI machine x86_64/atomic, starved by the ARM cold boots beside it, once
 	// reached only 34 of the 40 verified I/O in two 10 s steps (INCONCLUSIVE). The cap
 	// costs nothing when the host keeps up, and REPRODUCED cells stop at their sure verdict.
-	rep, err := run.Run(ctx, run.Options{Job: j, Cells: j.Cells(), Seed: 1, Out: out, Parallel: run.DefaultParallel(),
-		Vars: map[string]string{"stress": "20s"}, Machines: f, CacheDir: f.Builder.CacheDir, Canary: true,
-		Progress: testWriter{t}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Logf("\n%s", rep.Matrix())
+	rep := runCells(t, ctx, f, j, j.Cells(), 1, out, map[string]string{"stress": "20s"})
 	sized := 0
 	for _, c := range rep.Cells {
 		t.Logf("%s: %s: %s", c.ID, c.Verdict, strings.Join(c.Evidence, "; "))
@@ -286,7 +276,7 @@ func deploy(t *testing.T, ctx context.Context, g *qemu.Guest) string {
 	if err := fsutil.CopyFile(ckos[0], filepath.Join(prebuilt, canary.Module+".ko"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	for name, pkg := range map[string]string{"userblkd": "./daemon", "blkstress": "./cmd/blkstress"} {
+	for name, pkg := range map[string]string{"userblkd": "./daemon", "blkstress": "./daemon/blkstress"} {
 		dst := filepath.Join(t.TempDir(), name)
 		if err := build.Go(ctx, repoRoot(t), pkg, tg.GOARCH, tg.GOARM, dst); err != nil {
 			t.Fatal(err)
@@ -464,10 +454,7 @@ func ed25519Key() (ssh.Signer, string, error) {
 // its own) ends `kmodlab run` with exit code 2, reports written, and no QEMU process or
 // temp dir left behind.
 func TestRunInterrupted(t *testing.T) {
-	bin := filepath.Join(t.TempDir(), "kmodlab")
-	if out, err := exec.Command("go", "build", "-o", bin, "../cmd/kmodlab").CombinedOutput(); err != nil {
-		t.Fatalf("%v\n%s", err, out)
-	}
+	bin := buildCLI(t)
 	out := t.TempDir()
 	cmd := exec.Command(bin, "run", "../jobs/highmem-coherency.yaml", "--cell", "x86_64/copier", "--set", "stress=60s", "--full", "--out", out)
 	log := &syncBuffer{}

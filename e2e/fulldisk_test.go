@@ -3,7 +3,6 @@
 package e2e
 
 import (
-	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -12,8 +11,7 @@ import (
 	"syscall"
 	"testing"
 
-	"github.com/kmodlab/kmodlab/lab/report"
-	"github.com/kmodlab/kmodlab/lab/verdict"
+	"github.com/kmodlab/kmodlab/lab/judge/verdict"
 )
 
 // kmodlabTemps lists the lab's temporary directories (QEMU's, the run's).
@@ -44,15 +42,6 @@ func allQemu() int {
 	return len(strings.Fields(string(out)))
 }
 
-func buildCLI(t *testing.T) string {
-	t.Helper()
-	bin := filepath.Join(t.TempDir(), "kmodlab")
-	if out, err := exec.Command("go", "build", "-o", bin, "../cmd/kmodlab").CombinedOutput(); err != nil {
-		t.Fatalf("%v\n%s", err, out)
-	}
-	return bin
-}
-
 // TestResultsOnFullDisk: kmodlab run with --out on a full filesystem (a 256 KiB tmpfs,
 // filled) fails at once with exit 2 and an error naming the directory and the cause,
 // and starts nothing: no QEMU, no temporary directory left.
@@ -69,12 +58,8 @@ func TestResultsOnFullDisk(t *testing.T) {
 	exec.Command("dd", "if=/dev/zero", "of="+filepath.Join(disk, "filler"), "bs=4k").Run() // until ENOSPC
 	before, qemus := kmodlabTemps(), allQemu()
 	out := filepath.Join(disk, "results")
-	log, err := exec.Command(bin, "run", filepath.Join(repoRoot(t), "jobs", "highmem-coherency.yaml"),
-		"--cell", "x86_64/kmap", "--out", out).CombinedOutput()
-	var ee *exec.ExitError
-	if !errors.As(err, &ee) || ee.ExitCode() != 2 {
-		t.Fatalf("exit: %v, want 2\n%s", err, log)
-	}
+	log := runExit(t, 2, bin, "run", filepath.Join(repoRoot(t), "jobs", "highmem-coherency.yaml"),
+		"--cell", "x86_64/kmap", "--out", out)
 	if !strings.Contains(string(log), "results directory "+out) || !strings.Contains(string(log), "no space left on device") {
 		t.Errorf("the error does not say where and why:\n%s", log)
 	}
@@ -110,16 +95,8 @@ expect: {default: clean, min_evidence: {io: 10}}
 	defer os.Remove(jf)
 	before, qemus := kmodlabTemps(), allQemu()
 	out := t.TempDir()
-	log, err := exec.Command(bin, "run", jf, "--out", out).CombinedOutput()
-	var ee *exec.ExitError
-	if !errors.As(err, &ee) || ee.ExitCode() != 1 {
-		t.Fatalf("exit: %v, want 1\n%s", err, log)
-	}
-	rep, err := report.Read(filepath.Join(out, "results.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := rep.Cells[0]
+	log := runExit(t, 1, bin, "run", jf, "--out", out)
+	c := onlyCell(t, out)
 	reasons := strings.Join(c.Reasons, "\n")
 	if c.Verdict != verdict.Inconclusive || c.Met || !strings.Contains(reasons, `stress step "fill" failed`) {
 		t.Errorf("%s met=%v %v\n%s", c.Verdict, c.Met, c.Reasons, log)

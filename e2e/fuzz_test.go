@@ -8,8 +8,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/kmodlab/kmodlab/lab/judge/verdict"
 	"github.com/kmodlab/kmodlab/lab/report"
-	"github.com/kmodlab/kmodlab/lab/verdict"
 )
 
 // TestFuzzJob runs jobs/userblk-fuzz.yaml as a user would (`kmodlab run`): userblkfuzz
@@ -17,10 +17,7 @@ import (
 // clean (no violated invariant, no oops, no hung task, enough ioctls) and the run
 // must exit 0.
 func TestFuzzJob(t *testing.T) {
-	bin := filepath.Join(t.TempDir(), "kmodlab")
-	if out, err := exec.Command("go", "build", "-o", bin, "../cmd/kmodlab").CombinedOutput(); err != nil {
-		t.Fatalf("%v\n%s", err, out)
-	}
+	bin := buildCLI(t)
 	out := t.TempDir()
 	cmd := exec.Command(bin, "run", "../jobs/userblk-fuzz.yaml", "--seed", "1", "--set", "fuzz=12s", "--out", out)
 	log := &syncBuffer{}

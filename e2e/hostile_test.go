@@ -11,8 +11,8 @@ import (
 	"time"
 
 	"github.com/kmodlab/kmodlab/lab/build"
-	"github.com/kmodlab/kmodlab/lab/qemu"
-	"github.com/kmodlab/kmodlab/lab/runner"
+	"github.com/kmodlab/kmodlab/lab/machine/qemu"
+	"github.com/kmodlab/kmodlab/lab/machine/runner"
 	"github.com/kmodlab/kmodlab/stressreport"
 )
 
@@ -83,7 +83,7 @@ func deployFuzz(t *testing.T, ctx context.Context, g *qemu.Guest) {
 	tg := g.Image.Target
 	deployModule(t, ctx, g)
 	dst := filepath.Join(t.TempDir(), "userblkfuzz")
-	if err := build.Go(ctx, repoRoot(t), "./cmd/userblkfuzz", tg.GOARCH, tg.GOARM, dst); err != nil {
+	if err := build.Go(ctx, repoRoot(t), "./daemon/userblkfuzz", tg.GOARCH, tg.GOARM, dst); err != nil {
 		t.Fatal(err)
 	}
 	if err := g.Copy(ctx, dst, "/root/userblkfuzz", 0o755); err != nil {

@@ -5,7 +5,6 @@ package e2e
 import (
 	"context"
 	"os"
-	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -13,9 +12,7 @@ import (
 	"time"
 
 	"github.com/kmodlab/kmodlab/images"
-	"github.com/kmodlab/kmodlab/lab/fleet"
 	"github.com/kmodlab/kmodlab/lab/job"
-	"github.com/kmodlab/kmodlab/lab/run"
 )
 
 var canaryCounts = regexp.MustCompile(`stale (\d+)/\d+ to a consumer via kmap_local_page, (\d+)/\d+ via kmap; kernel thread (\d+)/\d+`)
@@ -28,11 +25,7 @@ var canaryCounts = regexp.MustCompile(`stale (\d+)/\d+ to a consumer via kmap_lo
 func TestKernelLines(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 75*time.Minute) // a cold kernel build is in it
 	defer cancel()
-	f := &fleet.Fleet{Builder: builder(t), Accel: "auto"}
-	j, err := job.Load(filepath.Join(repoRoot(t), "jobs/kernels.yaml"), f.Known)
-	if err != nil {
-		t.Fatal(err)
-	}
+	f, j := loadJob(t, "jobs/kernels.yaml")
 	shortStress(j)
 	// A built line's first build takes most of an hour on 2 cores: it runs here when the
 	// cache has it (kmodlab images build armv7-lpae@trixie+detect) or when asked to build.
@@ -65,13 +58,7 @@ func TestKernelLines(t *testing.T) {
 	if skipped > 0 {
 		t.Logf("%d cells of built lines left out: their kernels are not in the cache (kmodlab images build them, or KMODLAB_E2E_KERNEL_BUILD=1)", skipped)
 	}
-	rep, err := run.Run(ctx, run.Options{Job: j, Cells: cells, Seed: 3, Out: t.TempDir(), Parallel: run.DefaultParallel(),
-		Vars: map[string]string{"stress": "20s"}, Machines: f, CacheDir: f.Builder.CacheDir, Canary: true,
-		Progress: testWriter{t}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Logf("\n%s", rep.Matrix())
+	rep := runCells(t, ctx, f, j, cells, 3, t.TempDir(), map[string]string{"stress": "20s"})
 	built := 0
 	for _, c := range rep.Cells {
 		t.Logf("%s: %s: canary %s", c.ID, c.Verdict, c.Canary)

@@ -15,8 +15,8 @@ import (
 	"time"
 
 	"github.com/kmodlab/kmodlab/images"
-	"github.com/kmodlab/kmodlab/lab/qemu"
-	"github.com/kmodlab/kmodlab/lab/runner"
+	"github.com/kmodlab/kmodlab/lab/machine/qemu"
+	"github.com/kmodlab/kmodlab/lab/machine/runner"
 	"github.com/kmodlab/kmodlab/stressreport"
 )
 

@@ -3,24 +3,18 @@
 package e2e
 
 import (
-	"errors"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 
-	"github.com/kmodlab/kmodlab/lab/report"
-	"github.com/kmodlab/kmodlab/lab/verdict"
+	"github.com/kmodlab/kmodlab/lab/judge/verdict"
 )
 
 // TestNothingRunsIsInconclusive: a job whose stress step does nothing has no evidence,
 // so its cell is INCONCLUSIVE (never clean) and kmodlab run exits 1.
 func TestNothingRunsIsInconclusive(t *testing.T) {
-	bin := filepath.Join(t.TempDir(), "kmodlab")
-	if out, err := exec.Command("go", "build", "-o", bin, "../cmd/kmodlab").CombinedOutput(); err != nil {
-		t.Fatalf("%v\n%s", err, out)
-	}
+	bin := buildCLI(t)
 	jf := filepath.Join(repoRoot(t), "jobs", ".e2e-nothing.yaml")
 	os.WriteFile(jf, []byte(`name: nothing
 targets: [x86_64]
@@ -30,17 +24,8 @@ expect: {default: clean}
 `), 0o644)
 	defer os.Remove(jf)
 	out := t.TempDir()
-	cmd := exec.Command(bin, "run", jf, "--out", out)
-	log, err := cmd.CombinedOutput()
-	var ee *exec.ExitError
-	if !errors.As(err, &ee) || ee.ExitCode() != 1 {
-		t.Fatalf("exit: %v, want 1\n%s", err, log)
-	}
-	rep, err := report.Read(filepath.Join(out, "results.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := rep.Cells[0]
+	log := runExit(t, 1, bin, "run", jf, "--out", out)
+	c := onlyCell(t, out)
 	if c.Verdict != verdict.Inconclusive || c.Met || !strings.Contains(strings.Join(c.Reasons, "\n"), "only 0 verified reads and writes") {
 		t.Errorf("%s met=%v %v\n%s", c.Verdict, c.Met, c.Reasons, log)
 	}

@@ -16,7 +16,7 @@ import (
 	"sort"
 	"strings"
 
-	"github.com/kmodlab/kmodlab/internal/daemoncpu"
+	"github.com/kmodlab/kmodlab/daemon/daemoncpu"
 	"gopkg.in/yaml.v3"
 )
 
@@ -129,7 +129,7 @@ type QEMU struct {
 }
 
 // Cmdline is the recipe's part of the kernel command line on smp CPUs: its append: and
-// the daemon's CPU isolated (internal/daemoncpu's rule).
+// the daemon's CPU isolated (daemon/daemoncpu's rule).
 func (q QEMU) Cmdline(smp int) string {
 	return strings.TrimSpace(q.Append + " " + daemoncpu.Isolcpus(smp))
 }

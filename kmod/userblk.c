@@ -327,7 +327,7 @@ static u32 userblk_crc(const void *p, u32 len)
 /*
  * userblk_trace_line - print one trace line. Does not sleep; callable with a
  * kmap_atomic mapping held. This is the only function that prints trace lines; the
- * format below is the contract kmodlab's trace parser (lab/trace) implements:
+ * format below is the contract kmodlab's trace parser (lab/observe/trace) implements:
  *
  *   userblk<N>: <op> <xid> <pos> <len> <crc> <addr> <tid> cpu=<cpu> mode=<mode> dev=<dev>[ side=<side>]
  *
@@ -1120,51 +1120,33 @@ out_unlock:
 }
 
 /*
- * userblk_copy_out - give a write's data to the daemon: through the submitter's mapping
- * (atomic, local, kmap) or through our own (copier). Runs in the daemon's thread, with
- * the request BUSY, with page faults disabled: returns the bytes not copied (all of
- * them for a buffer outside user space). Does not sleep.
+ * userblk_copy - move a segment's data between the request and the daemon's buffer:
+ * to the daemon (to_user, a write's data) or from it (a read's data). Through the
+ * submitter's mapping (atomic, local, kmap; the bug when that mapping is CPU-local)
+ * or through our own (copier). Runs in the daemon's thread, with the request BUSY
+ * (so req->addr, page and offset are ours to read), with page faults disabled:
+ * returns the bytes not copied (all of them for a buffer outside user space). Does
+ * not sleep.
  */
-static unsigned long userblk_copy_out(struct userblk_req *req, void __user *ubuf)
+static unsigned long userblk_copy(struct userblk_req *req, void __user *ubuf, bool to_user)
 {
+	void *buf = req->addr, *p = NULL;
 	unsigned long left;
-	void *p;
-
-	if (!access_ok(ubuf, req->len))
-		return req->len;
-	pagefault_disable();
-	if (req->addr) {
-		left = __copy_to_user_inatomic(ubuf, req->addr, req->len);
-	} else {
-		p = kmap_local_page(req->page);
-		left = __copy_to_user_inatomic(ubuf, p + req->offset, req->len);
-		kunmap_local(p);
-	}
-	pagefault_enable();
-	return left;
-}
-
-/*
- * userblk_copy_in - put a read's data into the segment, from the daemon's thread:
- * through the submitter's mapping (the bug when that mapping is CPU-local) or our own.
- * Page faults disabled, as userblk_copy_out(). Does not sleep.
- */
-static unsigned long userblk_copy_in(struct userblk_req *req, const void __user *ubuf)
-{
-	unsigned long left;
-	void *p;
 
 	/* The _inatomic copies neither check the range nor zero a short copy's tail. */
 	if (!access_ok(ubuf, req->len))
 		return req->len;
 	pagefault_disable();
-	if (req->addr) {
-		left = __copy_from_user_inatomic(req->addr, ubuf, req->len);
-	} else {
+	if (!buf) {
 		p = kmap_local_page(req->page);
-		left = __copy_from_user_inatomic(p + req->offset, ubuf, req->len);
-		kunmap_local(p);
+		buf = p + req->offset;
 	}
+	if (to_user)
+		left = __copy_to_user_inatomic(ubuf, buf, req->len);
+	else
+		left = __copy_from_user_inatomic(buf, ubuf, req->len);
+	if (p)
+		kunmap_local(p);
 	pagefault_enable();
 	return left;
 }
@@ -1251,7 +1233,7 @@ again:
 	r.flags = 0;
 	left = 0;
 	if (req->op == USERBLK_OP_WRITE) {
-		left = userblk_copy_out(req, ubuf);
+		left = userblk_copy(req, ubuf, true);
 		if (left && !user_side_faults(ubuf, req->len, left, true)) {
 			/* The handed-over mapping faulted: it cannot heal, fail it in the end. */
 			userblk_trace_fault(ub, req, "wfault", req->addr, left, "kernel");
@@ -1350,7 +1332,7 @@ again:
 	userblk_busy_delay();
 
 	if (!c.status && req->op == USERBLK_OP_READ) {
-		left = userblk_copy_in(req, ubuf);
+		left = userblk_copy(req, (void __user *)ubuf, false);
 		if (left && !user_side_faults((void __user *)ubuf, req->len, left, false)) {
 			userblk_trace_fault(ub, req, "rfault", req->addr, left, "kernel");
 			if (++req->faults >= USERBLK_MAX_FAULTS)

@@ -57,7 +57,7 @@ build:
     - {name: userblk, dir: $dir/kmod}
   binaries:
     - {name: userblkd, package: ./daemon}
-    - {name: blkstress, package: ./cmd/blkstress}
+    - {name: blkstress, package: ./daemon/blkstress}
 setup:
   - name: insmod
     run: insmod {{.dest}}/userblk.ko unsafe_modes=1 map_mode={{.map_mode}} trace=1

@@ -1,6 +1,6 @@
 // Package stressreport is the one definition of the stress-report JSON a stress step
 // writes and the lab reads (docs/formats.md describes it for tools in other languages).
-// cmd/blkstress and cmd/userblkfuzz write it; lab/run reads it. A foreign tool only has
+// daemon/blkstress and daemon/userblkfuzz write it; lab/run reads it. A foreign tool only has
 // to write the fields it knows; "details" may hold anything, and the lab shows a shape it
 // does not know as text.
 package stressreport

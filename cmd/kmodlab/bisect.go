@@ -12,9 +12,9 @@ import (
 
 	"github.com/kmodlab/kmodlab/lab/bisect"
 	"github.com/kmodlab/kmodlab/lab/job"
+	"github.com/kmodlab/kmodlab/lab/judge/verdict"
 	"github.com/kmodlab/kmodlab/lab/report"
 	"github.com/kmodlab/kmodlab/lab/run"
-	"github.com/kmodlab/kmodlab/lab/verdict"
 	"github.com/spf13/cobra"
 )
 

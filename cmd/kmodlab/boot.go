@@ -8,8 +8,8 @@ import (
 	"time"
 
 	"github.com/kmodlab/kmodlab/images"
-	"github.com/kmodlab/kmodlab/lab/qemu"
-	"github.com/kmodlab/kmodlab/lab/remote"
+	"github.com/kmodlab/kmodlab/lab/machine/qemu"
+	"github.com/kmodlab/kmodlab/lab/machine/remote"
 	"github.com/kmodlab/kmodlab/lab/report"
 	"github.com/spf13/cobra"
 	"golang.org/x/crypto/ssh"

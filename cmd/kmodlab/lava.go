@@ -11,9 +11,9 @@ import (
 	"github.com/kmodlab/kmodlab/lab/build"
 	"github.com/kmodlab/kmodlab/lab/fleet"
 	"github.com/kmodlab/kmodlab/lab/job"
-	"github.com/kmodlab/kmodlab/lab/lava"
+	"github.com/kmodlab/kmodlab/lab/machine/lava"
+	"github.com/kmodlab/kmodlab/lab/machine/runner"
 	"github.com/kmodlab/kmodlab/lab/run"
-	"github.com/kmodlab/kmodlab/lab/runner"
 	"github.com/spf13/cobra"
 )
 

@@ -11,9 +11,9 @@ import (
 	"unicode"
 
 	"github.com/kmodlab/kmodlab/lab/fleet"
+	"github.com/kmodlab/kmodlab/lab/judge/verdict"
+	"github.com/kmodlab/kmodlab/lab/observe/trace"
 	"github.com/kmodlab/kmodlab/lab/report"
-	"github.com/kmodlab/kmodlab/lab/trace"
-	"github.com/kmodlab/kmodlab/lab/verdict"
 )
 
 // capture runs f with os.Stdout and os.Stderr going to files and returns what each got.
@@ -55,11 +55,11 @@ func TestMergeNeutralisesShardText(t *testing.T) {
 	os.WriteFile(plan, data, 0o644)
 	table := "oper trans\n```\n# INJECTED-HEADING\n````\n[click](https://example.invalid)"
 	r := &report.Run{Job: "p", JobFile: "p.yaml", Keys: []string{"mode"}, Cells: []*report.Cell{
-		{ID: "x86_64/a", Target: "x86_64", Verdict: verdict.Reproduced, Expect: "clean",
+		{ID: "x86_64/a", Target: "x86_64", Outcome: report.Outcome{Verdict: verdict.Reproduced, Reasons: []string{"a | b | c"}}, Expect: "clean",
 			Evidence: []string{"::warning title=injected::from a shard", "trace:\n  \t::add-mask::x", "\u00a0::error::nbsp"},
-			Reasons:  []string{"a | b | c"}, Error: "first\r::notice::cr", Replay: "kmodlab run p.yaml ##[warning]x",
+			Error:    "first\r::notice::cr", Replay: "kmodlab run p.yaml ##[warning]x",
 			Trace: &report.TraceSummary{First: &trace.Divergence{Kind: "write data differs", Detail: "::debug::d"}, FirstTable: table}},
-		{ID: "x86_64/b", Target: "x86_64", Verdict: verdict.Clean, Expect: "clean", Met: true, Evidence: []string{}},
+		{ID: "x86_64/b", Target: "x86_64", Outcome: report.Outcome{Verdict: verdict.Clean, Met: true}, Expect: "clean", Evidence: []string{}},
 	}}
 	shard := t.TempDir()
 	if err := r.Write(shard); err != nil {

@@ -10,8 +10,8 @@ import (
 
 	"github.com/kmodlab/kmodlab/lab/fleet"
 	"github.com/kmodlab/kmodlab/lab/job"
+	"github.com/kmodlab/kmodlab/lab/judge/verdict"
 	"github.com/kmodlab/kmodlab/lab/report"
-	"github.com/kmodlab/kmodlab/lab/verdict"
 )
 
 const planJob = `name: p
@@ -98,8 +98,7 @@ func shardResults(t *testing.T, verdicts map[string]verdict.Verdict, ids ...stri
 		if v == "" {
 			v = map[verdict.Expectation]verdict.Verdict{"clean": verdict.Clean, "reproduces": verdict.Reproduced}[expect]
 		}
-		r.Cells = append(r.Cells, &report.Cell{ID: id, Target: target, Verdict: v, Expect: expect, Met: report.Meets(v, expect),
-			Evidence: []string{"evidence of " + id}, Replay: "kmodlab run p.yaml --cell " + id + " --seed 3"})
+		r.Cells = append(r.Cells, &report.Cell{ID: id, Target: target, Outcome: report.Outcome{Verdict: v, Met: report.Meets(v, expect)}, Expect: expect, Evidence: []string{"evidence of " + id}, Replay: "kmodlab run p.yaml --cell " + id + " --seed 3"})
 	}
 	dir := t.TempDir()
 	if err := r.Write(dir); err != nil {

@@ -7,9 +7,9 @@ import (
 	"strings"
 	"time"
 
-	"github.com/kmodlab/kmodlab/lab/board"
 	"github.com/kmodlab/kmodlab/lab/fleet"
 	"github.com/kmodlab/kmodlab/lab/job"
+	"github.com/kmodlab/kmodlab/lab/machine/board"
 	"github.com/kmodlab/kmodlab/lab/report"
 	"github.com/kmodlab/kmodlab/lab/run"
 	"github.com/spf13/cobra"

@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 
+	"github.com/kmodlab/kmodlab/lab/machine/board"
 	"github.com/kmodlab/kmodlab/lab/report"
 	"github.com/spf13/cobra"
 )
@@ -14,15 +15,15 @@ func runnersCmd() *cobra.Command {
 		Use:   "check [NAME...]",
 		Short: "Health-check boards: reachable, host key, arch, kernel, headers, memory; quarantine failures",
 		RunE: func(cmd *cobra.Command, args []string) error {
-			f, err := newFleet("auto", 0)
+			boards, err := configuredBoards()
 			if err != nil {
 				return err
 			}
-			if f.Boards == nil {
+			if boards == nil {
 				return fmt.Errorf("no runners.yaml (give --runners FILE)")
 			}
 			bad := checkLabs(cmd.Context(), args) // lava.go
-			for _, b := range f.Boards.Boards {
+			for _, b := range boards.Boards {
 				if len(args) > 0 && !contains(args, b.Name) {
 					continue
 				}
@@ -48,15 +49,12 @@ func runnersCmd() *cobra.Command {
 		Use:   "list",
 		Short: "List configured boards and their quarantine state",
 		RunE: func(cmd *cobra.Command, args []string) error {
-			f, err := newFleet("auto", 0)
-			if err != nil {
+			boards, err := configuredBoards()
+			if err != nil || boards == nil {
+				fmt.Fprintln(stdout, "no boards configured")
 				return err
 			}
-			if f.Boards == nil {
-				fmt.Fprintln(stdout, "no boards configured")
-				return nil
-			}
-			for _, b := range f.Boards.Boards {
+			for _, b := range boards.Boards {
 				q := b.Quarantined()
 				if q == "" {
 					q = "available"
@@ -77,4 +75,13 @@ func contains(list []string, s string) bool {
 		}
 	}
 	return false
+}
+
+// configuredBoards is runners.yaml's boards, nil when there is no runners.yaml.
+func configuredBoards() (*board.Config, error) {
+	f, err := newFleet("auto", 0)
+	if err != nil {
+		return nil, err
+	}
+	return f.Boards, nil
 }

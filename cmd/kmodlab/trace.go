@@ -6,9 +6,9 @@ import (
 	"io"
 	"os"
 
-	"github.com/kmodlab/kmodlab/lab/console"
+	"github.com/kmodlab/kmodlab/lab/observe/console"
+	"github.com/kmodlab/kmodlab/lab/observe/trace"
 	"github.com/kmodlab/kmodlab/lab/report"
-	"github.com/kmodlab/kmodlab/lab/trace"
 	"github.com/spf13/cobra"
 )
 

@@ -39,7 +39,7 @@
  * Event counters: how often the driver met the interleavings its tests must reach, for
  * every disk together since the module was loaded. One read-only file per event, named
  * by USERBLK_EVENT_NAMES (in USERBLK_EV_* order), holding a decimal count, in
- * USERBLK_EVENTS_DIR. cmd/userblkfuzz reads them before and after a run.
+ * USERBLK_EVENTS_DIR. daemon/userblkfuzz reads them before and after a run.
  */
 #define USERBLK_EVENTS_DIR	"/sys/class/misc/" USERBLK_CTL_NAME "/events"
 #define USERBLK_EV_TIMEOUT_QUEUED	0	/* io_timeout ended a request GET_REQUEST never took */

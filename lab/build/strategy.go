@@ -10,8 +10,20 @@ import (
 	"path/filepath"
 	"strings"
 
-	"github.com/kmodlab/kmodlab/lab/runner"
+	"github.com/kmodlab/kmodlab/lab/machine/runner"
 )
+
+// Targets says what a named machine is and how it gets kernel modules: the part of a
+// runner kind that the build stage needs. Every runner kind is one (fleet.Provider),
+// so is the pipeline's view of them all (run.Machines), and a LAVA lab's entries are
+// described by the QEMU kind's (lava.Provider.Base).
+type Targets interface {
+	// Describe says what the named machine is without starting it.
+	Describe(name string) (runner.Info, error)
+	// Strategy says how the machine gets the job's kernel modules: cross-built on the
+	// host, built natively on the machine, or prebuilt.
+	Strategy(ctx context.Context, name, cacheDir string, strict bool) (Strategy, error)
+}
 
 // Strategy is how a machine gets a job's kernel modules: cross-built on the host
 // against the machine's exact headers (QEMU targets), built natively on the machine

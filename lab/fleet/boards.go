@@ -4,7 +4,7 @@ import (
 	"context"
 
 	"github.com/kmodlab/kmodlab/lab/build"
-	"github.com/kmodlab/kmodlab/lab/runner"
+	"github.com/kmodlab/kmodlab/lab/machine/runner"
 )
 
 // boardKind is the provider of the boards of runners.yaml, by name or label.

@@ -11,9 +11,9 @@ import (
 	"time"
 
 	"github.com/kmodlab/kmodlab/images"
-	"github.com/kmodlab/kmodlab/lab/board"
 	"github.com/kmodlab/kmodlab/lab/build"
-	"github.com/kmodlab/kmodlab/lab/runner"
+	"github.com/kmodlab/kmodlab/lab/machine/board"
+	"github.com/kmodlab/kmodlab/lab/machine/runner"
 )
 
 // Fleet is every machine a job can name.

@@ -6,9 +6,9 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/kmodlab/kmodlab/lab/board"
 	"github.com/kmodlab/kmodlab/lab/build"
-	"github.com/kmodlab/kmodlab/lab/runner"
+	"github.com/kmodlab/kmodlab/lab/machine/board"
+	"github.com/kmodlab/kmodlab/lab/machine/runner"
 )
 
 // farm is a registered batch kind, as a lab of boards would be.

@@ -9,7 +9,7 @@ import (
 
 	"github.com/kmodlab/kmodlab/images"
 	"github.com/kmodlab/kmodlab/lab/job"
-	"github.com/kmodlab/kmodlab/lab/runner"
+	"github.com/kmodlab/kmodlab/lab/machine/runner"
 )
 
 // CheckGuest takes the job's guest: field as the additions every machine gets and

@@ -5,7 +5,7 @@ import (
 	"errors"
 
 	"github.com/kmodlab/kmodlab/lab/build"
-	"github.com/kmodlab/kmodlab/lab/runner"
+	"github.com/kmodlab/kmodlab/lab/machine/runner"
 )
 
 // Provider is one kind of runner: built-in QEMU targets (qemu.go), configured boards
@@ -25,12 +25,9 @@ type Provider interface {
 	Owns(name string) bool
 	// Names lists the names a job can give, for error messages.
 	Names() []string
-	// Describe says what the named machine is without starting it. An error means the
-	// name is the provider's but cannot be used now (every board of a label quarantined).
-	Describe(name string) (runner.Info, error)
-	// Strategy says how the machine gets the job's kernel modules: cross-built on the
-	// host, built natively on the machine, or prebuilt.
-	Strategy(ctx context.Context, name, cacheDir string, strict bool) (build.Strategy, error)
+	// Targets: Describe and Strategy. A Describe error means the name is the
+	// provider's but cannot be used now (every board of a label quarantined).
+	build.Targets
 	// Acquire returns a ready machine; consoleLog, if set, receives its console.
 	Acquire(ctx context.Context, name, consoleLog string) (runner.Runner, error)
 }

@@ -7,8 +7,8 @@ import (
 
 	"github.com/kmodlab/kmodlab/images"
 	"github.com/kmodlab/kmodlab/lab/build"
-	"github.com/kmodlab/kmodlab/lab/qemu"
-	"github.com/kmodlab/kmodlab/lab/runner"
+	"github.com/kmodlab/kmodlab/lab/machine/qemu"
+	"github.com/kmodlab/kmodlab/lab/machine/runner"
 )
 
 // qemuKind is the provider of the built-in QEMU targets (images/recipes), on any of

@@ -3,7 +3,7 @@ package job
 import (
 	"fmt"
 
-	"github.com/kmodlab/kmodlab/lab/verdict"
+	"github.com/kmodlab/kmodlab/lab/judge/verdict"
 )
 
 // BuildExpect is what the job expects of a target's build: BuildFails when a cell

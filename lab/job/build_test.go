@@ -3,7 +3,7 @@ package job
 import (
 	"testing"
 
-	"github.com/kmodlab/kmodlab/lab/verdict"
+	"github.com/kmodlab/kmodlab/lab/judge/verdict"
 )
 
 func TestBuildFailsExpectation(t *testing.T) {

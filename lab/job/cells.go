@@ -6,7 +6,7 @@ import (
 	"sort"
 	"strings"
 
-	"github.com/kmodlab/kmodlab/lab/verdict"
+	"github.com/kmodlab/kmodlab/lab/judge/verdict"
 )
 
 // Cell is one target with one choice of matrix values.

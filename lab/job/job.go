@@ -16,7 +16,7 @@ import (
 	"time"
 
 	"github.com/kmodlab/kmodlab/internal/yamlline"
-	"github.com/kmodlab/kmodlab/lab/verdict"
+	"github.com/kmodlab/kmodlab/lab/judge/verdict"
 	"gopkg.in/yaml.v3"
 )
 
@@ -79,13 +79,13 @@ type File struct {
 
 // Step is one shell command on the machine.
 type Step struct {
-	Name       string   `yaml:"name"`
-	Run        string   `yaml:"run"`
-	Background bool     `yaml:"background"` // start and go on; its output goes to DEST/<name>.log
-	Ready      string   `yaml:"ready"`      // with background: polled until it succeeds
-	Timeout    Duration `yaml:"timeout"`
-	Report     string   `yaml:"report"` // a stress report (JSON with "mismatches") the step writes
-	IgnoreFail bool     `yaml:"ignore_failure"`
+	Name       string            `yaml:"name"`
+	Run        string            `yaml:"run"`
+	Background bool              `yaml:"background"` // start and go on; its output goes to DEST/<name>.log
+	Ready      string            `yaml:"ready"`      // with background: polled until it succeeds
+	Timeout    yamlline.Duration `yaml:"timeout"`
+	Report     string            `yaml:"report"` // a stress report (JSON with "mismatches") the step writes
+	IgnoreFail bool              `yaml:"ignore_failure"`
 	// OnFailure says what a failed stress step means: "evidence" (judged with its
 	// report; the default for steps with a report) or "infra" (the lab could not
 	// judge; the default otherwise).
@@ -110,10 +110,10 @@ func (s Step) FailurePolicy() verdict.Policy {
 
 // Timeouts per phase.
 type Timeouts struct {
-	Boot    Duration `yaml:"boot"`
-	Setup   Duration `yaml:"setup"`
-	Stress  Duration `yaml:"stress"`
-	Collect Duration `yaml:"collect"`
+	Boot    yamlline.Duration `yaml:"boot"`
+	Setup   yamlline.Duration `yaml:"setup"`
+	Stress  yamlline.Duration `yaml:"stress"`
+	Collect yamlline.Duration `yaml:"collect"`
 }
 
 // Expect says what each cell should show: "reproduces", "crashes", "clean" or
@@ -151,27 +151,6 @@ func (e Expect) Evidence() verdict.MinEvidence {
 		return verdict.DefaultMinEvidence
 	}
 	return *e.MinEvidence
-}
-
-// Duration is a time.Duration written as "30s".
-type Duration time.Duration
-
-// UnmarshalYAML reads "90s", "2m".
-func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
-	v, err := time.ParseDuration(n.Value)
-	if err != nil {
-		return fmt.Errorf("line %d: %q is not a duration (like 30s or 2m)", n.Line, n.Value)
-	}
-	*d = Duration(v)
-	return nil
-}
-
-// D is the duration, or def when unset.
-func (d Duration) D(def time.Duration) time.Duration {
-	if d == 0 {
-		return def
-	}
-	return time.Duration(d)
 }
 
 // Error is a problem in a job file, at a line.
@@ -283,7 +262,7 @@ func (j *Job) check(root *yaml.Node, known func(string) bool) error {
 	}
 	for _, t := range []struct {
 		name string
-		d    Duration
+		d    yamlline.Duration
 	}{{"boot", j.Timeouts.Boot}, {"setup", j.Timeouts.Setup}, {"stress", j.Timeouts.Stress}, {"collect", j.Timeouts.Collect}} {
 		if t.d < 0 {
 			return bad("timeouts."+t.name, fmt.Sprintf("%s: a timeout cannot be negative", time.Duration(t.d)), "timeouts", t.name)

@@ -26,12 +26,14 @@ var (
 
 // checkName says what is wrong with a step, binary or module name ("" when nothing).
 func checkName(s string) string {
-	switch {
-	case s == "":
+	if s == "" {
 		return "missing"
-	case !nameRe.MatchString(s) || strings.Contains(s, ".."):
-		return fmt.Sprintf("%q: only letters, digits, '.', '_', '+' and '-', not first and no '..' (the name becomes a file name on the machine and in the results directory)", s)
-	case strings.HasPrefix(strings.ToLower(s), "kmodlab"):
+	}
+	if m := checkChars(s, nameRe, "letters, digits, '.', '_', '+' and '-'",
+		"the name becomes a file name on the machine and in the results directory"); m != "" {
+		return m
+	}
+	if strings.HasPrefix(strings.ToLower(s), "kmodlab") {
 		return fmt.Sprintf("%q: names starting with kmodlab are the lab's own (its agent, canary and step files)", s)
 	}
 	return ""
@@ -39,13 +41,20 @@ func checkName(s string) string {
 
 // checkValue says what is wrong with a matrix value or a target name.
 func checkValue(s string) string {
-	switch {
-	case s == "":
+	if s == "" {
 		return "empty"
-	case !valueRe.MatchString(s) || strings.Contains(s, ".."):
-		return fmt.Sprintf("%q: only letters, digits and . _ + = : @ %% -, not first and no '..' (it is part of the cell's ID, its --cell pattern and its results directory)", s)
 	}
-	return ""
+	return checkChars(s, valueRe, "letters, digits and . _ + = : @ % -",
+		"it is part of the cell's ID, its --cell pattern and its results directory")
+}
+
+// checkChars says what is wrong with a non-empty s that must match re and hold no
+// "..": which characters it may have (chars) and why (the place it ends up).
+func checkChars(s string, re *regexp.Regexp, chars, why string) string {
+	if re.MatchString(s) && !strings.Contains(s, "..") {
+		return ""
+	}
+	return fmt.Sprintf("%q: only %s, not first and no '..' (%s)", s, chars, why)
 }
 
 // labFiles are what the lab itself writes into a cell's results directory: a collected

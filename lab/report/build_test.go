@@ -5,16 +5,14 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/kmodlab/kmodlab/lab/verdict"
+	"github.com/kmodlab/kmodlab/lab/judge/verdict"
 )
 
 func buildRun() *Run {
 	return &Run{Job: "rd", JobFile: "examples/rapiddisk/job.yaml", Cells: []*Cell{
-		{ID: "armv7-lpae", Target: "armv7-lpae", Verdict: verdict.Clean, Expect: "clean", Met: true,
-			Build: &Build{Warnings: 1, List: []string{"rapiddisk.c:104: no previous prototype for 'x'"}}},
-		{ID: "armv7-lpae@trixie", Target: "armv7-lpae@trixie", Verdict: verdict.BuildFailed, Expect: "build-fails", Met: true,
-			Evidence: []string{"build: rapiddisk.c:815: implicit declaration of function 'blk_queue_logical_block_size'"},
-			Build:    &Build{FirstError: "rapiddisk.c:815: implicit declaration of function 'blk_queue_logical_block_size'", Module: "rapiddisk"},
+		{ID: "armv7-lpae", Target: "armv7-lpae", Outcome: Outcome{Verdict: verdict.Clean, Met: true}, Expect: "clean", Build: &Build{Warnings: 1, List: []string{"rapiddisk.c:104: no previous prototype for 'x'"}}},
+		{ID: "armv7-lpae@trixie", Target: "armv7-lpae@trixie", Outcome: Outcome{Verdict: verdict.BuildFailed, Met: true}, Expect: "build-fails", Evidence: []string{"build: rapiddisk.c:815: implicit declaration of function 'blk_queue_logical_block_size'"},
+			Build: &Build{FirstError: "rapiddisk.c:815: implicit declaration of function 'blk_queue_logical_block_size'", Module: "rapiddisk"},
 			BuildSource: &Source{File: "examples/rapiddisk/rapiddisk/rapiddisk.c", Line: 815,
 				Frame: "rapiddisk.c:815: implicit declaration of function 'blk_queue_logical_block_size'"}},
 	}}
@@ -56,8 +54,7 @@ func TestBuildFailedExitAndAnnotation(t *testing.T) {
 // A run's and a sweep's build verdicts and expectations pass merge's shard check.
 func TestBuildVerdictsValidate(t *testing.T) {
 	r := buildRun()
-	r.Cells = append(r.Cells, &Cell{ID: "6.1.0-47/x86_64", Target: "6.1.0-47", Verdict: "built", Expect: "builds", Met: true,
-		Build: &Build{Seconds: 1.5, CPUSeconds: 1.2}})
+	r.Cells = append(r.Cells, &Cell{ID: "6.1.0-47/x86_64", Target: "6.1.0-47", Outcome: Outcome{Verdict: "built", Met: true}, Expect: "builds", Build: &Build{Seconds: 1.5, CPUSeconds: 1.2}})
 	data, err := json.Marshal(r)
 	if err != nil {
 		t.Fatal(err)

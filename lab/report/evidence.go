@@ -5,9 +5,9 @@ import (
 	"sort"
 	"strings"
 
-	"github.com/kmodlab/kmodlab/lab/ktap"
-	"github.com/kmodlab/kmodlab/lab/trace"
-	"github.com/kmodlab/kmodlab/lab/verdict"
+	"github.com/kmodlab/kmodlab/lab/judge/verdict"
+	"github.com/kmodlab/kmodlab/lab/observe/ktap"
+	"github.com/kmodlab/kmodlab/lab/observe/trace"
 	"github.com/kmodlab/kmodlab/stressreport"
 )
 

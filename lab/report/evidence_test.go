@@ -4,23 +4,23 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/kmodlab/kmodlab/lab/kmsg"
-	"github.com/kmodlab/kmodlab/lab/trace"
-	"github.com/kmodlab/kmodlab/lab/verdict"
+	"github.com/kmodlab/kmodlab/lab/judge/verdict"
+	"github.com/kmodlab/kmodlab/lab/observe/kmsg"
+	"github.com/kmodlab/kmodlab/lab/observe/trace"
 	"github.com/kmodlab/kmodlab/stressreport"
 )
 
 // Divergences are charted in ms since stress started: one from before (setup) would be
 // a negative time, which the report cannot draw and merge refuses.
 func TestDivergencesBeforeStressAreNotCharted(t *testing.T) {
-	c := &Cell{FirstDivergenceMS: -1, StopMS: -1}
+	c := &Cell{Outcome: Outcome{FirstDivergenceMS: -1, StopMS: -1}}
 	tr := &trace.Result{DivergenceTS: []int64{-1, 1_000_000, 4_999_999, 5_000_000, 6_500_000}}
 	c.Record(Findings{Evidence: verdict.Evidence{Trace: tr}, StressKernelUS: 5_000_000, StopMS: -1})
 	if got := c.Divergences; len(got) != 2 || got[0] != 0 || got[1] != 1500 || c.FirstDivergenceMS != 0 {
 		t.Errorf("divergences %v, first %d; want [0 1500], 0", got, c.FirstDivergenceMS)
 	}
 	// An unknown stress start charts nothing.
-	c = &Cell{FirstDivergenceMS: -1, StopMS: -1}
+	c = &Cell{Outcome: Outcome{FirstDivergenceMS: -1, StopMS: -1}}
 	c.Record(Findings{Evidence: verdict.Evidence{Trace: tr}, StressKernelUS: -1, StopMS: -1})
 	if len(c.Divergences) != 0 || c.FirstDivergenceMS != -1 {
 		t.Errorf("unknown stress start: %v, first %d", c.Divergences, c.FirstDivergenceMS)
@@ -30,7 +30,7 @@ func TestDivergencesBeforeStressAreNotCharted(t *testing.T) {
 // Record puts the verdict and the numbers behind it into the cell, and the lines a
 // person reads in their order: notes first, the verdict's reasons last.
 func TestRecordEvidenceLines(t *testing.T) {
-	c := &Cell{FirstDivergenceMS: -1, StopMS: -1, Evidence: []string{"build: 1 warning"}}
+	c := &Cell{Outcome: Outcome{FirstDivergenceMS: -1, StopMS: -1}, Evidence: []string{"build: 1 warning"}}
 	st := []verdict.Stress{
 		{Step: "a", Report: &stressreport.Report{Tool: "blkstress", Reads: 10, Writes: 5, Seconds: 1}},
 		{Step: "b", Report: &stressreport.Report{Tool: "fsx", Reads: 1, Mismatches: 2, FirstMS: 300, Seconds: 2}},

@@ -4,15 +4,14 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/kmodlab/kmodlab/lab/verdict"
+	"github.com/kmodlab/kmodlab/lab/judge/verdict"
 	"github.com/kmodlab/kmodlab/stressreport"
 )
 
 // A fuzzer's interleaving counts reach results.json (stress.interleavings), added up over
 // the cell's stress steps, and index.html shows them.
 func TestInterleavingsReachResults(t *testing.T) {
-	c := &Cell{ID: "x86_64/kmap", Target: "x86_64", Verdict: verdict.Clean, Expect: verdict.ExpectClean, Met: true,
-		FirstDivergenceMS: -1, StopMS: -1}
+	c := &Cell{ID: "x86_64/kmap", Target: "x86_64", Outcome: Outcome{Verdict: verdict.Clean, Met: true, FirstDivergenceMS: -1, StopMS: -1}, Expect: verdict.ExpectClean}
 	st := []verdict.Stress{
 		{Step: "fuzz", Report: &stressreport.Report{Tool: "userblkfuzz", Ops: 10, FirstMS: -1,
 			Interleavings: map[string]int64{"timeout_busy": 3, "close_busy": 1}}},

@@ -9,7 +9,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/kmodlab/kmodlab/lab/verdict"
+	"github.com/kmodlab/kmodlab/lab/judge/verdict"
 )
 
 // Shard is one shard's results as read from its directory.

@@ -9,8 +9,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/kmodlab/kmodlab/lab/console"
-	"github.com/kmodlab/kmodlab/lab/verdict"
+	"github.com/kmodlab/kmodlab/lab/judge/verdict"
+	"github.com/kmodlab/kmodlab/lab/observe/console"
 )
 
 // shards writes sample()'s cells as two shards (one per target) and reads them back.
@@ -143,9 +143,9 @@ func TestAnnotations(t *testing.T) {
 func TestAnnotationAtCrashSource(t *testing.T) {
 	src := &Source{File: "kmod/userblk.c", Line: 503, Frame: "userblk_ioctl+0x5dc/0xd8c [userblk] (kmod/userblk.c:503)"}
 	r := &Run{JobFile: "jobs/j.yaml", Cells: []*Cell{
-		{ID: "a/local", Verdict: verdict.Crashed, Expect: "reproduces", Met: true, CrashSource: src},
-		{ID: "a/kmap", Verdict: verdict.Crashed, Expect: "clean", CrashSource: src},
-		{ID: "a/copier", Verdict: verdict.Clean, Expect: "clean", Met: true},
+		{ID: "a/local", Outcome: Outcome{Verdict: verdict.Crashed, Met: true}, Expect: "reproduces", CrashSource: src},
+		{ID: "a/kmap", Outcome: Outcome{Verdict: verdict.Crashed}, Expect: "clean", CrashSource: src},
+		{ID: "a/copier", Outcome: Outcome{Verdict: verdict.Clean, Met: true}, Expect: "clean"},
 	}}
 	a := r.Annotations()
 	if len(a) != 2 || !strings.HasPrefix(a[0], "::notice file=kmod/userblk.c,line=503,title=a/local") ||
@@ -195,8 +195,7 @@ func TestMergeRejectsBadShards(t *testing.T) {
 }
 
 func TestChartIgnoresNegativeTimes(t *testing.T) {
-	r := &Run{Job: "j", Cells: []*Cell{{ID: "x/a", Target: "x", Verdict: verdict.Reproduced, Expect: "reproduces", Met: true,
-		Divergences: []int64{-5, 0, 10, 1 << 62}}}}
+	r := &Run{Job: "j", Cells: []*Cell{{ID: "x/a", Target: "x", Outcome: Outcome{Verdict: verdict.Reproduced, Met: true}, Expect: "reproduces", Divergences: []int64{-5, 0, 10, 1 << 62}}}}
 	if h := r.HTML(); strings.Contains(h, "report error") || !strings.Contains(h, "<svg") {
 		t.Errorf("index.html with negative and huge times: %.300s", h)
 	}

@@ -12,10 +12,10 @@ import (
 	"strings"
 	"time"
 
-	"github.com/kmodlab/kmodlab/lab/console"
-	"github.com/kmodlab/kmodlab/lab/kmsg"
-	"github.com/kmodlab/kmodlab/lab/trace"
-	"github.com/kmodlab/kmodlab/lab/verdict"
+	"github.com/kmodlab/kmodlab/lab/judge/verdict"
+	"github.com/kmodlab/kmodlab/lab/observe/console"
+	"github.com/kmodlab/kmodlab/lab/observe/kmsg"
+	"github.com/kmodlab/kmodlab/lab/observe/trace"
 )
 
 // Meets says whether a verdict satisfies an expectation, for a crash that is
@@ -48,30 +48,37 @@ type Source struct {
 	Frame string `json:"frame"` // "userblk_ioctl+0x5dc/0xd8c [userblk] (kmod/userblk.c:503)"
 }
 
-// RunResult is one repeat of a cell (kmodlab run --repeat N).
-type RunResult struct {
-	Repeat  int             `json:"repeat"`
+// Outcome is what a run of a cell came to: a cell's result and each of its repeats
+// have one (embedded: in results.json its fields stand in the cell's, or the run's,
+// object).
+type Outcome struct {
 	Verdict verdict.Verdict `json:"verdict"`
 	Met     bool            `json:"met"`
-	Reasons []string        `json:"reasons"`
-	// FirstDivergenceMS is the first divergence after stress started, -1 none.
-	FirstDivergenceMS int64 `json:"first_divergence_ms"`
-	// StopMS is when stress stopped after it started, and why.
-	StopMS     int64   `json:"stop_ms"`
-	StopReason string  `json:"stop_reason,omitempty"`
-	Seconds    float64 `json:"seconds"`
-	LogDir     string  `json:"log_dir"`
+	// Reasons are the verdict's own reasons (a cell's Evidence adds the numbers).
+	Reasons []string `json:"reasons,omitempty"`
+	// FirstDivergenceMS is the first divergence after stress started (-1 none);
+	// StopMS when stress stopped, and StopReason why (a sure verdict, or the end).
+	FirstDivergenceMS int64  `json:"first_divergence_ms"`
+	StopMS            int64  `json:"stop_ms"`
+	StopReason        string `json:"stop_reason,omitempty"`
+	LogDir            string `json:"log_dir"` // the raw logs
+}
+
+// RunResult is one repeat of a cell (kmodlab run --repeat N).
+type RunResult struct {
+	Repeat int `json:"repeat"`
+	Outcome
+	Seconds float64 `json:"seconds"`
 }
 
 // Cell is one cell's result.
 type Cell struct {
-	ID          string              `json:"id"`
-	Target      string              `json:"target"`
-	Params      map[string]string   `json:"params"`
-	Runner      string              `json:"runner"`
-	Verdict     verdict.Verdict     `json:"verdict"`
+	ID     string            `json:"id"`
+	Target string            `json:"target"`
+	Params map[string]string `json:"params"`
+	Runner string            `json:"runner"`
+	Outcome
 	Expect      verdict.Expectation `json:"expect"`
-	Met         bool                `json:"met"`
 	Evidence    []string            `json:"evidence"`
 	Error       string              `json:"error,omitempty"`
 	Seed        int64               `json:"seed"`
@@ -85,11 +92,8 @@ type Cell struct {
 	ImageHash   string              `json:"image_hash,omitempty"`
 	ModuleHash  string              `json:"module_hash,omitempty"`
 	Accel       string              `json:"accel,omitempty"`
-	LogDir      string              `json:"log_dir"`
 	Divergences []int64             `json:"divergence_ms,omitempty"` // ms since stress start, for the chart
-	// Reasons are the verdict's own reasons (Evidence adds the numbers behind them).
-	Reasons    []string `json:"reasons,omitempty"`
-	Attributed bool     `json:"attributed,omitempty"`
+	Attributed  bool                `json:"attributed,omitempty"`
 	// CrashSource is the first frame of the crash in the job's own modules, at its
 	// source line (from the built module's debug info), when it could be placed.
 	CrashSource *Source      `json:"crash_source,omitempty"`
@@ -97,11 +101,6 @@ type Cell struct {
 	CanaryState string       `json:"canary_state,omitempty"`
 	Highmem     bool         `json:"highmem"`
 	Window      *kmsg.Window `json:"window,omitempty"`
-	// FirstDivergenceMS is the first divergence after stress started (-1 none);
-	// StopMS when stress stopped, and StopReason why (a sure verdict, or the end).
-	FirstDivergenceMS int64  `json:"first_divergence_ms"`
-	StopMS            int64  `json:"stop_ms"`
-	StopReason        string `json:"stop_reason,omitempty"`
 	// Runs are the repeats (--repeat N), Rate their verdicts ("REPRODUCED 29/30").
 	Runs    []RunResult `json:"runs,omitempty"`
 	Rate    string      `json:"rate,omitempty"`

@@ -6,17 +6,17 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/kmodlab/kmodlab/lab/trace"
-	"github.com/kmodlab/kmodlab/lab/verdict"
+	"github.com/kmodlab/kmodlab/lab/judge/verdict"
+	"github.com/kmodlab/kmodlab/lab/observe/trace"
 )
 
 func sample() *Run {
 	return &Run{Job: "j", Cells: []*Cell{
-		{ID: "arm/atomic", Target: "arm", Verdict: verdict.Reproduced, Expect: "reproduces", Met: true, Evidence: []string{"trace: 3 of 9 diverged"},
+		{ID: "arm/atomic", Target: "arm", Outcome: Outcome{Verdict: verdict.Reproduced, Met: true}, Expect: "reproduces", Evidence: []string{"trace: 3 of 9 diverged"},
 			Trace: &TraceSummary{FirstTable: "oper ...\n", First: &trace.Divergence{Kind: "x", Detail: "y"}}, Divergences: []int64{5, 50, 500}},
-		{ID: "arm/kmap", Target: "arm", Verdict: verdict.Reproduced, Expect: "clean", Met: false, Evidence: []string{"data: 2 blocks"}},
-		{ID: "x86/atomic", Target: "x86", Verdict: verdict.Infra, Expect: "clean", Met: false, Error: "boot timeout"},
-		{ID: "x86/kmap", Target: "x86", Verdict: verdict.Clean, Expect: "clean", Met: true},
+		{ID: "arm/kmap", Target: "arm", Outcome: Outcome{Verdict: verdict.Reproduced, Met: false}, Expect: "clean", Evidence: []string{"data: 2 blocks"}},
+		{ID: "x86/atomic", Target: "x86", Outcome: Outcome{Verdict: verdict.Infra, Met: false}, Expect: "clean", Error: "boot timeout"},
+		{ID: "x86/kmap", Target: "x86", Outcome: Outcome{Verdict: verdict.Clean, Met: true}, Expect: "clean"},
 	}}
 }
 
@@ -79,12 +79,12 @@ func TestMatrixAndMarkdownAndHTML(t *testing.T) {
 
 func TestRepeatsAndInconclusive(t *testing.T) {
 	r := &Run{Job: "j", Cells: []*Cell{
-		{ID: "x/a", Target: "x", Verdict: verdict.Reproduced, Expect: "reproduces", Met: true, Rate: "REPRODUCED 29/30, clean 1/30",
-			Runs: append(make([]RunResult, 29, 30), RunResult{Verdict: verdict.Clean, FirstDivergenceMS: -1})},
-		{ID: "x/b", Target: "x", Verdict: verdict.Inconclusive, Expect: "clean", Reasons: []string{"only 3 verified reads and writes (the job asks for 40)"}},
+		{ID: "x/a", Target: "x", Outcome: Outcome{Verdict: verdict.Reproduced, Met: true}, Expect: "reproduces", Rate: "REPRODUCED 29/30, clean 1/30",
+			Runs: append(make([]RunResult, 29, 30), RunResult{Outcome: Outcome{Verdict: verdict.Clean, FirstDivergenceMS: -1}})},
+		{ID: "x/b", Target: "x", Outcome: Outcome{Verdict: verdict.Inconclusive, Reasons: []string{"only 3 verified reads and writes (the job asks for 40)"}}, Expect: "clean"},
 	}}
 	for i := range r.Cells[0].Runs[:29] {
-		r.Cells[0].Runs[i] = RunResult{Verdict: verdict.Reproduced, FirstDivergenceMS: int64(100 * (i + 1))}
+		r.Cells[0].Runs[i] = RunResult{Outcome: Outcome{Verdict: verdict.Reproduced, FirstDivergenceMS: int64(100 * (i + 1))}}
 	}
 	if m := r.Matrix(); !strings.Contains(m, "REPRODUCED 29/30") || !strings.Contains(m, "INCONCLUSIVE!") {
 		t.Errorf("matrix:\n%s", m)

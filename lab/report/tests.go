@@ -5,15 +5,15 @@ import (
 	"io"
 	"strings"
 
-	"github.com/kmodlab/kmodlab/lab/ktap"
-	"github.com/kmodlab/kmodlab/lab/verdict"
+	"github.com/kmodlab/kmodlab/lab/judge/verdict"
+	"github.com/kmodlab/kmodlab/lab/observe/ktap"
 )
 
 // KTAP test cases in the reports: each case of a cell's KUnit or kselftest steps is a
 // JUnit testcase of its own (beside the cell's), a row in the HTML report, and a
 // subtest in results.ktap, the whole run as KTAP for CI systems that read it.
 
-// TestFailed is lab/verdict's verdict for a failing KTAP case.
+// TestFailed is lab/judge/verdict's verdict for a failing KTAP case.
 const TestFailed = verdict.TestFailed
 
 // junitTests are the cell's KTAP cases as JUnit testcases, and how many failed and

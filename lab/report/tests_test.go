@@ -7,20 +7,19 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/kmodlab/kmodlab/lab/ktap"
-	"github.com/kmodlab/kmodlab/lab/verdict"
+	"github.com/kmodlab/kmodlab/lab/judge/verdict"
+	"github.com/kmodlab/kmodlab/lab/observe/ktap"
 )
 
 func kunitRun(t *testing.T) *Run {
-	data, err := os.ReadFile("../ktap/testdata/nested.log")
+	data, err := os.ReadFile("../observe/ktap/testdata/nested.log")
 	if err != nil {
 		t.Fatal(err)
 	}
 	d := ktap.Parse(ktap.FromKernelLog(string(data)))
 	r := sample()
-	r.Cells = append(r.Cells, &Cell{ID: "x86/kunit", Target: "x86", Verdict: TestFailed, Expect: "clean",
-		Reasons: []string{"step \"kunit\": test case kmodlab_example_fold.fold_carry failed"},
-		Tests:   []verdict.Tests{{Step: "kunit", Source: "kernel log", Cases: d.Cases()}}})
+	r.Cells = append(r.Cells, &Cell{ID: "x86/kunit", Target: "x86", Outcome: Outcome{Verdict: TestFailed, Reasons: []string{"step \"kunit\": test case kmodlab_example_fold.fold_carry failed"}}, Expect: "clean",
+		Tests: []verdict.Tests{{Step: "kunit", Source: "kernel log", Cases: d.Cases()}}})
 	return r
 }
 

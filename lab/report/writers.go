@@ -7,7 +7,7 @@ import (
 	"strings"
 
 	"github.com/kmodlab/kmodlab/internal/sanitize"
-	"github.com/kmodlab/kmodlab/lab/verdict"
+	"github.com/kmodlab/kmodlab/lab/judge/verdict"
 )
 
 type junitSuites struct {

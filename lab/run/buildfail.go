@@ -11,9 +11,9 @@ import (
 
 	"github.com/kmodlab/kmodlab/lab/build"
 	"github.com/kmodlab/kmodlab/lab/job"
+	"github.com/kmodlab/kmodlab/lab/judge/verdict"
 	"github.com/kmodlab/kmodlab/lab/report"
 	"github.com/kmodlab/kmodlab/lab/sweep"
-	"github.com/kmodlab/kmodlab/lab/verdict"
 )
 
 // buildError is a build that failed before the target's cells could run, with the

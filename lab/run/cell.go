@@ -11,10 +11,10 @@ import (
 	"time"
 
 	"github.com/kmodlab/kmodlab/lab/job"
+	"github.com/kmodlab/kmodlab/lab/judge/stop"
+	"github.com/kmodlab/kmodlab/lab/judge/verdict"
+	"github.com/kmodlab/kmodlab/lab/machine/runner"
 	"github.com/kmodlab/kmodlab/lab/report"
-	"github.com/kmodlab/kmodlab/lab/runner"
-	"github.com/kmodlab/kmodlab/lab/stop"
-	"github.com/kmodlab/kmodlab/lab/verdict"
 )
 
 // A cell's stages each return a value, and the next stage takes it:
@@ -73,9 +73,7 @@ func (p *targetRun) cell(ctx context.Context, c job.Cell, start time.Time) *repo
 	out.Verdict, out.Met, out.Rate, out.MetRuns = sum.Verdict, sum.Met, sum.Rate, sum.MetRuns
 	out.LogDir = filepath.Dir(out.LogDir)
 	for i, rc := range runs {
-		out.Runs = append(out.Runs, report.RunResult{Repeat: i + 1, Verdict: rc.Verdict, Met: rc.Met, Reasons: rc.Reasons,
-			FirstDivergenceMS: rc.FirstDivergenceMS, StopMS: rc.StopMS, StopReason: rc.StopReason,
-			Seconds: sumTimings(rc.Timings), LogDir: rc.LogDir})
+		out.Runs = append(out.Runs, report.RunResult{Repeat: i + 1, Outcome: rc.Outcome, Seconds: sumTimings(rc.Timings)})
 	}
 	return &out
 }

@@ -11,8 +11,8 @@ import (
 	"testing"
 
 	"github.com/kmodlab/kmodlab/lab/job"
-	"github.com/kmodlab/kmodlab/lab/kmsg"
-	"github.com/kmodlab/kmodlab/lab/verdict"
+	"github.com/kmodlab/kmodlab/lab/judge/verdict"
+	"github.com/kmodlab/kmodlab/lab/observe/kmsg"
 	"github.com/kmodlab/kmodlab/stressreport"
 )
 

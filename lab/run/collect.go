@@ -13,11 +13,11 @@ import (
 	"sync"
 	"time"
 
-	"github.com/kmodlab/kmodlab/lab/console"
-	"github.com/kmodlab/kmodlab/lab/kmsg"
-	"github.com/kmodlab/kmodlab/lab/runner"
-	"github.com/kmodlab/kmodlab/lab/trace"
-	"github.com/kmodlab/kmodlab/lab/verdict"
+	"github.com/kmodlab/kmodlab/lab/judge/verdict"
+	"github.com/kmodlab/kmodlab/lab/machine/runner"
+	"github.com/kmodlab/kmodlab/lab/observe/console"
+	"github.com/kmodlab/kmodlab/lab/observe/kmsg"
+	"github.com/kmodlab/kmodlab/lab/observe/trace"
 	"github.com/kmodlab/kmodlab/stressreport"
 )
 

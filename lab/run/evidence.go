@@ -8,12 +8,12 @@ import (
 	"sort"
 	"time"
 
-	"github.com/kmodlab/kmodlab/lab/console"
 	"github.com/kmodlab/kmodlab/lab/job"
+	"github.com/kmodlab/kmodlab/lab/judge/verdict"
+	"github.com/kmodlab/kmodlab/lab/machine/runner"
+	"github.com/kmodlab/kmodlab/lab/observe/console"
+	"github.com/kmodlab/kmodlab/lab/observe/symbolize"
 	"github.com/kmodlab/kmodlab/lab/report"
-	"github.com/kmodlab/kmodlab/lab/runner"
-	"github.com/kmodlab/kmodlab/lab/symbolize"
-	"github.com/kmodlab/kmodlab/lab/verdict"
 )
 
 // Judged is a cell's verdict with what it was decided from, for the report.
@@ -26,7 +26,7 @@ type Judged struct {
 }
 
 // judge decides cell c of the target from what it collected: it gathers the evidence,
-// asks lab/verdict, and puts source lines on the crash from the job's built modules.
+// asks lab/judge/verdict, and puts source lines on the crash from the job's built modules.
 // It reads no machine and writes no file, so an interactive cell and a batch cell
 // judge alike.
 func (p *targetRun) judge(c job.Cell, col Collected) Judged {

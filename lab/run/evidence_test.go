@@ -8,8 +8,8 @@ import (
 	"testing"
 
 	"github.com/kmodlab/kmodlab/lab/job"
+	"github.com/kmodlab/kmodlab/lab/judge/verdict"
 	"github.com/kmodlab/kmodlab/lab/report"
-	"github.com/kmodlab/kmodlab/lab/verdict"
 	"github.com/kmodlab/kmodlab/stressreport"
 )
 
@@ -131,7 +131,7 @@ func TestJudgeFromValues(t *testing.T) {
 	if got.Decision.Verdict != verdict.Reproduced || !got.Decision.Met || got.Evidence.Trace.Diverged() != 6 {
 		t.Fatalf("%s met=%v %v", got.Decision.Verdict, got.Decision.Met, got.Decision.Reasons)
 	}
-	rc := &report.Cell{FirstDivergenceMS: -1, StopMS: -1}
+	rc := &report.Cell{Outcome: report.Outcome{FirstDivergenceMS: -1, StopMS: -1}}
 	record(rc, got)
 	if rc.Verdict != verdict.Reproduced || rc.Trace.Diverged != 6 || rc.Stress.Reads != 20 || rc.StopMS != -1 ||
 		rc.Evidence[len(rc.Evidence)-1] != "verdict: "+strings.Join(got.Decision.Reasons, "; ") {

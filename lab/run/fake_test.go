@@ -16,8 +16,8 @@ import (
 
 	"github.com/kmodlab/kmodlab/lab/build"
 	"github.com/kmodlab/kmodlab/lab/job"
+	"github.com/kmodlab/kmodlab/lab/machine/runner"
 	"github.com/kmodlab/kmodlab/lab/report"
-	"github.com/kmodlab/kmodlab/lab/runner"
 	"github.com/kmodlab/kmodlab/stressreport"
 )
 

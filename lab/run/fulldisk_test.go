@@ -15,9 +15,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kmodlab/kmodlab/lab/judge/verdict"
+	"github.com/kmodlab/kmodlab/lab/machine/runner"
 	"github.com/kmodlab/kmodlab/lab/report"
-	"github.com/kmodlab/kmodlab/lab/runner"
-	"github.com/kmodlab/kmodlab/lab/verdict"
 )
 
 // smallDisk mounts a tmpfs of size bytes for the test (root only: skipped otherwise).

@@ -13,14 +13,14 @@ import (
 	"time"
 
 	"github.com/kmodlab/kmodlab/lab/job"
-	"github.com/kmodlab/kmodlab/lab/ktap"
-	"github.com/kmodlab/kmodlab/lab/runner"
-	"github.com/kmodlab/kmodlab/lab/verdict"
+	"github.com/kmodlab/kmodlab/lab/judge/verdict"
+	"github.com/kmodlab/kmodlab/lab/machine/runner"
+	"github.com/kmodlab/kmodlab/lab/observe/ktap"
 )
 
 // KTAP steps (job/ktap.go): a kunit step's test module prints its KTAP into the
 // kernel log while it loads; a ktap step's program prints it on stdout. Each step's
-// stream is parsed (lab/ktap) into test cases for the verdict (rule 5b) and the
+// stream is parsed (lab/observe/ktap) into test cases for the verdict (rule 5b) and the
 // report, and kept in the cell's log directory as <step>.ktap.
 
 // maxKTAP bounds what one step's stream may hold.

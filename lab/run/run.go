@@ -1,6 +1,6 @@
 // Package run is the lab's pipeline: for each cell of a job it builds (cached), boots or
 // attaches a machine, deploys over SSH, sets up, stresses, tears down, collects, and
-// hands the evidence to lab/verdict. Cells of one target share a machine while it stays
+// hands the evidence to lab/judge/verdict. Cells of one target share a machine while it stays
 // healthy; a crash, hang or lost connection gets the next cell a fresh (or reset) one.
 // One cell's failure never stops the others, and every machine is released on every
 // path.
@@ -26,17 +26,13 @@ import (
 
 	"github.com/kmodlab/kmodlab/lab/build"
 	"github.com/kmodlab/kmodlab/lab/job"
+	"github.com/kmodlab/kmodlab/lab/machine/runner"
 	"github.com/kmodlab/kmodlab/lab/report"
-	"github.com/kmodlab/kmodlab/lab/runner"
 )
 
 // Machines gives the pipeline its machines; QEMU targets and boards both.
 type Machines interface {
-	// Describe says what a target is without starting it.
-	Describe(target string) (runner.Info, error)
-	// Strategy says how the target's machine gets kernel modules (cross-built on the
-	// host, built natively on the machine, or prebuilt).
-	Strategy(ctx context.Context, target, cacheDir string, strict bool) (build.Strategy, error)
+	build.Targets // what a target is, how its machine gets kernel modules
 	// Acquire returns a ready machine; consoleLog, if set, receives its console.
 	Acquire(ctx context.Context, target, consoleLog string) (runner.Runner, error)
 }

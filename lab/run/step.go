@@ -11,10 +11,10 @@ import (
 	"sync"
 	"time"
 
-	"github.com/kmodlab/kmodlab/lab/console"
 	"github.com/kmodlab/kmodlab/lab/job"
-	"github.com/kmodlab/kmodlab/lab/runner"
-	"github.com/kmodlab/kmodlab/lab/verdict"
+	"github.com/kmodlab/kmodlab/lab/judge/verdict"
+	"github.com/kmodlab/kmodlab/lab/machine/runner"
+	"github.com/kmodlab/kmodlab/lab/observe/console"
 )
 
 // crashGrace is how long a crashing kernel may go on printing before the step under

@@ -11,8 +11,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/kmodlab/kmodlab/lab/runner"
-	"github.com/kmodlab/kmodlab/lab/verdict"
+	"github.com/kmodlab/kmodlab/lab/judge/verdict"
+	"github.com/kmodlab/kmodlab/lab/machine/runner"
 )
 
 // sleepers lists the pids of running "sleep MARK" processes (this test's own).

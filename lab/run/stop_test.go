@@ -8,8 +8,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/kmodlab/kmodlab/lab/stop"
-	"github.com/kmodlab/kmodlab/lab/verdict"
+	"github.com/kmodlab/kmodlab/lab/judge/stop"
+	"github.com/kmodlab/kmodlab/lab/judge/verdict"
 	"github.com/kmodlab/kmodlab/stressreport"
 )
 

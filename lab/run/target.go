@@ -13,12 +13,12 @@ import (
 	"time"
 
 	"github.com/kmodlab/kmodlab/lab/build"
-	"github.com/kmodlab/kmodlab/lab/canary"
 	"github.com/kmodlab/kmodlab/lab/job"
-	"github.com/kmodlab/kmodlab/lab/kmsg"
+	"github.com/kmodlab/kmodlab/lab/judge/verdict"
+	"github.com/kmodlab/kmodlab/lab/machine/runner"
+	"github.com/kmodlab/kmodlab/lab/observe/canary"
+	"github.com/kmodlab/kmodlab/lab/observe/kmsg"
 	"github.com/kmodlab/kmodlab/lab/report"
-	"github.com/kmodlab/kmodlab/lab/runner"
-	"github.com/kmodlab/kmodlab/lab/verdict"
 )
 
 // targetRun runs the cells of one target on one machine at a time.
@@ -134,7 +134,7 @@ func (p *targetRun) newCell(c job.Cell) *report.Cell {
 	rc := &report.Cell{ID: c.ID, Target: c.Target, Params: c.Params, Expect: c.Expect, Seed: p.o.Seed,
 		Replay: replay, Timings: map[string]float64{}, Evidence: []string{}, Runner: string(p.info.Kind),
 		Kernel: p.info.KernelRelease, ImageHash: p.info.ImageHash, ModuleHash: p.modHash, Accel: p.info.Accel,
-		LogDir: filepath.Join(p.o.Out, strings.ReplaceAll(c.ID, "/", "_")), FirstDivergenceMS: -1, StopMS: -1}
+		Outcome: report.Outcome{LogDir: filepath.Join(p.o.Out, strings.ReplaceAll(c.ID, "/", "_")), FirstDivergenceMS: -1, StopMS: -1}}
 	if p.build != nil {
 		b := *p.build
 		rc.Build = &b

@@ -23,8 +23,8 @@ import (
 	"github.com/kmodlab/kmodlab/images/debian"
 	"github.com/kmodlab/kmodlab/lab/build"
 	"github.com/kmodlab/kmodlab/lab/job"
+	"github.com/kmodlab/kmodlab/lab/judge/verdict"
 	"github.com/kmodlab/kmodlab/lab/report"
-	"github.com/kmodlab/kmodlab/lab/verdict"
 )
 
 // Options of one sweep.
@@ -198,8 +198,8 @@ func buildOne(ctx context.Context, o Options, it Item) (*report.Cell, bool) {
 		Timings:  map[string]float64{},
 		Evidence: []string{fmt.Sprintf("kernel %s %s (%s)", k.Release, k.Version, k.Suite)},
 		Replay:   fmt.Sprintf("kmodlab build sweep %s --target %s --kernel %s", j.File, it.Line, k.Release),
-		LogDir:   filepath.Join(o.Out, strings.ReplaceAll(CellID(it), "/", "_")),
-		Build:    &report.Build{Strict: o.Strict || j.Build.Strict}, FirstDivergenceMS: -1, StopMS: -1}
+		Outcome:  report.Outcome{LogDir: filepath.Join(o.Out, strings.ReplaceAll(CellID(it), "/", "_")), FirstDivergenceMS: -1, StopMS: -1},
+		Build:    &report.Build{Strict: o.Strict || j.Build.Strict}}
 	os.MkdirAll(c.LogDir, 0o755)
 	t0 := time.Now()
 	cached := o.Builder.HasHeaders(k.Target)

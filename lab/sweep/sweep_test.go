@@ -4,8 +4,8 @@ import (
 	"testing"
 
 	"github.com/kmodlab/kmodlab/images"
+	"github.com/kmodlab/kmodlab/lab/judge/verdict"
 	"github.com/kmodlab/kmodlab/lab/report"
-	"github.com/kmodlab/kmodlab/lab/verdict"
 )
 
 func TestKeep(t *testing.T) {
@@ -40,9 +40,8 @@ func TestKeep(t *testing.T) {
 
 func TestTable(t *testing.T) {
 	cell := func(abi, target string, v verdict.Verdict, warnings int, first string) *report.Cell {
-		return &report.Cell{ID: abi + "/" + target, Target: abi, Verdict: v, Met: v == verdict.Built,
-			Params: map[string]string{"target": target, "version": abi + "-1", "suite": "bookworm"},
-			Build:  &report.Build{Warnings: warnings, Seconds: 1.25, FirstError: first}}
+		return &report.Cell{ID: abi + "/" + target, Target: abi, Outcome: report.Outcome{Verdict: v, Met: v == verdict.Built}, Params: map[string]string{"target": target, "version": abi + "-1", "suite": "bookworm"},
+			Build: &report.Build{Warnings: warnings, Seconds: 1.25, FirstError: first}}
 	}
 	e := "rapiddisk.c:815: implicit declaration of function 'blk_queue_logical_block_size'"
 	r := &report.Run{Cells: []*report.Cell{

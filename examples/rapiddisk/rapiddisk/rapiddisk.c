@@ -338,13 +338,36 @@ static void rdsk_free_pages(struct rdsk_device *rdsk)
 	} while (nr_pages == FREE_BATCH);
 }
 
+/*
+ * The part of an n-byte request at sector that lies in sector's page: its
+ * length, and in *offset where in the page it starts.
+ */
+static size_t rdsk_chunk(sector_t sector, size_t n, unsigned int *offset)
+{
+	*offset = (sector & (PAGE_SECTORS - 1)) << SECTOR_SHIFT;
+	return min_t(size_t, n, PAGE_SIZE - *offset);
+}
+
+#if LINUX_VERSION_CODE < KERNEL_VERSION(4,17,0)
+#define rdsk_queue_flag_set(flag, q)	queue_flag_set_unlocked(flag, q)
+#else
+#define rdsk_queue_flag_set(flag, q)	blk_queue_flag_set(flag, q)
+#endif
+
+#if LINUX_VERSION_CODE >= KERNEL_VERSION(3,4,0)
+#define rdsk_kmap_atomic(page, km)	kmap_atomic(page)
+#define rdsk_kunmap_atomic(addr, km)	kunmap_atomic(addr)
+#else
+#define rdsk_kmap_atomic(page, km)	kmap_atomic(page, km)
+#define rdsk_kunmap_atomic(addr, km)	kunmap_atomic(addr, km)
+#endif
+
 static int copy_to_rdsk_setup(struct rdsk_device *rdsk,
 			      sector_t sector, size_t n)
 {
-	unsigned int offset = (sector & (PAGE_SECTORS - 1)) << SECTOR_SHIFT;
-	size_t copy;
+	unsigned int offset;
+	size_t copy = rdsk_chunk(sector, n, &offset);
 
-	copy = min_t(size_t, n, PAGE_SIZE - offset);
 	if (!rdsk_insert_page(rdsk, sector))
 		return -ENOSPC;
 	if (copy < n) {
@@ -367,48 +390,51 @@ static void discard_from_rdsk(struct rdsk_device *rdsk,
 }
 #endif
 
+/* Copies len bytes from src to offset in page, which must exist. */
+static void rdsk_write_page(struct page *page, unsigned int offset,
+			    const void *src, size_t len)
+{
+	void *dst;
+
+	BUG_ON(!page);
+	dst = rdsk_kmap_atomic(page, KM_USER1);
+	memcpy(dst + offset, src, len);
+	rdsk_kunmap_atomic(dst, KM_USER1);
+}
+
+/* Copies len bytes at offset in page to dst; a page never written reads as zeros. */
+static void rdsk_read_page(void *dst, struct page *page, unsigned int offset,
+			   size_t len)
+{
+	void *src;
+
+	if (!page) {
+		memset(dst, 0, len);
+		return;
+	}
+	src = rdsk_kmap_atomic(page, KM_USER1);
+	memcpy(dst, src + offset, len);
+	rdsk_kunmap_atomic(src, KM_USER1);
+}
+
+/*
+ * The pages are in place (copy_to_rdsk_setup). As before, the first page is
+ * looked up before resize_mutex is taken and the second one under it.
+ */
 static void copy_to_rdsk(struct rdsk_device *rdsk, const void *src,
 			 sector_t sector, size_t n)
 {
-	struct page *page;
-	void *dst;
-	unsigned int offset = (sector & (PAGE_SECTORS - 1)) << SECTOR_SHIFT;
-	size_t copy;
+	unsigned int offset;
+	size_t copy = rdsk_chunk(sector, n, &offset);
+	struct page *page = rdsk_lookup_page(rdsk, sector);
 
-	copy = min_t(size_t, n, PAGE_SIZE - offset);
-	page = rdsk_lookup_page(rdsk, sector);
 	BUG_ON(!page);
-
 	mutex_lock(&resize_mutex);
-#if LINUX_VERSION_CODE >= KERNEL_VERSION(3,4,0)
-	dst = kmap_atomic(page);
-#else
-	dst = kmap_atomic(page, KM_USER1);
-#endif
-	memcpy(dst + offset, src, copy);
-#if LINUX_VERSION_CODE >= KERNEL_VERSION(3,4,0)
-	kunmap_atomic(dst);
-#else
-	kunmap_atomic(dst, KM_USER1);
-#endif
-
+	rdsk_write_page(page, offset, src, copy);
 	if (copy < n) {
 		src += copy;
 		sector += copy >> SECTOR_SHIFT;
-		copy = n - copy;
-		page = rdsk_lookup_page(rdsk, sector);
-		BUG_ON(!page);
-#if LINUX_VERSION_CODE >= KERNEL_VERSION(3,4,0)
-		dst = kmap_atomic(page);
-#else
-		dst = kmap_atomic(page, KM_USER1);
-#endif
-		memcpy(dst, src, copy);
-#if LINUX_VERSION_CODE >= KERNEL_VERSION(3,4,0)
-		kunmap_atomic(dst);
-#else
-		kunmap_atomic(dst, KM_USER1);
-#endif
+		rdsk_write_page(rdsk_lookup_page(rdsk, sector), 0, src, n - copy);
 	}
 
 	if ((sector + (n / BYTES_PER_SECTOR)) > rdsk->max_blk_alloc)
@@ -419,50 +445,14 @@ static void copy_to_rdsk(struct rdsk_device *rdsk, const void *src,
 static void copy_from_rdsk(void *dst, struct rdsk_device *rdsk,
 			   sector_t sector, size_t n)
 {
-	struct page *page;
-	void *src;
-	unsigned int offset = (sector & (PAGE_SECTORS - 1)) << SECTOR_SHIFT;
-	size_t copy;
+	unsigned int offset;
+	size_t copy = rdsk_chunk(sector, n, &offset);
 
-	copy = min_t(size_t, n, PAGE_SIZE - offset);
-	page = rdsk_lookup_page(rdsk, sector);
-
-	if (page) {
-#if LINUX_VERSION_CODE >= KERNEL_VERSION(3,4,0)
-		src = kmap_atomic(page);
-#else
-		src = kmap_atomic(page, KM_USER1);
-#endif
-		memcpy(dst, src + offset, copy);
-#if LINUX_VERSION_CODE >= KERNEL_VERSION(3,4,0)
-		kunmap_atomic(src);
-#else
-		kunmap_atomic(src, KM_USER1);
-#endif
-	} else {
-		memset(dst, 0, copy);
-	}
-
+	rdsk_read_page(dst, rdsk_lookup_page(rdsk, sector), offset, copy);
 	if (copy < n) {
 		dst += copy;
 		sector += copy >> SECTOR_SHIFT;
-		copy = n - copy;
-		page = rdsk_lookup_page(rdsk, sector);
-		if (page) {
-#if LINUX_VERSION_CODE >= KERNEL_VERSION(3,4,0)
-			src = kmap_atomic(page);
-#else
-			src = kmap_atomic(page, KM_USER1);
-#endif
-			memcpy(dst, src, copy);
-#if LINUX_VERSION_CODE >= KERNEL_VERSION(3,4,0)
-			kunmap_atomic(src);
-#else
-			kunmap_atomic(src, KM_USER1);
-#endif
-		} else {
-			memset(dst, 0, copy);
-		}
+		rdsk_read_page(dst, rdsk_lookup_page(rdsk, sector), 0, n - copy);
 	}
 }
 
@@ -485,11 +475,7 @@ static int rdsk_do_bvec(struct rdsk_device *rdsk, struct page *page,
 		if (err)
 			goto out;
 	}
-#if LINUX_VERSION_CODE >= KERNEL_VERSION(3,4,0)
-	mem = kmap_atomic(page);
-#else
-	mem = kmap_atomic(page, KM_USER0);
-#endif
+	mem = rdsk_kmap_atomic(page, KM_USER0);
 #if LINUX_VERSION_CODE >= KERNEL_VERSION(4,8,0)
 	if (!is_write) {
 #else
@@ -501,11 +487,7 @@ static int rdsk_do_bvec(struct rdsk_device *rdsk, struct page *page,
 		flush_dcache_page(page);
 		copy_to_rdsk(rdsk, mem + off, sector, len);
 	}
-#if LINUX_VERSION_CODE >= KERNEL_VERSION(3,4,0)
-	kunmap_atomic(mem);
-#else
-	kunmap_atomic(mem, KM_USER0);
-#endif
+	rdsk_kunmap_atomic(mem, KM_USER0);
 out:
 	return err;
 }
@@ -850,17 +832,9 @@ static int attach_device(unsigned long num, unsigned long long size)
 	rdsk->rdsk_queue->limits.discard_zeroes_data = 1;
 #endif
 	rdsk->rdsk_queue->limits.max_discard_sectors = UINT_MAX;
-#if LINUX_VERSION_CODE < KERNEL_VERSION(4,17,0)
-	queue_flag_set_unlocked(QUEUE_FLAG_DISCARD, rdsk->rdsk_queue);
-#else
-	blk_queue_flag_set(QUEUE_FLAG_DISCARD, rdsk->rdsk_queue);
+	rdsk_queue_flag_set(QUEUE_FLAG_DISCARD, rdsk->rdsk_queue);
 #endif
-#endif
-#if LINUX_VERSION_CODE < KERNEL_VERSION(4,17,0)
-	queue_flag_set_unlocked(QUEUE_FLAG_NONROT, rdsk->rdsk_queue);
-#else
-	blk_queue_flag_set(QUEUE_FLAG_NONROT, rdsk->rdsk_queue);
-#endif
+	rdsk_queue_flag_set(QUEUE_FLAG_NONROT, rdsk->rdsk_queue);
 #endif
 
 	disk->major = rd_ma_no;

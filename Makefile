@@ -64,7 +64,7 @@ e2e-lava: build
 	@KMODLAB=$(KMODLAB) scripts/e2e-lava.sh
 
 fuzz:
-	$(GO) test ./lab/observe/trace/ -run '^$$' -fuzz FuzzAnalyze -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINIMIZE) -parallel $(FUZZPARALLEL)
+	$(GO) test ./lab/trace/ -run '^$$' -fuzz FuzzAnalyze -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINIMIZE) -parallel $(FUZZPARALLEL)
 	$(GO) test ./lab/observe/ktap/ -run '^$$' -fuzz FuzzParse -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINIMIZE) -parallel $(FUZZPARALLEL)
 	$(GO) test ./lab/job/ -run '^$$' -fuzz FuzzParse -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINIMIZE) -parallel $(FUZZPARALLEL)
 	$(GO) test ./lab/observe/console/ -run '^$$' -fuzz FuzzFind -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINIMIZE) -parallel $(FUZZPARALLEL)
@@ -81,7 +81,7 @@ soak: build
 bench: build
 	$(KMODLAB) bench boot --baseline
 	$(KMODLAB) bench trace
-	$(GO) test -run '^$$' -bench . ./lab/observe/trace/ ./lab/observe/console/
+	$(GO) test -run '^$$' -bench . ./lab/trace/ ./lab/observe/console/
 
 clean:
 	rm -rf bin results e2e.log

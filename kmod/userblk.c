@@ -327,7 +327,7 @@ static u32 userblk_crc(const void *p, u32 len)
 /*
  * userblk_trace_line - print one trace line. Does not sleep; callable with a
  * kmap_atomic mapping held. This is the only function that prints trace lines; the
- * format below is the contract kmodlab's trace parser (lab/observe/trace) implements:
+ * format below is the contract kmodlab's trace parser (lab/trace) implements:
  *
  *   userblk<N>: <op> <xid> <pos> <len> <crc> <addr> <tid> cpu=<cpu> mode=<mode> dev=<dev>[ side=<side>]
  *

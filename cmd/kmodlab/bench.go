@@ -17,7 +17,7 @@ import (
 	"time"
 
 	"github.com/kmodlab/kmodlab/lab/machine/qemu"
-	"github.com/kmodlab/kmodlab/lab/observe/trace"
+	"github.com/kmodlab/kmodlab/lab/trace"
 	"github.com/kmodlab/kmodlab/lab/report"
 	"github.com/spf13/cobra"
 )

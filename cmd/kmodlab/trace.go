@@ -7,7 +7,7 @@ import (
 	"os"
 
 	"github.com/kmodlab/kmodlab/lab/observe/console"
-	"github.com/kmodlab/kmodlab/lab/observe/trace"
+	"github.com/kmodlab/kmodlab/lab/trace"
 	"github.com/kmodlab/kmodlab/lab/report"
 	"github.com/spf13/cobra"
 )

@@ -15,7 +15,7 @@ import (
 	"github.com/kmodlab/kmodlab/lab/judge/verdict"
 	"github.com/kmodlab/kmodlab/lab/observe/console"
 	"github.com/kmodlab/kmodlab/lab/observe/kmsg"
-	"github.com/kmodlab/kmodlab/lab/observe/trace"
+	"github.com/kmodlab/kmodlab/lab/trace"
 )
 
 // Meets says whether a verdict satisfies an expectation, for a crash that is

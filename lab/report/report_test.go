@@ -7,7 +7,7 @@ import (
 	"testing"
 
 	"github.com/kmodlab/kmodlab/lab/judge/verdict"
-	"github.com/kmodlab/kmodlab/lab/observe/trace"
+	"github.com/kmodlab/kmodlab/lab/trace"
 )
 
 func sample() *Run {

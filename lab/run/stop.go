@@ -12,7 +12,7 @@ import (
 	"github.com/kmodlab/kmodlab/lab/judge/stop"
 	"github.com/kmodlab/kmodlab/lab/judge/verdict"
 	"github.com/kmodlab/kmodlab/lab/machine/runner"
-	"github.com/kmodlab/kmodlab/lab/observe/trace"
+	"github.com/kmodlab/kmodlab/lab/trace"
 	"github.com/kmodlab/kmodlab/stressreport"
 )
 

@@ -33,7 +33,7 @@ import (
 
 	"github.com/kmodlab/kmodlab/lab/observe/console"
 	"github.com/kmodlab/kmodlab/lab/observe/kmsg"
-	"github.com/kmodlab/kmodlab/lab/observe/trace"
+	"github.com/kmodlab/kmodlab/lab/trace"
 	"github.com/kmodlab/kmodlab/stressreport"
 )
 

@@ -11,7 +11,7 @@ import (
 	"github.com/kmodlab/kmodlab/images"
 	"github.com/kmodlab/kmodlab/lab/machine/logbuf"
 	"github.com/kmodlab/kmodlab/lab/observe/console"
-	"github.com/kmodlab/kmodlab/lab/observe/trace"
+	"github.com/kmodlab/kmodlab/lab/trace"
 )
 
 // ConsoleMemory bounds the console output a guest keeps in memory; the rest is read back

@@ -19,8 +19,8 @@ import (
 	"github.com/kmodlab/kmodlab/lab/machine/runner"
 	"github.com/kmodlab/kmodlab/lab/observe/canary"
 	"github.com/kmodlab/kmodlab/lab/observe/kmsg"
-	"github.com/kmodlab/kmodlab/lab/trace"
 	"github.com/kmodlab/kmodlab/lab/report"
+	"github.com/kmodlab/kmodlab/lab/trace"
 )
 
 // A batch kind (runner.Batch: a LAVA lab) takes a cell only whole: the pipeline

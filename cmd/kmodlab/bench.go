@@ -17,8 +17,8 @@ import (
 	"time"
 
 	"github.com/kmodlab/kmodlab/lab/machine/qemu"
-	"github.com/kmodlab/kmodlab/lab/trace"
 	"github.com/kmodlab/kmodlab/lab/report"
+	"github.com/kmodlab/kmodlab/lab/trace"
 	"github.com/spf13/cobra"
 )
 

@@ -12,8 +12,8 @@ import (
 
 	"github.com/kmodlab/kmodlab/lab/fleet"
 	"github.com/kmodlab/kmodlab/lab/judge/verdict"
-	"github.com/kmodlab/kmodlab/lab/trace"
 	"github.com/kmodlab/kmodlab/lab/report"
+	"github.com/kmodlab/kmodlab/lab/trace"
 )
 
 // capture runs f with os.Stdout and os.Stderr going to files and returns what each got.

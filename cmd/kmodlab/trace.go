@@ -7,8 +7,8 @@ import (
 	"os"
 
 	"github.com/kmodlab/kmodlab/lab/observe/console"
-	"github.com/kmodlab/kmodlab/lab/trace"
 	"github.com/kmodlab/kmodlab/lab/report"
+	"github.com/kmodlab/kmodlab/lab/trace"
 	"github.com/spf13/cobra"
 )
 

@@ -150,3 +150,13 @@ func TestConfigErrors(t *testing.T) {
 		t.Errorf("no lava: %v %v", l, err)
 	}
 }
+
+// An ssh device is not rebooted between jobs: its jobs begin with the cleanup.
+func TestRenderSSH(t *testing.T) {
+	l := labs(t, "lava:\n  - {name: s, url: http://lava, user: u, token_env: T, device_type: ssh, boot: {kernel: lab, image: x86_64}}\n")[0]
+	j, err := Render(l, testCell(), RenderOptions{Art: Artefact{Inline: "QUJD"}, Job: "highmem-coherency"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	golden(t, "ssh-atomic.yaml", j.YAML)
+}

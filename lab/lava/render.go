@@ -151,8 +151,8 @@ func bootActions(l *Lab, im *Images) (deploy, boot, context map[string]any, err 
 	if im.Memory > 0 {
 		context["memory"] = im.Memory
 	}
-	if im.SMP > 0 {
-		context["cpus"] = im.SMP
+	if im.SMP > 0 { // LAVA's qemu template has no CPU count variable: its extra options
+		context["extra_options"] = []any{fmt.Sprintf("-smp %d", im.SMP)}
 	}
 	return deploy, boot, context, nil
 }

@@ -249,7 +249,7 @@ for s in $scenarios; do
 		# Two cells on one device, one at a time: the first is cancelled once it runs.
 		(cd "$root" && PATH=$userpath LAVA_TOKEN=$token "$kmodlab" run jobs/highmem-coherency.yaml --runners "$work/lava.yaml" \
 			--lava armv7-lpae=lab-armv7 --cell armv7-lpae/atomic --cell armv7-lpae/kmap --seed 7 \
-			--set stress=6s --out "$work/out-cancel") > "$work/cancel.log" 2>&1 &
+			--set stress=45s --out "$work/out-cancel") > "$work/cancel.log" 2>&1 &
 		runpid=$!
 		pids="$pids $runpid"
 		start=$(date +%s.%N)
@@ -260,14 +260,15 @@ for s in $scenarios; do
 		done
 		id=$(sed -n 's/.*submitted: lava job \([0-9]*\).*/\1/p' "$work/cancel.log" | head -1)
 		# Cancelled once its first stress step runs: the module is loaded and the daemon
-		# up, which LAVA (no reboot on an ssh device) leaves to the next job.
+		# up, which LAVA (no reboot on an ssh device) leaves to the next job. The steps
+		# run 45 s here, not 6 s: the server sees the job's log late and the worker the
+		# cancel late, and with 6 s steps the job had torn down and ended first.
 		lavacli="lavacli --uri http://$user:$token@127.0.0.1:8000/RPC2"
 		i=0
 		until $lavacli jobs logs "$id" 2> /dev/null | grep -q 'KMODLAB-STEP-BEGIN [0-9]* stress' || [ $i -gt 300 ]; do
 			sleep 2
 			i=$((i + 1))
 		done
-		sleep 2
 		$lavacli jobs cancel "$id" && say "cancelled lava job $id in its stress step"
 		set +e
 		wait $runpid

@@ -49,7 +49,7 @@ func commandLines(s string) []string {
 // table cells or code fences early.
 func TestMergeNeutralisesShardText(t *testing.T) {
 	j, _ := loadPlanJob(t)
-	shards, _ := planShards(j, &fleet.Fleet{}, "target", []string{"x86_64"}, "qemu", nil)
+	shards, _ := planShards(j, &fleet.Fleet{}, "target", []string{"x86_64"}, "qemu", nil, nil)
 	plan := filepath.Join(t.TempDir(), "plan.json")
 	data, _ := json.Marshal(shards)
 	os.WriteFile(plan, data, 0o644)

@@ -36,7 +36,7 @@ func loadPlanJob(t *testing.T) (*job.Job, string) {
 
 func TestPlanShards(t *testing.T) {
 	j, _ := loadPlanJob(t)
-	s, err := planShards(j, &fleet.Fleet{}, "target", nil, "", nil)
+	s, err := planShards(j, &fleet.Fleet{}, "target", nil, "", nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -48,19 +48,19 @@ func TestPlanShards(t *testing.T) {
 		t.Errorf("plan:\n got %s\nwant %s", data, want)
 	}
 	seed := int64(7)
-	s, err = planShards(j, &fleet.Fleet{}, "cell", []string{"armv7-lpae", "pi4/b"}, "qemu", &seed)
+	s, err = planShards(j, &fleet.Fleet{}, "cell", []string{"armv7-lpae", "pi4/b"}, "qemu", &seed, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if len(s) != 2 || s[0].Name != "armv7-lpae-a" || strings.Join(s[1].Args, " ") != "--cell armv7-lpae/b --seed 7" {
 		t.Errorf("by cell, qemu only, seed: %+v", s)
 	}
-	s, _ = planShards(j, &fleet.Fleet{}, "target", nil, "board", nil)
+	s, _ = planShards(j, &fleet.Fleet{}, "target", nil, "board", nil, nil)
 	if len(s) != 1 || s[0].Name != "pi4" {
 		t.Errorf("boards only: %+v", s)
 	}
 	// Every cell of the job is in exactly one shard, and the args select exactly it.
-	s, _ = planShards(j, &fleet.Fleet{}, "cell", nil, "", nil)
+	s, _ = planShards(j, &fleet.Fleet{}, "cell", nil, "", nil, nil)
 	seen := map[string]int{}
 	for _, sh := range s {
 		var pats []string
@@ -76,10 +76,10 @@ func TestPlanShards(t *testing.T) {
 	if len(seen) != len(j.Cells()) {
 		t.Errorf("%d cells planned, job has %d", len(seen), len(j.Cells()))
 	}
-	if _, err := planShards(j, &fleet.Fleet{}, "machine", nil, "", nil); err == nil {
+	if _, err := planShards(j, &fleet.Fleet{}, "machine", nil, "", nil, nil); err == nil {
 		t.Error("--by machine accepted")
 	}
-	if _, err := planShards(j, &fleet.Fleet{}, "target", []string{"nope"}, "", nil); err == nil || !strings.Contains(err.Error(), "matches no cell") {
+	if _, err := planShards(j, &fleet.Fleet{}, "target", []string{"nope"}, "", nil, nil); err == nil || !strings.Contains(err.Error(), "matches no cell") {
 		t.Errorf("unknown cell: %v", err)
 	}
 }
@@ -109,7 +109,7 @@ func shardResults(t *testing.T, verdicts map[string]verdict.Verdict, ids ...stri
 
 func TestMergeCommand(t *testing.T) {
 	j, jobFile := loadPlanJob(t)
-	shards, _ := planShards(j, &fleet.Fleet{}, "target", nil, "qemu", nil)
+	shards, _ := planShards(j, &fleet.Fleet{}, "target", nil, "qemu", nil, nil)
 	plan := filepath.Join(t.TempDir(), "plan.json")
 	data, _ := json.Marshal(shards)
 	os.WriteFile(plan, data, 0o644)

@@ -215,6 +215,7 @@ func (p *targetRun) batchOnce(ctx context.Context, b runner.Batch, c job.Cell, s
 	rc.Highmem = p.highmem
 	j := p.judge(c, col)
 	// Where it ran, and why it did not stop early, come first in the evidence.
+	j.Notes = append(append([]string{}, got.Notes...), j.Notes...)
 	if got.Ref != "" {
 		j.Notes = append([]string{"ran as " + got.Ref}, j.Notes...)
 	}

@@ -22,6 +22,7 @@ type fakeLab struct {
 	err    error
 	jobs   []runner.CellJob
 	status map[string]int // step name -> exit status
+	notes  []string
 }
 
 func (l *fakeLab) RunCell(ctx context.Context, c runner.CellJob) (*runner.CellLog, error) {
@@ -29,7 +30,7 @@ func (l *fakeLab) RunCell(ctx context.Context, c runner.CellJob) (*runner.CellLo
 	if l.err != nil {
 		return nil, l.err
 	}
-	out := &runner.CellLog{Files: map[string][]byte{}, Ref: "lava job 7 on dev-01 (http://lab/scheduler/job/7)", Console: "Linux version 6.1\n"}
+	out := &runner.CellLog{Files: map[string][]byte{}, Ref: "lava job 7 on dev-01 (http://lab/scheduler/job/7)", Console: "Linux version 6.1\n", Notes: l.notes}
 	for _, s := range c.Steps {
 		r := runner.StepResult{Phase: s.Phase, Name: s.Name, Status: l.status[s.Name]}
 		switch s.Name {
@@ -70,13 +71,18 @@ func runBatchJob(t *testing.T, lab *fakeLab) *report.Cell {
 }
 
 func TestBatchCellJudgedLikeAnyCell(t *testing.T) {
-	lab := &fakeLab{kmsg: reads(6, true, "0000000a"), rep: stressreport.Report{Tool: "blkstress", Reads: 20, Writes: 20, FirstMS: -1}}
+	lab := &fakeLab{kmsg: reads(6, true, "0000000a"), rep: stressreport.Report{Tool: "blkstress", Reads: 20, Writes: 20, FirstMS: -1},
+		notes: []string{"an earlier job's leftovers on the device, cleaned up before the cell: unloaded userblk"}}
 	c := runBatchJob(t, lab)
+	// No kmodlab image pins a lab's cell: the kernel release and the module do.
+	if strings.Contains(c.Replay, "image=") || !strings.Contains(c.Replay, "--pin kernel=6.1.0-fake") {
+		t.Errorf("replay: %s", c.Replay)
+	}
 	if c.Verdict != verdict.Reproduced || c.Trace == nil || c.Trace.Diverged != 6 || c.Stress.Reads != 20 {
 		t.Fatalf("%s %v", c.Verdict, c.Evidence)
 	}
 	ev := strings.Join(c.Evidence, "\n")
-	for _, want := range []string{"ran as lava job 7 on dev-01 (http://lab/scheduler/job/7)", "cannot stop early at a sure verdict", "kernel log: records 42..71 (30 read)"} {
+	for _, want := range []string{"ran as lava job 7 on dev-01 (http://lab/scheduler/job/7)\nan earlier job's leftovers", "cannot stop early at a sure verdict", "kernel log: records 42..71 (30 read)"} {
 		if !strings.Contains(ev, want) {
 			t.Errorf("evidence lacks %q:\n%s", want, ev)
 		}

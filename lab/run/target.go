@@ -113,7 +113,26 @@ func (p *targetRun) infraCell(c job.Cell, err error) *report.Cell {
 
 func (p *targetRun) newCell(c job.Cell) *report.Cell {
 	replay := fmt.Sprintf("kmodlab run %s --cell %s --seed %d", p.o.Job.File, c.ID, p.o.Seed)
-	if p.info.ImageHash != "" || p.modHash != "" {
+	switch {
+	case p.batchOf() != nil:
+		// A lab's device (LAVA) boots the lab's kernel, not a kmodlab image, and may be
+		// any device of its type: what pins the cell is the module built and the kernel
+		// release it was built for (the device's must be that one for it to load), and
+		// the image only when the lab deploys kmodlab's own. The entry it was sent to
+		// comes with it (the replay needs the same runners.yaml).
+		var pin []string
+		for _, kv := range [][2]string{{"image", p.info.ImageHash}, {"kernel", p.info.KernelRelease}, {"module", p.modHash}} {
+			if kv[1] != "" {
+				pin = append(pin, kv[0]+"="+kv[1])
+			}
+		}
+		if len(pin) > 0 {
+			replay += " --pin " + job.ShellWord(strings.Join(pin, ","))
+		}
+		if p.info.Name != "" && p.info.Name != c.Target {
+			replay += " --lava " + job.ShellWord(c.Target+"="+p.info.Name)
+		}
+	case p.info.ImageHash != "" || p.modHash != "":
 		replay += fmt.Sprintf(" --pin image=%s,module=%s", orDash(p.info.ImageHash), orDash(p.modHash))
 	}
 	keys := make([]string, 0, len(p.o.Vars))

@@ -68,74 +68,66 @@ func Read(recs []Record, c runner.CellJob) *runner.CellLog {
 	var order []int
 	var file string
 	var fileBuf strings.Builder
-	for _, r := range recs {
-		if r.Lvl != "target" {
-			continue
-		}
-		// LAVA logs the device's output with every double quote escaped (and carriage
-		// returns, escape characters and empty lines dropped): the quotes are undone.
-		text := strings.ReplaceAll(strings.ReplaceAll(r.Text(), "\r", ""), `\"`, `"`)
-		for _, line := range strings.Split(text, "\n") {
-			i := strings.Index(line, "KMODLAB-")
-			if i < 0 {
-				if file == "" {
-					con.WriteString(line)
-					con.WriteByte('\n')
-				}
-				continue
-			}
-			if i > 0 && file == "" {
-				con.WriteString(line[:i])
+	targetLines(recs, func(line string) {
+		i := strings.Index(line, "KMODLAB-")
+		if i < 0 {
+			if file == "" {
+				con.WriteString(line)
 				con.WriteByte('\n')
 			}
-			m := line[i:]
-			tag, rest, _ := strings.Cut(m, " ")
-			switch tag {
-			case "KMODLAB-OUT":
-				idx, text, ok := strings.Cut(rest, ": ")
-				if !ok {
-					idx, text = strings.TrimSuffix(rest, ":"), ""
-				}
-				n, err := strconv.Atoi(idx)
-				if b := outputs[n]; err == nil && b != nil {
-					b.WriteString(text)
-					b.WriteByte('\n')
-				}
-			case "KMODLAB-STEP-BEGIN":
-				f := strings.Fields(rest)
-				n, err := strconv.Atoi(first(f))
-				if err != nil || n < 0 || n >= len(c.Steps) || results[n] != nil {
-					continue
-				}
-				s := c.Steps[n]
-				results[n] = &runner.StepResult{Phase: s.Phase, Name: s.Name, Status: -1}
-				outputs[n] = &strings.Builder{}
-				order = append(order, n)
-			case "KMODLAB-STEP-END":
-				f := strings.Fields(rest)
-				if len(f) < 3 {
-					continue
-				}
-				n, err1 := strconv.Atoi(f[0])
-				st, err2 := strconv.Atoi(f[1])
-				if res := results[n]; err1 == nil && err2 == nil && res != nil {
-					res.Status, res.TimedOut = st, f[2] == "1"
-				}
-			case "KMODLAB-FILE-BEGIN":
-				file = rest
-				fileBuf.Reset()
-			case "KMODLAB-FILE:":
-				if file != "" {
-					fileBuf.WriteString(strings.TrimSpace(rest))
-				}
-			case "KMODLAB-FILE-END":
-				if data, err := base64.StdEncoding.DecodeString(fileBuf.String()); file != "" && err == nil {
-					out.Files[file] = data
-				}
-				file = ""
-			}
+			return
 		}
-	}
+		if i > 0 && file == "" {
+			con.WriteString(line[:i])
+			con.WriteByte('\n')
+		}
+		m := line[i:]
+		tag, rest, _ := strings.Cut(m, " ")
+		switch tag {
+		case "KMODLAB-OUT":
+			idx, text, ok := strings.Cut(rest, ": ")
+			if !ok {
+				idx, text = strings.TrimSuffix(rest, ":"), ""
+			}
+			n, err := strconv.Atoi(idx)
+			if b := outputs[n]; err == nil && b != nil {
+				b.WriteString(text)
+				b.WriteByte('\n')
+			}
+		case "KMODLAB-STEP-BEGIN":
+			f := strings.Fields(rest)
+			n, err := strconv.Atoi(first(f))
+			if err != nil || n < 0 || n >= len(c.Steps) || results[n] != nil {
+				return
+			}
+			s := c.Steps[n]
+			results[n] = &runner.StepResult{Phase: s.Phase, Name: s.Name, Status: -1}
+			outputs[n] = &strings.Builder{}
+			order = append(order, n)
+		case "KMODLAB-STEP-END":
+			f := strings.Fields(rest)
+			if len(f) < 3 {
+				return
+			}
+			n, err1 := strconv.Atoi(f[0])
+			st, err2 := strconv.Atoi(f[1])
+			if res := results[n]; err1 == nil && err2 == nil && res != nil {
+				res.Status, res.TimedOut = st, f[2] == "1"
+			}
+		case "KMODLAB-FILE-BEGIN":
+			file = rest
+			fileBuf.Reset()
+		case "KMODLAB-FILE:":
+			if file != "" {
+				fileBuf.WriteString(strings.TrimSpace(rest))
+			}
+		case "KMODLAB-FILE-END":
+			if data, err := base64.StdEncoding.DecodeString(fileBuf.String()); file != "" && err == nil {
+				out.Files[file] = data
+			}
+			file = ""
+		}
+	})
 	for _, n := range order {
 		res := results[n]
 		res.Output = outputs[n].String()
@@ -143,6 +135,21 @@ func Read(recs []Record, c runner.CellJob) *runner.CellLog {
 	}
 	out.Console = con.String()
 	return out
+}
+
+// targetLines calls fn with each line the device printed, in order. LAVA logs the
+// device's output with every double quote escaped (and carriage returns, escape
+// characters and empty lines dropped): the quotes are undone.
+func targetLines(recs []Record, fn func(line string)) {
+	for _, r := range recs {
+		if r.Lvl != "target" {
+			continue
+		}
+		text := strings.ReplaceAll(strings.ReplaceAll(r.Text(), "\r", ""), `\"`, `"`)
+		for _, line := range strings.Split(text, "\n") {
+			fn(line)
+		}
+	}
 }
 
 func first(f []string) string {

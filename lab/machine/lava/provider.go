@@ -202,6 +202,13 @@ func (p *Provider) RunCell(ctx context.Context, c runner.CellJob) (*runner.CellL
 	if err := res.end(recs, out); err != nil {
 		return nil, err
 	}
+	done, failed := readCleanup(recs)
+	if failed != "" {
+		return nil, fmt.Errorf("%s: the device still holds an earlier job's leftovers: %s", res.ref(), failed)
+	}
+	if len(done) > 0 {
+		out.Notes = append(out.Notes, "an earlier job's leftovers on the device, cleaned up before the cell: "+strings.Join(done, "; "))
+	}
 	return out, nil
 }
 

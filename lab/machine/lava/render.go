@@ -88,7 +88,7 @@ func Render(l *Lab, c runner.CellJob, o RenderOptions) (*Job, error) {
 		return nil, err
 	}
 	d.Context = ctx
-	steps, err := testSteps(c, o.Art)
+	steps, err := testSteps(c, o.Art, Reused(l))
 	if err != nil {
 		return nil, err
 	}
@@ -151,8 +151,8 @@ func bootActions(l *Lab, im *Images) (deploy, boot, context map[string]any, err 
 	if im.Memory > 0 {
 		context["memory"] = im.Memory
 	}
-	if im.SMP > 0 {
-		context["cpus"] = im.SMP
+	if im.SMP > 0 { // LAVA's qemu template has no CPU count variable: its extra options
+		context["extra_options"] = []any{fmt.Sprintf("-smp %d", im.SMP)}
 	}
 	return deploy, boot, context, nil
 }
@@ -175,10 +175,15 @@ func copyMap(m map[string]any) map[string]any {
 // steps after a setup step failed; lab and collect steps always run. It prints
 // KMODLAB-STEP-BEGIN, each output line as "KMODLAB-OUT INDEX: …", KMODLAB-STEP-END
 // INDEX STATUS TIMEDOUT, and records a lava-test-case PHASE-NAME with the status.
+// A background step's session leader records itself in KL_TMP/kmodlab-bg.pids (boot
+// id, pid, start time), so a later job on a device that is not rebooted can stop what
+// it left (cleanup.go). KL_TMP is the device's scratch directory, /tmp unless the
+// environment says otherwise (the tests).
 // kl_file PATH prints a file between KMODLAB-FILE markers, in base64: LAVA's log of
 // the device's output is not byte-exact (it drops carriage returns, escape characters
 // and empty lines, and escapes double quotes).
-const driver = `kl_step() {
+const driver = `: "${KL_TMP:=/tmp}"
+kl_step() {
 	kl_i=$1; kl_p=$2; kl_n=$3; kl_t=$4; kl_bg=$5; kl_c=$6
 	case "$kl_p" in setup|stress|teardown)
 		if [ -n "$KL_STOP" ] || { [ "$kl_p" = stress ] && [ -n "$KL_SETUP_FAILED" ]; }; then
@@ -188,13 +193,13 @@ const driver = `kl_step() {
 	echo "KMODLAB-STEP-BEGIN $kl_i $kl_p $kl_n"
 	kl_s=$(date +%s); kl_rc=0; kl_to=0
 	if [ "$kl_bg" = 1 ]; then
-		setsid sh -c "$kl_c" < /dev/null > /dev/null 2>&1 &
-		: > /tmp/kmodlab-out
+		setsid sh -c 'echo "$(cat /proc/sys/kernel/random/boot_id) $$ $(cut -d" " -f22 /proc/$$/stat)" >> "$2/kmodlab-bg.pids"; exec sh -c "$1"' kl-bg "$kl_c" "$KL_TMP" < /dev/null > /dev/null 2>&1 &
+		: > "$KL_TMP/kmodlab-out"
 	else
-		timeout "$kl_t" sh -c "$kl_c" < /dev/null > /tmp/kmodlab-out 2>&1 || kl_rc=$?
+		timeout "$kl_t" sh -c "$kl_c" < /dev/null > "$KL_TMP/kmodlab-out" 2>&1 || kl_rc=$?
 	fi
 	if [ "$kl_rc" -ge 124 ] && [ $(( $(date +%s) - kl_s )) -ge "$kl_t" ]; then kl_to=1; KL_STOP=1; fi
-	sed "s/^/KMODLAB-OUT $kl_i: /" /tmp/kmodlab-out || true
+	sed "s/^/KMODLAB-OUT $kl_i: /" "$KL_TMP/kmodlab-out" || true
 	echo "KMODLAB-STEP-END $kl_i $kl_rc $kl_to"
 	if [ "$kl_rc" = 0 ]; then kl_r=pass; else kl_r=fail; [ "$kl_p" = setup ] && KL_SETUP_FAILED=1; fi
 	lava-test-case "$kl_p-$(echo "$kl_n" | tr -c 'A-Za-z0-9_.\n-' _)" --result $kl_r --measurement $kl_rc --units exit-status || true
@@ -209,9 +214,14 @@ kl_file() {
 	fi
 }`
 
-// testSteps are the run steps of the inline test definition.
-func testSteps(c runner.CellJob, art Artefact) ([]any, error) {
-	steps := []any{"set +x", driver, "echo KMODLAB-CELL " + shQuote(c.Cell)}
+// testSteps are the run steps of the inline test definition; on a device that is not
+// rebooted between jobs (reused), the cleanup of an earlier cell's leftovers first.
+func testSteps(c runner.CellJob, art Artefact, reused bool) ([]any, error) {
+	steps := []any{"set +x", driver}
+	if reused {
+		steps = append(steps, cleanupSteps(c)...)
+	}
+	steps = append(steps, "echo KMODLAB-CELL "+shQuote(c.Cell))
 	switch {
 	case art.Inline != "":
 		steps = append(steps, "if echo '"+art.Inline+"' | base64 -d | tar -xzf - -C /; then lava-test-case kmodlab-files --result pass; else lava-test-case kmodlab-files --result fail; exit 1; fi")

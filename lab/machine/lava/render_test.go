@@ -3,6 +3,7 @@ package lava
 import (
 	"flag"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -150,5 +151,35 @@ func TestConfigErrors(t *testing.T) {
 	}
 	if l, err := Parse("r", []byte("boards: []\n")); err != nil || l != nil {
 		t.Errorf("no lava: %v %v", l, err)
+	}
+}
+
+// An ssh device is not rebooted between jobs: its jobs begin with the cleanup.
+func TestRenderSSH(t *testing.T) {
+	l := labs(t, "lava:\n  - {name: s, url: http://lava, user: u, token_env: T, device_type: ssh, boot: {kernel: lab, image: x86_64}}\n")[0]
+	j, err := Render(l, testCell(), RenderOptions{Art: Artefact{Inline: "QUJD"}, Job: "highmem-coherency"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	golden(t, "ssh-atomic.yaml", j.YAML)
+}
+
+// The golden renderings are valid LAVA job definitions, checked by the validator
+// lava-dispatcher ships (lava_common.schemas, strict), where it is installed.
+func TestGoldenSchema(t *testing.T) {
+	const check = `import sys, yaml
+from lava_common.schemas import validate
+for f in sys.argv[1:]:
+    try:
+        validate(yaml.safe_load(open(f)), strict=True)
+    except Exception as e:
+        print("%s: %s" % (f, e)); sys.exit(1)`
+	py, err := exec.LookPath("/usr/bin/python3")
+	if err != nil || exec.Command(py, "-c", "import lava_common.schemas").Run() != nil {
+		t.Skip("no lava_common (apt-get install lava-dispatcher)")
+	}
+	files, _ := filepath.Glob("testdata/*.yaml")
+	if out, err := exec.Command(py, append([]string{"-c", check}, files...)...).CombinedOutput(); err != nil {
+		t.Errorf("LAVA's job schema: %v\n%s", err, out)
 	}
 }

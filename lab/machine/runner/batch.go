@@ -49,6 +49,7 @@ type CellLog struct {
 	Kmsg    string            // the kernel log's records as the kernel-log agent prints them
 	Files   map[string][]byte // CellJob.Fetch's contents by remote path; a missing one is absent
 	Ref     string            // where it ran, for the evidence: "lava job 42 on rpi4-01 (URL)"
+	Notes   []string          // the lab's remarks on the job, for the evidence after Ref
 }
 
 // StepResult is one step's end.

@@ -49,13 +49,23 @@ mkdir -p "$state"
 
 # alive PIDFILE: the daemon it names runs.
 alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
+# closefds: close every descriptor above 2 in this (sub)shell. The server's daemons
+# outlive the script; started under `flock LOCK make e2e-lava` they would otherwise keep
+# the lock's descriptor open and hold the lock until they stop.
+closefds() {
+	for fd in /proc/$BASHPID/fd/*; do
+		fd=${fd##*/}
+		[ "$fd" -gt 2 ] 2>/dev/null && eval "exec $fd>&-" 2>/dev/null
+	done
+	return 0
+}
 # daemon NAME CMD...: start CMD in its own session unless NAME's pid is alive.
 daemon() {
 	name=$1
 	shift
 	alive "$state/$name.pid" && return 0
 	# exec: the pid is the daemon's, and no shell of this script holds its stdout.
-	(cd / && exec setsid "$@" < /dev/null >> "/var/log/lava-server/kmodlab-$name.out" 2>&1) &
+	(closefds && cd / && exec setsid "$@" < /dev/null >> "/var/log/lava-server/kmodlab-$name.out" 2>&1) &
 	echo $! > "$state/$name.pid"
 	say "started $name (pid $(cat "$state/$name.pid"))"
 }
@@ -66,7 +76,7 @@ manage() { lava-server manage "$@"; }
 cluster=$(pg_lsclusters -h | awk 'NR==1 {print $1, $2}')
 [ -n "$cluster" ] || skip "no PostgreSQL cluster (the postgresql package made none)"
 # shellcheck disable=SC2086
-pg_lsclusters -h | awk 'NR==1 {exit $4 != "online"}' || pg_ctlcluster $cluster start
+pg_lsclusters -h | awk 'NR==1 {exit $4 != "online"}' || (closefds && exec pg_ctlcluster $cluster start)
 if ! manage users list > /dev/null 2>&1; then
 	say "creating LAVA's database"
 	python3 /usr/share/lava-server/postinst.py > "$state/postinst.log" 2>&1 ||

@@ -4,11 +4,16 @@
  * another CPU, to a consumer like a block daemon?
  *
  * A mapper (pinned to one CPU) maps one of a few HIGHMEM pages with kmap_local_page()
- * and publishes the address; a writer (pinned to another CPU) writes a pattern through
- * it; the mapper checks that its page holds the pattern. When the writer's TLB still
- * holds an earlier page for that address, the write lands there and the mapper sees a
- * mismatch: the bug class kmodlab hunts for. kmap() pages are the control (a global
- * mapping): never a mismatch.
+ * and publishes the address; a writer (pinned to another CPU) goes through it, in turn
+ * both ways a block daemon does: on even handovers it writes a pattern and the mapper
+ * checks that its page holds it (the daemon filling a read request), on odd ones the
+ * mapper has put the pattern in its page and the writer checks that it reads it (the
+ * daemon taking a write request's data). When the writer's TLB still holds an earlier
+ * page for that address, the access goes there and the pattern is missing: the bug
+ * class kmodlab hunts for. kmap() pages are the control (a global mapping): never a
+ * mismatch. Both directions count, because a kernel can hide one and not the other: a
+ * Thumb-2 build of 6.12 showed the daemon stale data it read while the writes all
+ * landed right.
  *
  * Two writers are measured, because they can disagree:
  *  - a kernel thread that stores through the address (insmod time);
@@ -23,7 +28,9 @@
  *  ttbr0_pan=P".
  *
  * Locking and lifetime: canary_mutex serialises runs (insmod and proc reads); the
- * handover state (shared_addr, shared_val, turn) belongs to the run holding it. Each run
+ * handover state (shared_addr, shared_val, shared_read, shared_stale, turn) belongs to
+ * the run holding it. The side whose turn it is owns the state: each side writes it
+ * before its release store to turn, and the other reads it after its acquire load. Each run
  * owns its helper thread and waits for it to end before returning. Every wait on the
  * other side is bounded by WAIT_JIFFIES, so a side that never runs ends the run with an
  * error instead of a hang. The pages live from init to exit.
@@ -57,6 +64,8 @@ static unsigned int kthread_local, kthread_kmap;	/* from insmod time */
 /* The handover of one run, under canary_mutex. */
 static void *shared_addr;
 static unsigned long shared_val;
+static bool shared_read;	/* this handover, the writer reads shared_val back */
+static bool shared_stale;	/* ... and it read something else */
 static int turn;
 static bool timed_out;
 
@@ -81,24 +90,35 @@ static bool wait_turn(int from, int *now)
 }
 
 /*
- * write_kernel - the kernel-thread writer: a plain store through the address.
- * Does not sleep.
+ * write_kernel - the kernel-thread writer: a plain store through the address, or on a
+ * read handover a plain load. Does not sleep.
  */
 static int write_kernel(void __user *ubuf)
 {
-	WRITE_ONCE(*(unsigned long *)shared_addr, shared_val);
+	if (shared_read)
+		shared_stale = READ_ONCE(*(unsigned long *)shared_addr) != shared_val;
+	else
+		WRITE_ONCE(*(unsigned long *)shared_addr, shared_val);
 	return 0;
 }
 
 /*
  * write_user - the consumer writer: the value goes to the user buffer and comes back
- * through copy_from_user(), the uaccess path a daemon's ioctl takes. May fault in the
- * user page (may sleep) before the mapping is touched.
+ * through copy_from_user() into the mapping, or on a read handover the mapping goes to
+ * the user buffer through copy_to_user(): the uaccess paths a daemon's ioctls take. May
+ * fault in the user page (may sleep); the mapper is the one holding the mapping.
  */
 static int write_user(void __user *ubuf)
 {
 	unsigned long v = shared_val;
 
+	if (shared_read) {
+		if (copy_to_user(ubuf, shared_addr, sizeof(v)) ||
+		    get_user(v, (unsigned long __user *)ubuf))
+			return -EFAULT;
+		shared_stale = v != shared_val;
+		return 0;
+	}
 	if (copy_to_user(ubuf, &v, sizeof(v)))
 		return -EFAULT;
 	if (copy_from_user(shared_addr, ubuf, sizeof(v)))
@@ -138,14 +158,21 @@ static int map_run(bool global)
 	for (i = 0; i < iterations; i++) {
 		struct page *pg = pages[i % CANARY_PAGES];
 		void *p = global ? kmap(pg) : kmap_local_page(pg);
+		bool reads = i & 1;
 		bool ok;
 
-		WRITE_ONCE(*(unsigned long *)p, 0);
+		/*
+		 * A read handover puts the pattern in the page for the writer to find; no
+		 * page ever held i + 1 before, so a stale mapping cannot read it.
+		 */
+		WRITE_ONCE(*(unsigned long *)p, reads ? i + 1 : 0);
 		shared_addr = p;
 		shared_val = i + 1;
+		shared_read = reads;
+		shared_stale = false;
 		smp_store_release(&turn, TURN_WRITER);
 		ok = wait_turn(TURN_WRITER, &t);
-		if (ok && READ_ONCE(*(unsigned long *)p) != i + 1)
+		if (ok && (reads ? READ_ONCE(shared_stale) : READ_ONCE(*(unsigned long *)p) != i + 1))
 			bad++;
 		if (global)
 			kunmap(pg);

@@ -200,45 +200,45 @@ func (m *memStore) inRange(off int64, n int) bool {
 	return off >= 0 && int64(n) <= m.size && off <= m.size-int64(n)
 }
 
-func (m *memStore) ReadAt(p []byte, off int64) (int, error) {
+// span calls fn for each page that len(p) bytes at off touch, with the page's number,
+// the offset inside it and what is left of p; fn returns the bytes it copied. The
+// caller holds mu.
+func (m *memStore) span(verb string, p []byte, off int64, fn func(pg, in int64, rest []byte) int) (int, error) {
 	if !m.inRange(off, len(p)) {
-		return 0, fmt.Errorf("read %d@%d beyond %d", len(p), off, m.size)
+		return 0, fmt.Errorf("%s %d@%d beyond %d", verb, len(p), off, m.size)
 	}
-	m.mu.RLock()
-	defer m.mu.RUnlock()
 	for n := 0; n < len(p); {
-		pg, in := (off+int64(n))/pageSize, (off+int64(n))%pageSize
-		k := copy(p[n:], zeroOr(m.pages[pg])[in:])
-		n += k
+		pos := off + int64(n)
+		n += fn(pos/pageSize, pos%pageSize, p[n:])
 	}
 	return len(p), nil
 }
 
 var zeroPage = make([]byte, pageSize)
 
-func zeroOr(b []byte) []byte {
-	if b == nil {
-		return zeroPage
-	}
-	return b
+func (m *memStore) ReadAt(p []byte, off int64) (int, error) {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	return m.span("read", p, off, func(pg, in int64, rest []byte) int {
+		b := m.pages[pg]
+		if b == nil {
+			b = zeroPage
+		}
+		return copy(rest, b[in:])
+	})
 }
 
 func (m *memStore) WriteAt(p []byte, off int64) (int, error) {
-	if !m.inRange(off, len(p)) {
-		return 0, fmt.Errorf("write %d@%d beyond %d", len(p), off, m.size)
-	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	for n := 0; n < len(p); {
-		pg, in := (off+int64(n))/pageSize, (off+int64(n))%pageSize
+	return m.span("write", p, off, func(pg, in int64, rest []byte) int {
 		b := m.pages[pg]
 		if b == nil {
 			b = make([]byte, pageSize)
 			m.pages[pg] = b
 		}
-		n += copy(b[in:], p[n:])
-	}
-	return len(p), nil
+		return copy(b[in:], rest)
+	})
 }
 
 func (m *memStore) Sync() error { return nil }

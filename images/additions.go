@@ -285,15 +285,7 @@ func (b *Builder) buildOverlay(ctx context.Context, t *Target, img *Image, a Add
 	if m.ImageHash, err = hashFiles(img.Kernel, combined); err != nil {
 		return err
 	}
-	data, _ := json.MarshalIndent(m, "", "  ")
-	if err := os.WriteFile(filepath.Join(out, "overlay.json"), data, 0o644); err != nil {
-		return err
-	}
-	if err := os.MkdirAll(filepath.Dir(dir), 0o755); err != nil {
-		return err
-	}
-	os.RemoveAll(dir)
-	return os.Rename(out, dir)
+	return publish(out, dir, "overlay.json", m)
 }
 
 // skipData are package paths a guest never needs.

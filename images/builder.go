@@ -266,8 +266,18 @@ func (b *Builder) build(ctx context.Context, t *Target, dir string, client ssh.P
 	for _, mod := range modules {
 		m.Modules = append(m.Modules, path.Base(stripCompression(mod)))
 	}
-	data, _ := json.MarshalIndent(m, "", "  ")
-	if err := os.WriteFile(filepath.Join(out, "manifest.json"), data, 0o644); err != nil {
+	return publish(out, dir, "manifest.json", m)
+}
+
+// publish writes the staged cache entry out's manifest (name, as JSON) and moves the
+// entry into place at dir, replacing what stood there. The entry stays 0700, as
+// MkdirTemp made it: images hold the guest's SSH host key.
+func publish(out, dir, name string, manifest any) error {
+	data, err := json.MarshalIndent(manifest, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(out, name), data, 0o644); err != nil {
 		return err
 	}
 	if err := os.MkdirAll(filepath.Dir(dir), 0o755); err != nil {
@@ -277,7 +287,7 @@ func (b *Builder) build(ctx context.Context, t *Target, dir string, client ssh.P
 	if err := os.Rename(out, dir); err != nil {
 		return err
 	}
-	return os.Chmod(dir, 0o700) // MkdirTemp made it 0700; keep it so
+	return os.Chmod(dir, 0o700)
 }
 
 // ModulesTree is the kernel's modules directory inside an unpacked kernel package:

@@ -196,11 +196,8 @@ transactions the trace oracle verified per second of stress.`,
 			// Ctrl-C: the run shuts its machines down and writes its reports; give it time.
 			c.Cancel = func() error { return c.Process.Signal(os.Interrupt) }
 			c.WaitDelay = 30 * time.Second
-			t0 := time.Now()
-			runErr := c.Run()
-			wall := time.Since(t0).Seconds()
-			var ee *exec.ExitError
-			if runErr != nil && !errors.As(runErr, &ee) {
+			wall, ee, runErr := timeChild(c)
+			if ee == nil && runErr != nil {
 				return runErr
 			}
 			data, err := os.ReadFile(filepath.Join(out, "results.json"))
@@ -218,6 +215,16 @@ transactions the trace oracle verified per second of stress.`,
 			return nil
 		},
 	}
+}
+
+// timeChild runs c and says how long it took. A child that ran and exited non-zero is
+// a result, given as ee (err is then ee too); err alone means it could not run.
+func timeChild(c *exec.Cmd) (secs float64, ee *exec.ExitError, err error) {
+	t0 := time.Now()
+	err = c.Run()
+	secs = time.Since(t0).Seconds()
+	errors.As(err, &ee)
+	return secs, ee, err
 }
 
 func printJobBench(rep *report.Run, wall float64) {
@@ -300,11 +307,8 @@ depends on the number of divergences.`,
 						a, out = append(a, "--json"), "--json"
 					}
 					c := exec.CommandContext(cmd.Context(), self, a...)
-					t0 := time.Now()
-					err := c.Run()
-					secs := time.Since(t0).Seconds()
-					var ee *exec.ExitError
-					if err != nil && !errors.As(err, &ee) {
+					secs, ee, err := timeChild(c)
+					if ee == nil && err != nil {
 						return err
 					}
 					rss := 0.0

@@ -57,11 +57,8 @@ says so with its evidence. docs/bisect.md has the details.`,
 			if len(sel) != 1 {
 				return fmt.Errorf("--cell %s: matches %d cells, bisect runs one", cell, len(sel))
 			}
-			vars, err := parseKV(sets, "--set", false)
+			vars, err := parseSets(j, sets)
 			if err != nil {
-				return err
-			}
-			if err := j.CheckSet(vars); err != nil {
 				return err
 			}
 			mi, err := pickModule(j, module)

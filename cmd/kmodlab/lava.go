@@ -165,7 +165,7 @@ to the target.`,
 			if err != nil {
 				return err
 			}
-			vars, err := parseKV(sets, "--set", false)
+			vars, err := parseSets(j, sets)
 			if err != nil {
 				return err
 			}

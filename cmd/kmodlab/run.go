@@ -62,6 +62,19 @@ func parseKV(items []string, flag string, lists bool) (map[string]string, error)
 	return m, nil
 }
 
+// parseSets reads --set overrides and checks each names a variable the job has, so a
+// typo fails before anything is built.
+func parseSets(j *job.Job, sets []string) (map[string]string, error) {
+	vars, err := parseKV(sets, "--set", false)
+	if err != nil {
+		return nil, err
+	}
+	if err := j.CheckSet(vars); err != nil {
+		return nil, err
+	}
+	return vars, nil
+}
+
 func runCmd() *cobra.Command {
 	var (
 		cells       []string
@@ -124,11 +137,8 @@ git bisect run's "skip" (docs/bisect.md).`,
 			if err := f.CheckOwnKernels(j); err != nil {
 				return &exitError{report.ExitInfra, err}
 			}
-			vars, err := parseKV(sets, "--set", false)
+			vars, err := parseSets(j, sets)
 			if err != nil {
-				return err
-			}
-			if err := j.CheckSet(vars); err != nil {
 				return err
 			}
 			pinned, err := parseKV(pins, "--pin", true)

@@ -1,6 +1,11 @@
 package main
 
-import "testing"
+import (
+	"strings"
+	"testing"
+
+	"github.com/kmodlab/kmodlab/lab/job"
+)
 
 // --set takes one key=value per flag, and the value may hold commas; --pin keeps its
 // comma list.
@@ -15,5 +20,21 @@ func TestParseKV(t *testing.T) {
 	}
 	if _, err := parseKV([]string{"a=1", "a=2"}, "--set", false); err == nil {
 		t.Error("a key given twice is accepted")
+	}
+}
+
+// run, bisect and lava render take --set through parseSets: a variable the job does not
+// have fails, naming it, before anything is built.
+func TestParseSetsChecksTheJob(t *testing.T) {
+	j, err := job.Load("../../jobs/highmem-coherency.yaml", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m, err := parseSets(j, []string{"stress=2s"}); err != nil || m["stress"] != "2s" {
+		t.Errorf("stress=2s: %v %v", m, err)
+	}
+	_, err = parseSets(j, []string{"stres=2s"})
+	if err == nil || !strings.Contains(err.Error(), "stres") {
+		t.Errorf("stres=2s: %v, want an error naming stres", err)
 	}
 }

@@ -287,3 +287,22 @@ func TestWriteSecondLook(t *testing.T) {
 		t.Errorf("a write closes at write2")
 	}
 }
+
+// A read whose first look agrees (read1 = read2) but whose later look does not (readx,
+// the daemon's second read, against read3, the submitter's) diverged too; without both
+// later lines only the first look counts.
+func TestLaterLookDiverges(t *testing.T) {
+	r := read(9, 0x44444444, 0x44444444, "atomic", "02")
+	r[3] = line("readx", 9, 0x1000, 0x55555555, "ffeee000", 20, 3, "atomic", "02")
+	res := AnalyzeString(join(r))
+	if res.Diverged() != 1 || res.Divergences[0].Kind != KindCrossThread || !strings.HasPrefix(res.Divergences[0].Detail, "later: ") {
+		t.Fatalf("diverged=%d %+v, want one later cross-thread divergence", res.Diverged(), res.Divergences)
+	}
+	for _, drop := range []int{3, 4} { // no readx, or no read3
+		r := read(9, 0x44444444, 0x44444444, "atomic", "02")
+		r = append(r[:drop:drop], r[drop+1:]...)
+		if res := AnalyzeString(join(r)); res.Diverged() != 0 || res.Reads != 1 {
+			t.Errorf("without line %d: diverged=%d reads=%d, want 0 and 1", drop, res.Diverged(), res.Reads)
+		}
+	}
+}

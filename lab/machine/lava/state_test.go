@@ -1,7 +1,9 @@
 package lava
 
 import (
+	"bytes"
 	"errors"
+	"os"
 	"strings"
 	"testing"
 
@@ -9,7 +11,7 @@ import (
 )
 
 func TestOutcome(t *testing.T) {
-	for _, tc := range []struct {
+	cases := []struct {
 		health, typ, msg string
 		crashed          bool
 		want             string // "" no error (judged)
@@ -20,7 +22,8 @@ func TestOutcome(t *testing.T) {
 		{HealthCanceled, "Canceled", "Canceled by alice", true, "Canceled: Canceled error: Canceled by alice"},
 		{HealthCanceled, "", "", false, "Canceled"},
 		{"Unknown", "", "", false, "in state Unknown"},
-	} {
+	}
+	for _, tc := range cases {
 		err := Outcome(tc.health, tc.typ, tc.msg, tc.crashed)
 		switch {
 		case tc.want == "" && err != nil:
@@ -31,28 +34,18 @@ func TestOutcome(t *testing.T) {
 	}
 }
 
-const jobLog = `- {"dt": "2025-01-01T10:00:00.1", "lvl": "info", "msg": "start: 1 deploy"}
-- {"dt": "2025-01-01T10:00:01.1", "lvl": "target", "msg": "Linux version 6.1.0"}
-- {"dt": "2025-01-01T10:00:02.1", "lvl": "target", "msg": "KMODLAB-STEP-BEGIN 0 setup insmod"}
-- {"dt": "2025-01-01T10:00:02.2", "lvl": "target", "msg": "KMODLAB-OUT 0: a \\\"quoted\\\" line"}
-- {"dt": "2025-01-01T10:00:02.2", "lvl": "target", "msg": "KMODLAB-OUT 0:"}
-- {"dt": "2025-01-01T10:00:02.3", "lvl": "target", "msg": "KMODLAB-STEP-END 0 0 0"}
-- {"dt": "2025-01-01T10:00:02.4", "lvl": "target", "msg": "[  3.1] userblk: loaded KMODLAB-STEP-BEGIN 1 stress odirect"}
-- {"dt": "2025-01-01T10:00:09.0", "lvl": "target", "msg": "KMODLAB-STEP-END 1 143 1"}
-- {"dt": "2025-01-01T10:00:09.1", "lvl": "target", "msg": "KMODLAB-FILE-BEGIN /root/s.json"}
-- {"dt": "2025-01-01T10:00:09.2", "lvl": "target", "msg": "KMODLAB-FILE: eyJtaXNtYXRjaGVzIjogMCwK"}
-- {"dt": "2025-01-01T10:00:09.2", "lvl": "target", "msg": "KMODLAB-FILE: ICJyZWFkcyI6IDR9Cg=="}
-- {"dt": "2025-01-01T10:00:09.3", "lvl": "target", "msg": "KMODLAB-FILE-END /root/s.json"}
-- {"dt": "2025-01-01T10:00:09.4", "lvl": "target", "msg": "KMODLAB-FILE-MISSING /root/t.json"}
-- {"dt": "2025-01-01T10:00:09.5", "lvl": "results", "msg": {"definition": "lava", "case": "job", "result": "fail", "error_type": "Test", "error_msg": "boom"}}
-- {"dt": "2025-01-01T10:00:09.6", "lvl": "inf`
-
+// testdata/job.log is a job's log as the server gives it (a YAML list of records), its
+// last line torn.
 func TestReadLog(t *testing.T) {
+	jobLog, err := os.ReadFile("testdata/job.log")
+	if err != nil {
+		t.Fatal(err)
+	}
 	// lava-run writes one JSON object a line, the server a YAML list: both are read.
-	if r := ParseLog([]byte(strings.ReplaceAll(jobLog, "- {", "{"))); len(r) != 14 || r[13].Lvl != "results" {
+	if r := ParseLog(bytes.ReplaceAll(jobLog, []byte("- {"), []byte("{"))); len(r) != 14 || r[13].Lvl != "results" {
 		t.Fatalf("lava-run's format: %d records", len(r))
 	}
-	recs := ParseLog([]byte(jobLog))
+	recs := ParseLog(jobLog)
 	if len(recs) != 14 {
 		t.Fatalf("%d records (a torn last line is skipped, the rest kept)", len(recs))
 	}

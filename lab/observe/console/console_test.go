@@ -2,24 +2,40 @@ package console
 
 import (
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 )
 
+// recorded are kernel logs of real guests running userblk in the bug modes, with the
+// report each must yield first: the start of its title, its kind, the faulting address,
+// the frames in modules, and whether it is a hang.
+var recorded = []struct {
+	file, title, kind string
+	fault             uint64
+	modFrames         []string
+	hang              bool
+}{
+	{"arm-oops.log", "BUG: unable to handle kernel paging request in crc32_body", "oops",
+		0xffeee000, []string{"userblk_trace+0x34/0xb0 [userblk]", "userblk_ioctl+0xdb8/0xdc4 [userblk]"}, false},
+	{"i386-oops.log", "BUG: unable to handle page fault in memset", "oops",
+		0xfffbb000, []string{"userblk_ioctl+0x643/0xa93 [userblk]"}, false},
+	{"arm-softlockup.log", "BUG: soft lockup", "lockup", 0, nil, true},
+}
+
+// readLog is the text of testdata/name.
+func readLog(tb testing.TB, name string) string {
+	tb.Helper()
+	data, err := os.ReadFile(filepath.Join("testdata", name))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return string(data)
+}
+
 func TestRecordedCrashes(t *testing.T) {
-	for _, tc := range []struct {
-		file, title, kind string
-	}{
-		// Recorded from real guests running userblk in the bug modes.
-		{"testdata/arm-oops.log", "BUG: unable to handle kernel paging request in crc32_body", "oops"},
-		{"testdata/i386-oops.log", "BUG: unable to handle page fault in memset", "oops"},
-		{"testdata/arm-softlockup.log", "BUG: soft lockup", "lockup"},
-	} {
-		data, err := os.ReadFile(tc.file)
-		if err != nil {
-			t.Fatal(err)
-		}
-		reps := Find(string(data))
+	for _, tc := range recorded {
+		reps := Find(readLog(t, tc.file))
 		if !Fatal(reps) {
 			t.Fatalf("%s: no fatal report in %d reports", tc.file, len(reps))
 		}
@@ -70,9 +86,8 @@ func TestPatterns(t *testing.T) {
 }
 
 func FuzzFind(f *testing.F) {
-	for _, file := range []string{"testdata/arm-oops.log", "testdata/i386-oops.log"} {
-		data, _ := os.ReadFile(file)
-		f.Add(string(data))
+	for _, r := range recorded {
+		f.Add(readLog(f, r.file))
 	}
 	f.Add("Kernel panic - not syncing: \nBUG: \nWARNING: CPU: 1 PID: 2 at x")
 	f.Fuzz(func(t *testing.T, s string) {
@@ -86,8 +101,7 @@ func FuzzFind(f *testing.F) {
 }
 
 func BenchmarkFind(b *testing.B) {
-	data, _ := os.ReadFile("testdata/arm-oops.log")
-	text := strings.Repeat("[    1.000000] userblk0: read1  00000001 0000000000000000 0000000000001000 00000000aaaaaaaa ffefe000 10 cpu=0 mode=kmap\n", 5000) + string(data)
+	text := strings.Repeat("[    1.000000] userblk0: read1  00000001 0000000000000000 0000000000001000 00000000aaaaaaaa ffefe000 10 cpu=0 mode=kmap\n", 5000) + readLog(b, "arm-oops.log")
 	b.SetBytes(int64(len(text)))
 	for i := 0; i < b.N; i++ {
 		Find(text)
@@ -97,21 +111,8 @@ func BenchmarkFind(b *testing.B) {
 // Reports carry what the verdict needs to attribute them: frames with their modules,
 // the faulting address, and whether the report is a hang rather than a crash.
 func TestFramesFaultAndHang(t *testing.T) {
-	for _, tc := range []struct {
-		file      string
-		fault     uint64
-		modFrames []string
-		hang      bool
-	}{
-		{"testdata/arm-oops.log", 0xffeee000, []string{"userblk_trace+0x34/0xb0 [userblk]", "userblk_ioctl+0xdb8/0xdc4 [userblk]"}, false},
-		{"testdata/i386-oops.log", 0xfffbb000, []string{"userblk_ioctl+0x643/0xa93 [userblk]"}, false},
-		{"testdata/arm-softlockup.log", 0, nil, true},
-	} {
-		data, err := os.ReadFile(tc.file)
-		if err != nil {
-			t.Fatal(err)
-		}
-		r := First(Find(string(data)))
+	for _, tc := range recorded {
+		r := First(Find(readLog(t, tc.file)))
 		if r.FaultAddr != tc.fault || r.Hang() != tc.hang {
 			t.Errorf("%s: fault %x hang %v, want %x %v", tc.file, r.FaultAddr, r.Hang(), tc.fault, tc.hang)
 		}
@@ -139,12 +140,12 @@ func TestFramesFaultAndHang(t *testing.T) {
 
 // The scanner sees the same reports line by line as Find does on the whole text.
 func TestScannerMatchesFind(t *testing.T) {
-	data, _ := os.ReadFile("testdata/arm-oops.log")
+	log := readLog(t, "arm-oops.log")
 	var s Scanner
-	for _, l := range strings.Split(string(data), "\n") {
+	for _, l := range strings.Split(log, "\n") {
 		s.Line(l)
 	}
-	a, b := s.Reports(), Find(string(data))
+	a, b := s.Reports(), Find(log)
 	if len(a) != len(b) || a[0].Title != b[0].Title || a[0].Text != b[0].Text {
 		t.Errorf("scanner %+v, find %+v", titles(a), titles(b))
 	}
@@ -177,11 +178,7 @@ func TestDebugReports(t *testing.T) {
 		{"list-add.log", "list_add corruption in userblk_queue_req", "userblk"},
 		{"ubsan.log", "UBSAN: array-index-out-of-bounds in examples/kbugs/kbugs/kbugs.c:42:9", "kbugs"},
 	} {
-		data, err := os.ReadFile("testdata/debug/" + tc.file)
-		if err != nil {
-			t.Fatal(err)
-		}
-		reps := Find(string(data))
+		reps := Find(readLog(t, "debug/"+tc.file))
 		// A recorded log may go on after the first report (the sleep under kmap_atomic
 		// also upsets RCU and the syscall exit): the first is what a cell is judged by.
 		if len(reps) == 0 || (len(reps) != 1 && !strings.HasSuffix(tc.file, "-x86.log") && !strings.HasSuffix(tc.file, "-armv7.log")) {

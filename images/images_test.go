@@ -85,10 +85,7 @@ func TestIsolcpusDerived(t *testing.T) {
 		t.Errorf("hand-set isolcpus: %v", err)
 	}
 	for _, name := range Names() {
-		tr, err := Lookup(name)
-		if err != nil {
-			t.Fatal(err)
-		}
+		tr := lookup(t, name)
 		want := fmt.Sprintf("isolcpus=%d", tr.QEMU.SMP-1)
 		if c := tr.QEMU.Cmdline(tr.QEMU.SMP); !strings.HasSuffix(c, want) || strings.Count(c, "isolcpus") != 1 {
 			t.Errorf("%s: command line %q, want it to end in %s", name, c, want)

@@ -88,10 +88,7 @@ func TestBuiltKernelKey(t *testing.T) {
 	if _, err := exec.LookPath("arm-linux-gnueabihf-gcc"); err != nil {
 		t.Skip("no ARM cross compiler (scripts/setup-host.sh installs it)")
 	}
-	tg, err := Lookup("armv7-lpae@trixie+detect")
-	if err != nil {
-		t.Fatal(err)
-	}
+	tg := lookup(t, "armv7-lpae@trixie+detect")
 	key := func(tg *Target, base, pkg, ver string, job ...JobFragment) string {
 		in, err := buildInputs(tg, []byte(base), pkg, ver, job)
 		if err != nil {

@@ -33,10 +33,7 @@ func fakeBuild(t *testing.T) string {
 
 func TestOwnKernel(t *testing.T) {
 	dir := fakeBuild(t)
-	tg, err := Lookup("armv7-lpae+own")
-	if err != nil {
-		t.Fatal(err)
-	}
+	tg := lookup(t, "armv7-lpae+own")
 	if _, ok := tg.source().(ownKernel); !ok {
 		t.Fatalf("source %T", tg.source())
 	}

@@ -10,14 +10,8 @@ import (
 )
 
 func TestTargetAtLine(t *testing.T) {
-	def, err := Lookup("armv7-lpae")
-	if err != nil {
-		t.Fatal(err)
-	}
-	tr, err := Lookup("armv7-lpae@trixie")
-	if err != nil {
-		t.Fatal(err)
-	}
+	def := lookup(t, "armv7-lpae")
+	tr := lookup(t, "armv7-lpae@trixie")
 	if tr.Name != "armv7-lpae@trixie" || tr.Base != "armv7-lpae" || tr.Suite != "trixie" || !strings.HasPrefix(tr.Kernel.Release, "6.12.") {
 		t.Errorf("trixie line: %s %s %s %s", tr.Name, tr.Base, tr.Suite, tr.Kernel.Release)
 	}

@@ -21,10 +21,7 @@ func sweepLists() map[string]string {
 
 func sweep(t *testing.T, name string) []SweptKernel {
 	t.Helper()
-	tg, err := Lookup(name)
-	if err != nil {
-		t.Fatal(err)
-	}
+	tg := lookup(t, name)
 	if tg.Kernel.Resolve != "" { // what Builder.Resolve finds in these lists
 		tg.Kernel = Kernel{Resolve: tg.Kernel.Resolve, Release: "7.2.13+deb14-" + tg.Kernel.Resolve, Version: "7.2.13-1"}
 	}

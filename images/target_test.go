@@ -13,10 +13,7 @@ import (
 // The arm64 recipe: the Pi 4's core in 64-bit mode under qemu-system-aarch64, no
 // HIGHMEM, cross-built with aarch64-linux-gnu-, on the three kernel lines.
 func TestArm64Recipe(t *testing.T) {
-	a, err := Lookup("arm64")
-	if err != nil {
-		t.Fatal(err)
-	}
+	a := lookup(t, "arm64")
 	q := a.QEMU
 	if q.Binary != "qemu-system-aarch64" || q.Package != "qemu-system-arm" || !strings.HasPrefix(q.Machine, "virt") ||
 		q.CPU != "cortex-a72" || q.SMP != 4 || q.Console != "ttyAMA0" || q.NetDevice != "virtio-net-device" || q.KVM ||
@@ -99,10 +96,7 @@ func TestRecipeArchChecks(t *testing.T) {
 // A built or own kernel is made with the boot image its recipe's kernel format boots.
 func TestBootImageName(t *testing.T) {
 	for name, want := range map[string]string{"arm64": "Image", "arm64@sid": "Image", "armv7-lpae": "zImage", "i386-pae": "bzImage", "x86_64": "bzImage"} {
-		tg, err := Lookup(name)
-		if err != nil {
-			t.Fatal(err)
-		}
+		tg := lookup(t, name)
 		if got := bootImageName(tg); got != want {
 			t.Errorf("%s: %s, want %s", name, got, want)
 		}
@@ -148,4 +142,14 @@ func TestSetupHostInstallsRecipePackages(t *testing.T) {
 			}
 		}
 	}
+}
+
+// lookup is Lookup for a test: the target ref names, or the test fails.
+func lookup(t *testing.T, ref string) *Target {
+	t.Helper()
+	tg, err := Lookup(ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tg
 }

@@ -11,13 +11,7 @@ import (
 // compiler the fix cannot be judged, so it is an error naming the package, not headers
 // cached unfixed (arm64@trixie's -fmin-function-alignment then broke every build).
 func TestFixCompilerNeedsTheCompiler(t *testing.T) {
-	dir := t.TempDir()
-	build := filepath.Join(dir, "usr/src/linux-headers-6.12.107+deb13-arm64")
-	common := filepath.Join(dir, "usr/src/linux-headers-6.12.107+deb13-common")
-	os.MkdirAll(build, 0o755)
-	os.MkdirAll(common, 0o755)
-	os.WriteFile(filepath.Join(build, ".kernelvariables"), []byte("CC = $(CROSS_COMPILE)gcc-14\n"), 0o644)
-	os.WriteFile(filepath.Join(common, "Makefile"), []byte("KBUILD_CFLAGS += -fmin-function-alignment=$(CONFIG_FUNCTION_ALIGNMENT)\n"), 0o644)
+	dir, build, _ := gcc14Headers(t)
 	err := fixCompiler(dir, build, "kmodlab-no-such-", "gcc-kmodlab-no-such")
 	if err == nil || !strings.Contains(err.Error(), "kmodlab-no-such-gcc not found") || !strings.Contains(err.Error(), "apt-get install gcc-kmodlab-no-such") {
 		t.Errorf("err = %v, want the missing compiler and its package", err)
@@ -34,13 +28,8 @@ func TestFixCompilerArm64CallOps(t *testing.T) {
 	if gccAccepts("gcc", "-fmin-function-alignment=16") {
 		t.Skip("the host's gcc has -fmin-function-alignment: nothing to adapt")
 	}
-	dir := t.TempDir()
-	build := filepath.Join(dir, "usr/src/linux-headers-6.12.107+deb13-arm64")
-	common := filepath.Join(dir, "usr/src/linux-headers-6.12.107+deb13-common")
-	os.MkdirAll(build, 0o755)
+	dir, build, common := gcc14Headers(t)
 	os.MkdirAll(filepath.Join(common, "arch/arm64"), 0o755)
-	os.WriteFile(filepath.Join(build, ".kernelvariables"), []byte("CC = $(CROSS_COMPILE)gcc-14\n"), 0o644)
-	os.WriteFile(filepath.Join(common, "Makefile"), []byte("KBUILD_CFLAGS += -fmin-function-alignment=$(CONFIG_FUNCTION_ALIGNMENT)\n"), 0o644)
 	arch := "ifeq ($(CONFIG_DYNAMIC_FTRACE_WITH_CALL_OPS),y)\n  CC_FLAGS_FTRACE := -fpatchable-function-entry=4,2\nelse\n  CC_FLAGS_FTRACE := -fpatchable-function-entry=2\nendif\n"
 	os.WriteFile(filepath.Join(common, "arch/arm64/Makefile"), []byte(arch), 0o644)
 	if err := fixCompiler(dir, build, "", "gcc"); err != nil {
@@ -54,4 +43,18 @@ func TestFixCompilerArm64CallOps(t *testing.T) {
 	if strings.Contains(string(am), "=4,2") || !strings.Contains(string(am), "-fpatchable-function-entry=2") {
 		t.Errorf("arch/arm64/Makefile: want the CALL_OPS entries gone, the other branch kept:\n%s", am)
 	}
+}
+
+// gcc14Headers lays out the arm64 headers of trixie's 6.12 as gcc 14 built them under a
+// new root: the build tree's .kernelvariables names gcc-14 and the common Makefile asks
+// for -fmin-function-alignment. It returns the root, the build and the common tree.
+func gcc14Headers(t *testing.T) (dir, build, common string) {
+	dir = t.TempDir()
+	build = filepath.Join(dir, "usr/src/linux-headers-6.12.107+deb13-arm64")
+	common = filepath.Join(dir, "usr/src/linux-headers-6.12.107+deb13-common")
+	os.MkdirAll(build, 0o755)
+	os.MkdirAll(common, 0o755)
+	os.WriteFile(filepath.Join(build, ".kernelvariables"), []byte("CC = $(CROSS_COMPILE)gcc-14\n"), 0o644)
+	os.WriteFile(filepath.Join(common, "Makefile"), []byte("KBUILD_CFLAGS += -fmin-function-alignment=$(CONFIG_FUNCTION_ALIGNMENT)\n"), 0o644)
+	return dir, build, common
 }

@@ -48,11 +48,7 @@ func (b *Builder) packagedKernel(ctx context.Context, t *Target, dst string) err
 	if err != nil {
 		return err
 	}
-	debs, err := root.Download(ctx, t.KernelPackages()[:1])
-	if err != nil {
-		return err
-	}
-	stage, err := b.unpack(ctx, t.Name+"-naive-", debs)
+	stage, err := b.fetch(ctx, root, t.Name+"-naive-", t.KernelPackages()[:1])
 	if err != nil {
 		return err
 	}

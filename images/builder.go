@@ -203,7 +203,7 @@ func (b *Builder) build(ctx context.Context, t *Target, dir string, client ssh.P
 	if err != nil {
 		return err
 	}
-	udebs, err := root.Download(ctx, t.UserlandPackages())
+	udebs, err := root.Download(ctx, t.UserlandPackages()) // named in the manifest
 	if err != nil {
 		return err
 	}
@@ -327,7 +327,16 @@ func hashFiles(files ...string) (string, error) {
 	return hex.EncodeToString(h.Sum(nil))[:16], nil
 }
 
-// entry is one file of the initramfs.
+// fetch downloads pkgs from root and unpacks them into a new stage directory (unpack);
+// the caller removes it.
+func (b *Builder) fetch(ctx context.Context, root *debian.Root, prefix string, pkgs []string) (string, error) {
+	debs, err := root.Download(ctx, pkgs)
+	if err != nil {
+		return "", err
+	}
+	return b.unpack(ctx, prefix, debs)
+}
+
 // unpack extracts debs into a new private directory under the cache's tmp (0700: an
 // image stage holds the guest's SSH host key) and returns it; the caller removes it.
 func (b *Builder) unpack(ctx context.Context, prefix string, debs []string) (string, error) {

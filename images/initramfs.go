@@ -15,6 +15,7 @@ import (
 	"golang.org/x/crypto/ssh"
 )
 
+// entry is one file of the initramfs.
 type entry struct {
 	mode cpio.FileMode
 	data []byte

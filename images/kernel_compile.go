@@ -146,11 +146,7 @@ func (b *Builder) unpackSource(ctx context.Context, root *debian.Root, dir strin
 		return nil
 	}
 	b.log().Info("kernel build: fetching the source", "package", in.pkg, "version", in.version)
-	debs, err := root.Download(ctx, []string{in.pkg + ":all=" + in.version})
-	if err != nil {
-		return err
-	}
-	stage, err := b.unpack(ctx, "ksrc-", debs)
+	stage, err := b.fetch(ctx, root, "ksrc-", []string{in.pkg + ":all=" + in.version})
 	if err != nil {
 		return err
 	}

@@ -67,13 +67,9 @@ func gzipFile(src, dst string) error {
 		return err
 	}
 	zw := gzip.NewWriter(out)
-	if _, err := io.Copy(zw, in); err != nil {
-		out.Close()
-		return err
+	_, err = io.Copy(zw, in)
+	if err == nil {
+		err = zw.Close()
 	}
-	if err := zw.Close(); err != nil {
-		out.Close()
-		return err
-	}
-	return out.Close()
+	return fsutil.CloseAfter(out, err)
 }

@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/kmodlab/kmodlab/internal/fsutil"
 	"golang.org/x/crypto/ssh"
 )
 
@@ -92,11 +93,8 @@ func ClientKey(dir string) (ssh.Signer, error) {
 	}
 	tmp := f.Name()
 	defer os.Remove(tmp) // gone after the rename; removed on every error path
-	if _, err := f.Write(pem.EncodeToMemory(blk)); err != nil {
-		f.Close()
-		return nil, err
-	}
-	if err := f.Close(); err != nil {
+	_, err = f.Write(pem.EncodeToMemory(blk))
+	if err := fsutil.CloseAfter(f, err); err != nil {
 		return nil, err
 	}
 	signer, err := ssh.NewSignerFromKey(priv)

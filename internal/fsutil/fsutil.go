@@ -1,6 +1,7 @@
 // Package fsutil holds the one file-copy helper the image builder and the module
-// builder share, and the checks that keep the lab's secrets (its SSH key, images with
-// guest host keys, saved machine states) private to their owner.
+// builder share, CloseAfter for every file written to, and the checks that keep the
+// lab's secrets (its SSH key, images with guest host keys, saved machine states)
+// private to their owner.
 package fsutil
 
 import (
@@ -21,11 +22,17 @@ func CopyFile(src, dst string, mode os.FileMode) error {
 	if err != nil {
 		return err
 	}
-	if _, err := io.Copy(out, in); err != nil {
-		out.Close()
-		return err
+	_, err = io.Copy(out, in)
+	return CloseAfter(out, err)
+}
+
+// CloseAfter closes f, a file written to, after the writes that ended in err, and
+// returns err, or when that is nil the error of the close: a write-back that failed.
+func CloseAfter(f io.Closer, err error) error {
+	if cerr := f.Close(); err == nil {
+		err = cerr
 	}
-	return out.Close()
+	return err
 }
 
 // Private makes sure no one but the owner can use path: a private key, an image that

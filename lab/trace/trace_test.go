@@ -11,12 +11,18 @@ import (
 	"time"
 )
 
-func TestSeedTable(t *testing.T) {
-	data, err := os.ReadFile("testdata/seed.log")
+// testdata is the content of testdata/name.
+func testdata(tb testing.TB, name string) []byte {
+	tb.Helper()
+	data, err := os.ReadFile(filepath.Join("testdata", name))
 	if err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
-	res := AnalyzeString(string(data))
+	return data
+}
+
+func TestSeedTable(t *testing.T) {
+	res := AnalyzeString(string(testdata(t, "seed.log")))
 	if res.Transactions != 5 { // a2d (write without daemon view), b40, c49, d4f, e53
 		t.Fatalf("transactions = %d, want 5", res.Transactions)
 	}
@@ -96,8 +102,7 @@ func TestNoiseAndInterleaving(t *testing.T) {
 }
 
 func FuzzAnalyze(f *testing.F) {
-	seed, _ := os.ReadFile("testdata/seed.log")
-	f.Add(string(seed))
+	f.Add(string(testdata(f, "seed.log")))
 	f.Add("userblk0: read1  00000001 0000000000000000 0000000000001000 00000000dddddddd ffefe000 20 cpu=2 mode=kmap\n")
 	f.Add("read2: ffffffffffffffff ffffffffffffffff ffffffffffffffff ffffffffffffffff 99999999")
 	f.Fuzz(func(t *testing.T, s string) {
@@ -116,10 +121,7 @@ func FuzzAnalyze(f *testing.F) {
 }
 
 func BenchmarkAnalyze(b *testing.B) {
-	data, err := os.ReadFile("testdata/i386-pae-atomic.log")
-	if err != nil {
-		b.Fatal(err)
-	}
+	data := testdata(b, "i386-pae-atomic.log")
 	b.SetBytes(int64(len(data)))
 	for i := 0; i < b.N; i++ {
 		AnalyzeString(string(data))

@@ -17,9 +17,7 @@ func TestARMOopsFromRecordedKO(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	root, _ := filepath.Abs("../../..")
-	mods := []Module{{Name: "userblk", KO: "testdata/userblk-armv7.ko", SrcDir: "kmod", Root: root}}
-	frames, err := Report(string(oops), mods)
+	frames, err := Report(string(oops), repoModule("userblk", "testdata/userblk-armv7.ko", "kmod"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -45,11 +43,10 @@ func TestARMOopsFromRecordedKO(t *testing.T) {
 }
 
 func TestBareAddressFrameNeedsTextAddr(t *testing.T) {
-	root, _ := filepath.Abs("../../..")
 	line := "[<bf1957a4>] (userblk_ioctl [userblk]) from [<c0703338>] (sys_ioctl+0x118/0xad0)"
+	mods := repoModule("userblk", "testdata/userblk-armv7.ko", "kmod")
 	// userblk_ioctl is at .text+0x11c8 in this build: a .text loaded at 0xbf1957a4-0x11c8-0x5dc.
-	text := uint64(0xbf1957a4 - 0x11c8 - 0x5dc)
-	mods := []Module{{Name: "userblk", KO: "testdata/userblk-armv7.ko", SrcDir: "kmod", Root: root, TextAddr: text}}
+	mods[0].TextAddr = 0xbf1957a4 - 0x11c8 - 0x5dc
 	frames, err := Report(line, mods)
 	if err != nil || len(frames) != 1 || frames[0].String() != "userblk_ioctl+0x5dc/0xd8c [userblk] (kmod/userblk.c:824)" {
 		t.Fatalf("frames = %+v, %v", frames, err)
@@ -79,13 +76,11 @@ func TestOtherModulesAndMissingDWARF(t *testing.T) {
 // The x86 targets' modules: the same module (examples/byom/sumdev) built for i386
 // (REL relocations) and x86_64 (RELA), a faulting-PC frame each.
 func TestX86Objects(t *testing.T) {
-	root, _ := filepath.Abs("../../..")
 	for _, c := range []struct{ ko, report, want string }{
 		{"testdata/sumdev-amd64.ko", "RIP: 0010:sumdev_write+0x40/0x11d [sumdev]", "sumdev_write+0x40/0x11d [sumdev] (examples/byom/sumdev/sumdev.c:41)"},
 		{"testdata/sumdev-i386.ko", "EIP: sumdev_write+0x40/0x13b [sumdev]", "sumdev_write+0x40/0x13b [sumdev] (examples/byom/sumdev/sumdev.c:46)"},
 	} {
-		mods := []Module{{Name: "sumdev", KO: c.ko, SrcDir: "examples/byom/sumdev", Root: root}}
-		frames, err := Report(c.report, mods)
+		frames, err := Report(c.report, repoModule("sumdev", c.ko, "examples/byom/sumdev"))
 		if err != nil || len(frames) != 1 || frames[0].String() != c.want {
 			t.Errorf("%s: frames = %v, %v; want %s", c.ko, frames, err, c.want)
 		}
@@ -100,8 +95,7 @@ func TestColdPartFrames(t *testing.T) {
 	if _, err := exec.LookPath("addr2line"); err != nil {
 		t.Skip("no binutils addr2line on this host")
 	}
-	root, _ := filepath.Abs("../../..")
-	mods := []Module{{Name: "kbugs", KO: "testdata/kbugs-amd64.ko", SrcDir: "examples/kbugs/kbugs", Root: root}}
+	mods := repoModule("kbugs", "testdata/kbugs-amd64.ko", "examples/kbugs/kbugs")
 	report := "BUG: KFENCE: use-after-free read in kbugs_uaf.cold+0x45/0x56 [kbugs]\n" +
 		" kbugs_uaf.cold+0x45/0x56 [kbugs]\n kbugs_uaf.cold+0x17/0x56 [kbugs]\n"
 	frames, err := Report(report, mods)
@@ -130,8 +124,7 @@ func TestParseAddr2line(t *testing.T) {
 // lockdep lists the locks a task holds, each with where it was taken; those come after
 // the call trace, whose first module frame names the finding.
 func TestHeldLocksAfterCallTrace(t *testing.T) {
-	root, _ := filepath.Abs("../../..")
-	mods := []Module{{Name: "kbugs", KO: "testdata/kbugs-amd64.ko", SrcDir: "examples/kbugs/kbugs", Root: root}}
+	mods := repoModule("kbugs", "testdata/kbugs-amd64.ko", "examples/kbugs/kbugs")
 	report := "BUG: scheduling while atomic: sh/180/0x00000002\n" +
 		" #4: ffffffffc0210328 (plant_mutex){+.+.}-{3:3}, at: plant_set+0x1b/0xa0 [kbugs]\n" +
 		"Call Trace:\n kbugs_uaf+0x5a/0x92 [kbugs]\n plant_set+0x1b/0xa0 [kbugs]\n"
@@ -151,8 +144,7 @@ func TestLargeFunctionFallsBackToAddr2line(t *testing.T) {
 	if _, err := exec.LookPath("addr2line"); err != nil {
 		t.Skip("no binutils addr2line on this host")
 	}
-	root, _ := filepath.Abs("../../..")
-	mods := []Module{{Name: "userblk", KO: "testdata/userblk-amd64-debug.ko", SrcDir: "kmod", Root: root}}
+	mods := repoModule("userblk", "testdata/userblk-amd64-debug.ko", "kmod")
 	frames, err := Report(" userblk_submit_bio+0x122e/0x2380 [userblk]\n", mods)
 	if err != nil || len(frames) != 1 {
 		t.Fatalf("frames %v, %v", frames, err)
@@ -160,4 +152,11 @@ func TestLargeFunctionFallsBackToAddr2line(t *testing.T) {
 	if f := frames[0]; f.File != "kmod/userblk.c" || f.Line == 0 {
 		t.Errorf("frame %s at %s:%d, want a line of kmod/userblk.c", f.Text, f.File, f.Line)
 	}
+}
+
+// repoModule is the one-module list Report takes for the object ko of the module name
+// built from srcDir, a directory of this repository.
+func repoModule(name, ko, srcDir string) []Module {
+	root, _ := filepath.Abs("../../..")
+	return []Module{{Name: name, KO: ko, SrcDir: srcDir, Root: root}}
 }

@@ -20,6 +20,7 @@ import (
 
 	"github.com/kmodlab/kmodlab/images"
 	"github.com/kmodlab/kmodlab/images/debian"
+	"github.com/kmodlab/kmodlab/internal/workflowlint"
 	"github.com/kmodlab/kmodlab/lab/report"
 	"gopkg.in/yaml.v3"
 )
@@ -374,26 +375,8 @@ func TestWorkflowScriptInBookwormRootfs(t *testing.T) {
 // (setup-go, cache, artifacts) are GitHub's and are not run; the artifact layout the
 // merge expects is made by hand.
 func TestCompositeActionOnHost(t *testing.T) {
-	data, err := os.ReadFile(filepath.Join(repoRoot(t), "action.yml"))
+	a, err := workflowlint.ReadAction(repoRoot(t))
 	if err != nil {
-		t.Fatal(err)
-	}
-	var a struct {
-		Inputs map[string]struct {
-			Default string `yaml:"default"`
-		} `yaml:"inputs"`
-		Runs struct {
-			Steps []struct {
-				Name  string            `yaml:"name"`
-				ID    string            `yaml:"id"`
-				If    string            `yaml:"if"`
-				Run   string            `yaml:"run"`
-				Shell string            `yaml:"shell"`
-				Env   map[string]string `yaml:"env"`
-			} `yaml:"steps"`
-		} `yaml:"runs"`
-	}
-	if err := yaml.Unmarshal(data, &a); err != nil {
 		t.Fatal(err)
 	}
 	runnerTemp := t.TempDir()

@@ -1,5 +1,3 @@
-// Package workflowlint checks the repository's GitHub workflow and composite action with
-// actionlint, so a broken workflow fails `make test` before it reaches GitHub.
 package workflowlint
 
 import (
@@ -12,14 +10,20 @@ import (
 	"testing"
 
 	"github.com/rhysd/actionlint"
-	"gopkg.in/yaml.v3"
 )
 
-func TestWorkflowsLint(t *testing.T) {
+// workflows is the repository's workflow files.
+func workflows(t *testing.T) []string {
+	t.Helper()
 	files, _ := filepath.Glob("../../.github/workflows/*.yml")
 	if len(files) == 0 {
 		t.Fatal("no workflow found")
 	}
+	return files
+}
+
+func TestWorkflowsLint(t *testing.T) {
+	files := workflows(t)
 	var out bytes.Buffer
 	opts := &actionlint.LinterOptions{ConfigFile: "../../.github/actionlint.yaml"}
 	// With shellcheck installed, the run: scripts are checked too.
@@ -58,24 +62,8 @@ func TestWorkflowLintCatchesMistakes(t *testing.T) {
 // TestCompositeAction: actionlint lints workflows, not action.yml; check the action's
 // shape: inputs the README promises and steps that say their shell.
 func TestCompositeAction(t *testing.T) {
-	data, err := os.ReadFile("../../action.yml")
+	a, err := ReadAction("../..")
 	if err != nil {
-		t.Fatal(err)
-	}
-	var a struct {
-		Inputs map[string]struct {
-			Required bool `yaml:"required"`
-		} `yaml:"inputs"`
-		Runs struct {
-			Using string `yaml:"using"`
-			Steps []struct {
-				Run   string `yaml:"run"`
-				Uses  string `yaml:"uses"`
-				Shell string `yaml:"shell"`
-			} `yaml:"steps"`
-		} `yaml:"runs"`
-	}
-	if err := yaml.Unmarshal(data, &a); err != nil {
 		t.Fatal(err)
 	}
 	for _, in := range []string{"job", "targets", "cells", "mode", "shard", "plan", "apt-sources"} {
@@ -112,8 +100,7 @@ func TestOneGoVersion(t *testing.T) {
 		t.Fatal("go.mod has no go line")
 	}
 	want := string(m[1])
-	files, _ := filepath.Glob("../../.github/workflows/*.yml")
-	files = append(files, "../../action.yml")
+	files := append(workflows(t), "../../action.yml")
 	for _, f := range files {
 		data, err := os.ReadFile(f)
 		if err != nil {
@@ -145,8 +132,7 @@ func TestOneGoVersion(t *testing.T) {
 // TestScriptsExistAndShellcheck: every scripts/… file the workflow and the action call
 // exists and is executable, and (with shellcheck installed) every script is clean.
 func TestScriptsExistAndShellcheck(t *testing.T) {
-	files, _ := filepath.Glob("../../.github/workflows/*.yml")
-	files = append(files, "../../action.yml")
+	files := append(workflows(t), "../../action.yml")
 	re := regexp.MustCompile(`scripts/[A-Za-z0-9_.-]+\.sh`)
 	n := 0
 	for _, f := range files {

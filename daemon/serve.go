@@ -220,11 +220,10 @@ func (m *memStore) ReadAt(p []byte, off int64) (int, error) {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
 	return m.span("read", p, off, func(pg, in int64, rest []byte) int {
-		b := m.pages[pg]
-		if b == nil {
-			b = zeroPage
+		if b := m.pages[pg]; b != nil {
+			return copy(rest, b[in:])
 		}
-		return copy(rest, b[in:])
+		return copy(rest, zeroPage[in:]) // never written
 	})
 }
 

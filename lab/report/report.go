@@ -61,7 +61,8 @@ type Outcome struct {
 	FirstDivergenceMS int64  `json:"first_divergence_ms"`
 	StopMS            int64  `json:"stop_ms"`
 	StopReason        string `json:"stop_reason,omitempty"`
-	LogDir            string `json:"log_dir"` // the raw logs
+	// LogDir holds the raw logs.
+	LogDir string `json:"log_dir"`
 }
 
 // RunResult is one repeat of a cell (kmodlab run --repeat N).

@@ -121,7 +121,7 @@ func TestDiagnosticsStayWithTheirCase(t *testing.T) {
 }
 
 func TestMalformed(t *testing.T) {
-	for _, tc := range []struct{ in, msg string }{
+	cases := []struct{ in, msg string }{
 		{"", "no KTAP or TAP version line"},
 		{"hello\nok 1 x\n", "no KTAP or TAP version line"},
 		{"KTAP version 1\n1..1\n1..1\nok 1 a\n", "a second plan (the first at line 2)"},
@@ -132,7 +132,8 @@ func TestMalformed(t *testing.T) {
 		{"KTAP version 1\nok 1 a\nKTAP version 1\n", "a version line after the level's tests began"},
 		{"KTAP version 1\n1..1\nBail out! no memory\n", "bail out"},
 		{"KTAP version 1\n1..1\nok 1 a\nok 2 b\n", "more results than the plan"},
-	} {
+	}
+	for _, tc := range cases {
 		d := Parse(tc.in)
 		if tc.msg == "" {
 			continue

@@ -23,9 +23,8 @@ import (
 )
 
 func benchCmd() *cobra.Command {
-	c := &cobra.Command{Use: "bench", Short: "Benchmarks: boot (ours vs the naive recipe), a whole job by phase, and the trace oracle"}
-	c.AddCommand(benchBootCmd(), benchJobCmd(), benchTraceCmd())
-	return c
+	return group("bench", "Benchmarks: boot (ours vs the naive recipe), a whole job by phase, and the trace oracle",
+		benchBootCmd(), benchJobCmd(), benchTraceCmd())
 }
 
 func benchBootCmd() *cobra.Command {

@@ -11,7 +11,10 @@ import (
 )
 
 func buildCmd() *cobra.Command {
-	c := &cobra.Command{Use: "build", Short: "Build a kernel module for a target's exact kernel"}
+	return group("build", "Build a kernel module for a target's exact kernel", buildKmodCmd(), sweepCmd())
+}
+
+func buildKmodCmd() *cobra.Command {
 	var target, dir string
 	var strict bool
 	kmod := &cobra.Command{
@@ -47,8 +50,7 @@ func buildCmd() *cobra.Command {
 	kmod.Flags().StringVar(&target, "target", "", "target(s), comma separated (default: all)")
 	kmod.Flags().StringVar(&dir, "dir", "kmod", "module source directory")
 	kmod.Flags().BoolVar(&strict, "strict", true, "fail when W=1 prints a warning")
-	c.AddCommand(kmod, sweepCmd())
-	return c
+	return kmod
 }
 
 // splitNonEmpty splits a comma-separated flag value, dropping empty items.

@@ -36,7 +36,10 @@ func targetsOrAll(names []string) ([]*images.Target, error) {
 }
 
 func imagesCmd() *cobra.Command {
-	c := &cobra.Command{Use: "images", Short: "Build and inspect guest images"}
+	return group("images", "Build and inspect guest images", imagesBuildCmd(), imagesPathCmd(), imagesListCmd())
+}
+
+func imagesBuildCmd() *cobra.Command {
 	var refresh bool
 	var add images.Additions
 	build := &cobra.Command{
@@ -67,6 +70,10 @@ func imagesCmd() *cobra.Command {
 	build.Flags().BoolVar(&refresh, "refresh", false, "update the private apt lists first")
 	build.Flags().StringSliceVar(&add.Packages, "package", nil, "also build the overlay with this Debian package (repeatable)")
 	build.Flags().StringSliceVar(&add.Modules, "module", nil, "also build the overlay with this in-tree module (repeatable)")
+	return build
+}
+
+func imagesPathCmd() *cobra.Command {
 	var headers bool
 	path := &cobra.Command{
 		Use:   "path TARGET",
@@ -95,7 +102,11 @@ func imagesCmd() *cobra.Command {
 		},
 	}
 	path.Flags().BoolVar(&headers, "headers", false, "the kernel headers tree for module builds")
-	list := &cobra.Command{
+	return path
+}
+
+func imagesListCmd() *cobra.Command {
+	return &cobra.Command{
 		Use:   "list",
 		Short: "List the built-in targets, their kernel lines (TARGET@LINE) and the built kernels in the cache",
 		Args:  cobra.NoArgs,
@@ -130,8 +141,6 @@ func imagesCmd() *cobra.Command {
 			return nil
 		},
 	}
-	c.AddCommand(build, path, list)
-	return c
 }
 
 func writeKnownHosts(dir, addr string, line []byte) (string, error) {

@@ -136,8 +136,12 @@ func lavaPreflight(ctx context.Context, m run.Machines, cells []job.Cell, routes
 }
 
 func lavaCmd() *cobra.Command {
-	c := &cobra.Command{Use: "lava", Short: "LAVA labs: render a cell as a LAVA job"}
+	c := group("lava", "LAVA labs: render a cell as a LAVA job", lavaRenderCmd())
 	c.PersistentFlags().StringVar(&flagRunners, "runners", "", "runners.yaml (default $XDG_CONFIG_HOME/kmodlab/runners.yaml)")
+	return c
+}
+
+func lavaRenderCmd() *cobra.Command {
 	var (
 		cells []string
 		entry string
@@ -200,8 +204,7 @@ to the target.`,
 	render.Flags().StringVar(&entry, "lab", "", "the lava: entry of runners.yaml")
 	render.Flags().Int64Var(&seed, "seed", 1, "the stress tools' seed")
 	render.Flags().StringArrayVar(&sets, "set", nil, "override one of the job's vars")
-	c.AddCommand(render)
-	return c
+	return render
 }
 
 func pickLab(target, entry string) (*lava.Lab, error) {

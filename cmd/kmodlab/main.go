@@ -91,3 +91,11 @@ func versionCmd() *cobra.Command {
 		},
 	}
 }
+
+// group is a command that only gathers its subcommands (kmodlab images build, kmodlab
+// trace analyze, …), each made by a function of its own.
+func group(use, short string, subs ...*cobra.Command) *cobra.Command {
+	c := &cobra.Command{Use: use, Short: short}
+	c.AddCommand(subs...)
+	return c
+}

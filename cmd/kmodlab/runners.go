@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 
 	"github.com/kmodlab/kmodlab/lab/machine/board"
@@ -9,43 +10,23 @@ import (
 )
 
 func runnersCmd() *cobra.Command {
-	c := &cobra.Command{Use: "runners", Short: "Hardware runners (boards over SSH) from runners.yaml"}
+	c := group("runners", "Hardware runners (boards over SSH) from runners.yaml", runnersCheckCmd(), runnersListCmd())
 	c.PersistentFlags().StringVar(&flagRunners, "runners", "", "runners.yaml (default $XDG_CONFIG_HOME/kmodlab/runners.yaml)")
-	check := &cobra.Command{
+	return c
+}
+
+func runnersCheckCmd() *cobra.Command {
+	return &cobra.Command{
 		Use:   "check [NAME...]",
 		Short: "Health-check boards: reachable, host key, arch, kernel, headers, memory; quarantine failures",
 		RunE: func(cmd *cobra.Command, args []string) error {
-			boards, err := configuredBoards()
-			if err != nil {
-				return err
-			}
-			if boards == nil {
-				return fmt.Errorf("no runners.yaml (give --runners FILE)")
-			}
-			bad := checkLabs(cmd.Context(), args) // lava.go
-			for _, b := range boards.Boards {
-				if len(args) > 0 && !contains(args, b.Name) {
-					continue
-				}
-				h := b.Check(cmd.Context())
-				if h.Busy {
-					fmt.Fprintf(stdout, "%-14s busy  %s\n", b.Name, h.Problem)
-					continue
-				}
-				if h.OK {
-					fmt.Fprintf(stdout, "%-14s ok    %s %s headers=%v mem_available=%d kB\n", b.Name, h.Machine, h.Kernel, h.Headers, h.MemFreeKB)
-				} else {
-					bad++
-					fmt.Fprintf(stdout, "%-14s FAIL  %s (quarantined)\n", b.Name, h.Problem)
-				}
-			}
-			if bad > 0 {
-				return &exitError{report.ExitMismatch, fmt.Errorf("%d runner(s) failed the health check", bad)}
-			}
-			return nil
+			return checkRunners(cmd.Context(), args)
 		},
 	}
-	list := &cobra.Command{
+}
+
+func runnersListCmd() *cobra.Command {
+	return &cobra.Command{
 		Use:   "list",
 		Short: "List configured boards and their quarantine state",
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -64,8 +45,39 @@ func runnersCmd() *cobra.Command {
 			return nil
 		},
 	}
-	c.AddCommand(check, list)
-	return c
+}
+
+// checkRunners health-checks the lava: entries and boards named (all without names),
+// prints their health and quarantines the boards that fail.
+func checkRunners(ctx context.Context, names []string) error {
+	boards, err := configuredBoards()
+	if err != nil {
+		return err
+	}
+	if boards == nil {
+		return fmt.Errorf("no runners.yaml (give --runners FILE)")
+	}
+	bad := checkLabs(ctx, names) // lava.go
+	for _, b := range boards.Boards {
+		if len(names) > 0 && !contains(names, b.Name) {
+			continue
+		}
+		h := b.Check(ctx)
+		if h.Busy {
+			fmt.Fprintf(stdout, "%-14s busy  %s\n", b.Name, h.Problem)
+			continue
+		}
+		if h.OK {
+			fmt.Fprintf(stdout, "%-14s ok    %s %s headers=%v mem_available=%d kB\n", b.Name, h.Machine, h.Kernel, h.Headers, h.MemFreeKB)
+		} else {
+			bad++
+			fmt.Fprintf(stdout, "%-14s FAIL  %s (quarantined)\n", b.Name, h.Problem)
+		}
+	}
+	if bad > 0 {
+		return &exitError{report.ExitMismatch, fmt.Errorf("%d runner(s) failed the health check", bad)}
+	}
+	return nil
 }
 
 func contains(list []string, s string) bool {

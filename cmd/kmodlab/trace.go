@@ -13,7 +13,10 @@ import (
 )
 
 func traceCmd() *cobra.Command {
-	c := &cobra.Command{Use: "trace", Short: "The CRC-trace oracle and the crash detector on any kernel log"}
+	return group("trace", "The CRC-trace oracle and the crash detector on any kernel log", traceAnalyzeCmd())
+}
+
+func traceAnalyzeCmd() *cobra.Command {
 	var asJSON bool
 	var limit int
 	analyze := &cobra.Command{
@@ -76,8 +79,7 @@ func traceCmd() *cobra.Command {
 	}
 	analyze.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	analyze.Flags().IntVar(&limit, "limit", 5, "divergences to print in full")
-	c.AddCommand(analyze)
-	return c
+	return analyze
 }
 
 func devSuffix(dev string) string {

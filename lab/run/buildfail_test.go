@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/kmodlab/kmodlab/lab/build"
-	"github.com/kmodlab/kmodlab/lab/job"
 	"github.com/kmodlab/kmodlab/lab/judge/verdict"
 	"github.com/kmodlab/kmodlab/lab/machine/runner"
 	"github.com/kmodlab/kmodlab/lab/report"
@@ -58,13 +57,8 @@ func (m buildMachines) Strategy(context.Context, string, string, bool) (build.St
 // runJobWith runs a job text like runJob, on the given machines.
 func runJobWith(t *testing.T, m Machines, jobText string) *report.Run {
 	t.Helper()
-	dir := t.TempDir()
-	file := filepath.Join(dir, "job.yaml")
-	os.WriteFile(file, []byte(jobText), 0o644)
-	j, err := job.Load(file, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	j := loadJob(t, jobText)
+	dir := filepath.Dir(j.File)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	rep, err := Run(ctx, Options{Job: j, Cells: j.Cells(), Machines: m, CacheDir: cacheDir, Out: filepath.Join(dir, "out"),

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -85,13 +84,8 @@ func TestInterruptedIsInfra(t *testing.T) {
 		<-ctx.Done()
 		return ctx.Err()
 	}
-	dir := t.TempDir()
-	file := filepath.Join(dir, "job.yaml")
-	os.WriteFile(file, []byte(testJob), 0o644)
-	j, err := job.Load(file, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	j := loadJob(t, testJob)
+	dir := filepath.Dir(j.File)
 	ctx, cancel := context.WithCancel(context.Background())
 	go func() { <-started; cancel() }()
 	rep, err := Run(ctx, Options{Job: j, Cells: j.Cells(), Machines: machines{f}, CacheDir: cacheDir, Out: filepath.Join(dir, "out"),

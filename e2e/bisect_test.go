@@ -26,7 +26,7 @@ func TestBisectPlantedFlip(t *testing.T) {
 		t.Fatal(err)
 	}
 	cmd := exec.Command(bin, "bisect", filepath.Join(hist, "job.yaml"), "--cell", "x86_64/kmap", "--good", "base", "--bad", "HEAD",
-		"--repeat", "1", "--seed", "3", "--set", "stress=3s", "--out", filepath.Join(tmp, "out"))
+		"--repeat", "1", "--seed", "3", "--set", "stress=10s", "--out", filepath.Join(tmp, "out"))
 	out, err := cmd.CombinedOutput()
 	text := string(out)
 	if err != nil {

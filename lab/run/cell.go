@@ -116,7 +116,7 @@ func (p *targetRun) once(ctx context.Context, c job.Cell, start time.Time, rep i
 	rc.Timings["machine"] = time.Since(t0).Seconds()
 	cr := &cellRun{p: p, c: c, rc: rc, r: r, start: start, extra: map[string]string{}}
 	cr.stop = newStopper(r, stop.Rule{Full: p.o.Full, Factor: p.o.Job.Expect.Factor(), Steps: len(p.o.Job.Stress),
-		Min: p.o.Job.Expect.Evidence()})
+		Min: p.o.Job.Expect.Evidence(), Hunting: c.Expect == verdict.ExpectReproduces || c.Expect == verdict.ExpectCrashes})
 	for k, v := range p.o.Vars {
 		cr.extra[k] = v
 	}

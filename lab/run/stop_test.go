@@ -40,7 +40,8 @@ func TestStopAtSureVerdict(t *testing.T) {
 
 // Stress sized by evidence: each of two steps stops once it has its share of
 // min_evidence × evidence_factor (its tool, which prints progress lines, is sent
-// SIGTERM and writes its report), unless --full runs them to their cap.
+// SIGTERM and writes its report), unless --full runs them to their cap, or the job
+// expects the cell to reproduce (then only a sure verdict ends a step early).
 func TestStressSizedByEvidence(t *testing.T) {
 	const sized = `name: t
 targets: [fake]
@@ -55,7 +56,11 @@ expect:
   min_evidence: {transactions: 4, io: 10}
   evidence_factor: 2
 `
-	for _, full := range []bool{false, true} {
+	for _, tc := range []struct {
+		full   bool
+		expect string
+	}{{false, "clean"}, {true, "clean"}, {false, "reproduces"}} {
+		full, capped := tc.full, tc.full || tc.expect == "reproduces"
 		f := newFake()
 		term := make(chan struct{}, 1)
 		f.steps["pkill -TERM"] = func(ctx context.Context, f *fake) error { term <- struct{}{}; return nil }
@@ -89,13 +94,13 @@ expect:
 		}
 		f.stepsOut = map[string]func(context.Context, *fake, io.Writer) error{
 			"stress-step one": tool("/root/one.json"), "stress-step two": tool("/root/two.json")}
-		c := one(t, runJob(t, f, sized, Options{Full: full}))
-		if c.Verdict != verdict.Clean || !c.Met || len(ran) != 2 {
-			t.Fatalf("full=%v: %s, %d steps ran: %v", full, c.Verdict, len(ran), c.Reasons)
+		c := one(t, runJob(t, f, strings.Replace(sized, "default: clean", "default: "+tc.expect, 1), Options{Full: full}))
+		if c.Verdict != verdict.Clean || c.Met != (tc.expect == "clean") || len(ran) != 2 {
+			t.Fatalf("%+v: %s (met %v), %d steps ran: %v", tc, c.Verdict, c.Met, len(ran), c.Reasons)
 		}
-		if full {
+		if capped {
 			if c.StopReason != "stress finished" || ran[0] < 1.4 || ran[1] < 1.4 {
-				t.Errorf("--full: %q, steps ran %v s", c.StopReason, ran)
+				t.Errorf("%+v: %q, steps ran %v s", tc, c.StopReason, ran)
 			}
 			continue
 		}

@@ -16,6 +16,11 @@
 //     units differ: blkstress's fs mode counts a verified 256 KiB file as one I/O, so
 //     its share is better measured in the trace's per-page transactions.)
 //
+// A cell the job expects to reproduce or crash (Rule.Hunting) is never stopped for
+// evidence: clean is the surprising outcome there, and a bug that shows after 220
+// transactions on one run may need 700 on the next, so stopping at the clean bar would
+// turn a slow reproduction into a miss. Its steps end at a sure verdict or their cap.
+//
 // Evidence only counts while it is sound: once the cell saw I/O errors or trace
 // integrity problems it will be INCONCLUSIVE whatever follows, and the step runs to its
 // cap so the report has the full picture. A step is only stopped for evidence when its
@@ -48,6 +53,9 @@ type Rule struct {
 	Min    verdict.MinEvidence // expect.min_evidence
 	Factor float64             // expect.evidence_factor: 0 sizes nothing
 	Steps  int                 // the job's stress steps
+	// Hunting: the job expects the cell to reproduce or crash, so only a sure verdict
+	// ends a step early.
+	Hunting bool
 }
 
 // Step is where the current stress step stands.
@@ -88,7 +96,7 @@ func (r Rule) Decide(s Step) Decision {
 	if s.Now.Mismatches > 0 {
 		return Decision{Stop: true, Sure: true, Reason: "sure verdict: data read back wrong"}
 	}
-	if r.Factor <= 0 || r.Steps < 1 || !s.Graceful || (r.Min == verdict.MinEvidence{}) {
+	if r.Hunting || r.Factor <= 0 || r.Steps < 1 || !s.Graceful || (r.Min == verdict.MinEvidence{}) {
 		return Decision{}
 	}
 	if s.Now.IOErrors > 0 || s.Now.Integrity > 0 {

@@ -96,8 +96,18 @@ func TestTargetsBoot(t *testing.T) {
 		t.Fatal(err)
 	}
 	procs, dirs := qemuChildren(t), qemuTempDirs()
+	// Two cold boots at a time (go test's -parallel, GOMAXPROCS): a boot keeps about
+	// one host core busy. The group returns when every boot has.
+	t.Run("cold", func(t *testing.T) { bootTargets(t, ts) })
+	if p, d := qemuChildren(t), qemuTempDirs(); p != procs || d != dirs {
+		t.Errorf("left behind: %d QEMU processes (before %d), %d temp dirs (before %d)", p, procs, d, dirs)
+	}
+}
+
+func bootTargets(t *testing.T, ts []*images.Target) {
 	for _, tg := range ts {
 		t.Run(tg.Name, func(t *testing.T) {
+			t.Parallel()
 			ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
 			defer cancel()
 			g := bootWith(t, ctx, tg.Name, true)
@@ -128,9 +138,6 @@ func TestTargetsBoot(t *testing.T) {
 			}
 			t.Logf("%s: %s %s HighTotal=%d kB", tg.Name, f[0], f[1], high)
 		})
-	}
-	if p, d := qemuChildren(t), qemuTempDirs(); p != procs || d != dirs {
-		t.Errorf("left behind: %d QEMU processes (before %d), %d temp dirs (before %d)", p, procs, d, dirs)
 	}
 }
 
@@ -305,6 +312,7 @@ func deploy(t *testing.T, ctx context.Context, g *qemu.Guest) string {
 // a hardware board through runners.yaml: a job runs on it, a wrong host key is refused,
 // and a connection dropped mid-step becomes an infrastructure error.
 func TestDaemonKilledAndBoard(t *testing.T) {
+	t.Parallel() // mostly waiting (khungtaskd, a dropped connection): beside the rootfs test
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
 	defer cancel()
 	g := boot(t, ctx, "x86_64")
@@ -373,7 +381,10 @@ dmesg | grep -c "blocked for more than" || true`
 		if err != nil {
 			t.Fatal(err)
 		}
-		rep, err := run.Run(ctx, run.Options{Job: j, Cells: j.Cells(), Seed: 2, Out: t.TempDir(), Vars: map[string]string{"stress": "4s"},
+		// The tests' evidence bar, and a cap that leaves room for the test running beside
+		// this one: the cell stops at its evidence.
+		shortStress(j)
+		rep, err := run.Run(ctx, run.Options{Job: j, Cells: j.Cells(), Seed: 2, Out: t.TempDir(), Vars: map[string]string{"stress": "15s"},
 			Machines: f, CacheDir: f.Builder.CacheDir, Progress: testWriter{t}, Canary: true})
 		if err != nil {
 			t.Fatal(err)

@@ -28,9 +28,10 @@ import (
 
 // The rootfs test runs one x86_64 cell with short stress: the point is the environment
 // (packages, Go, build, reports), not the verdicts, which TestDefaultJob covers. The cap
-// is 8 s a step, although the cell stops at enough evidence in ~3 s: with 3 s steps a
-// busy host once left it at 37 of the job's 40 verified I/O (INCONCLUSIVE).
-var rootfsArgs = []string{"--cell", "x86_64/copier", "--set", "stress=8s", "--seed", "5"}
+// is 20 s a step, although the cell stops at enough evidence in ~3 s alone: with 3 s
+// steps a busy host once left it at 37 of the job's 40 verified I/O (INCONCLUSIVE), and
+// the rootfs and composite-action tests run beside others (t.Parallel).
+var rootfsArgs = []string{"--cell", "x86_64/copier", "--set", "stress=20s", "--seed", "5"}
 
 // workflowLab is what the test needs from the workflow: the script its QEMU shards run
 // in the container, where the checkout and Go are mounted, and the job and cache paths.
@@ -267,6 +268,9 @@ func (c *chroot) cleanup() {
 // actions/cache and setup-go cache (warm). KMODLAB_ROOTFS_COLD=1 starts from empty ones
 // and a newly built base.
 func TestWorkflowScriptInBookwormRootfs(t *testing.T) {
+	// Most of it is apt and dpkg on one core; it runs beside the other parallel tests,
+	// after the sequential ones (which count QEMU processes). Its QEMU is in the chroot.
+	t.Parallel()
 	if why := mmdebstrapReady(t); why != "" {
 		t.Skipf("SKIP rootfs test: mmdebstrap cannot run here: %s", why)
 	}
@@ -420,6 +424,7 @@ func TestWorkflowScriptInBookwormRootfs(t *testing.T) {
 // (setup-go, cache, artifacts) are GitHub's and are not run; the artifact layout the
 // merge expects is made by hand.
 func TestCompositeActionOnHost(t *testing.T) {
+	t.Parallel()
 	a, err := workflowlint.ReadAction(repoRoot(t))
 	if err != nil {
 		t.Fatal(err)

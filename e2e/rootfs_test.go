@@ -259,8 +259,9 @@ func (c *chroot) cleanup() {
 
 // TestWorkflowScriptInBookwormRootfs runs the workflow's lab-shard script, read from the
 // workflow itself, in a fresh debian:bookworm root filesystem unpacked from a base built
-// with mmdebstrap (bookwormBase, reused for a week like a pulled image): a clean clone of the repository, /dev, /proc and /sys bound in, the host's Go mounted
-// where the workflow mounts setup-go's. The script must install what it needs, build,
+// with mmdebstrap (bookwormBase, reused for a week like a pulled image): a clean clone
+// of the repository, /dev, /proc and /sys bound in, the host's Go mounted where the
+// workflow mounts setup-go's. The script must install what it needs, build,
 // run the cell and leave the reports where the workflow's later steps read them.
 //
 // Caches: by default the host's image cache (read-only below an overlay: the test never

@@ -155,11 +155,11 @@ func (b *Builder) overlayDir(t *Target, img *Image, a Additions) string {
 // cachedOverlay says whether t's image and its overlay with a are both in the cache
 // already (it builds nothing). Call with b.mu held, after resolve.
 func (b *Builder) cachedOverlay(t *Target, a Additions) bool {
-	client, err := ClientKey(b.KeyDir())
+	dir, _, err := b.imageDir(t)
 	if err != nil {
 		return false
 	}
-	img, err := loadImage(t, filepath.Join(b.CacheDir, "images", b.imageKey(t, client.PublicKey())))
+	img, err := loadImage(t, dir)
 	if err != nil {
 		return false
 	}

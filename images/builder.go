@@ -150,20 +150,29 @@ func (b *Builder) buildLocked(ctx context.Context, t *Target) (*Image, error) {
 	if err := b.resolve(ctx, t); err != nil {
 		return nil, err
 	}
-	client, err := ClientKey(b.KeyDir())
+	dir, pub, err := b.imageDir(t)
 	if err != nil {
-		return nil, fmt.Errorf("client key: %w", err)
+		return nil, err
 	}
-	dir := filepath.Join(b.CacheDir, "images", b.imageKey(t, client.PublicKey()))
 	if img, err := loadImage(t, dir); err == nil {
 		return img, nil
 	}
 	start := time.Now()
-	if err := b.build(ctx, t, dir, client.PublicKey()); err != nil {
+	if err := b.build(ctx, t, dir, pub); err != nil {
 		return nil, fmt.Errorf("build image %s: %w", t.Name, err)
 	}
 	b.log().Info("image built", "target", t.Name, "dir", dir, "seconds", time.Since(start).Seconds())
 	return loadImage(t, dir)
+}
+
+// imageDir is where t's image is cached, and the lab's client public key it is keyed
+// by (and built with). Call after resolve.
+func (b *Builder) imageDir(t *Target) (dir string, pub ssh.PublicKey, err error) {
+	client, err := ClientKey(b.KeyDir())
+	if err != nil {
+		return "", nil, fmt.Errorf("client key: %w", err)
+	}
+	return filepath.Join(b.CacheDir, "images", b.imageKey(t, client.PublicKey())), client.PublicKey(), nil
 }
 
 func loadImage(t *Target, dir string) (*Image, error) {
